@@ -1,0 +1,56 @@
+"""`runtap` command line: one subcommand per module in proxy/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from proxy.commands import COMMANDS
+from proxy.config import ConfigError
+
+DESCRIPTION = """\
+runtap: an observability sidecar for OpenAI-style Assistants Runs.
+
+Point your OpenAI client's base_url at runtap; it forwards every call and stream to the upstream
+unchanged and captures every run and run step into DuckDB, with Prometheus metrics, OpenTelemetry
+traces and SQL cost reports.
+"""
+
+EPILOG = """\
+examples:
+  runtap demo                                   # offline: simulated upstream + proxy + SDK workload
+  runtap serve --upstream https://api.openai.com --listen 127.0.0.1:8080 --db runtap.duckdb
+  # then in the app: OpenAI(base_url="http://127.0.0.1:8080/v1")
+
+Every flag of `serve` has a RUNTAP_* environment twin; `runtap COMMAND --help` lists them.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runtap", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        rc: int = args.run(args)
+    except ConfigError as exc:
+        print(f"runtap: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The admin listener: liveness, readiness and metrics, on its own port (loopback by default)."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy.app import Runtime
+
+ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    # Liveness only: answers as long as the event loop runs. Capture trouble must not get a healthy
+    # proxy restarted, so it shows in /readyz details and metrics instead.
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[ADMIN_RUNTIME]
+    writer = rt.writer
+    store_ok = writer is None or writer.healthy()
+    body = {
+        "status": "ok" if store_ok else "degraded",
+        "upstream": rt.settings.upstream,
+        "store": "disabled" if writer is None else ("open" if store_ok else "unavailable (spooling)"),
+        "capture_queue_depth": 0 if writer is None else writer.depth(),
+        "inflight": rt.forwarder.inflight,
+    }
+    return _json(body, 200 if store_ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[ADMIN_RUNTIME]
+    if rt.writer is not None:
+        rt.metrics.capture_queue_depth.set(rt.writer.depth())
+    return web.Response(body=generate_latest(rt.metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_admin_app(runtime: Runtime) -> web.Application:
+    app = web.Application()
+    app[ADMIN_RUNTIME] = runtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,82 @@
+"""Application factories: the proxy app and the admin app, sharing one Runtime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.config import Settings
+from proxy.forward import Forwarder
+from proxy.metrics import Metrics
+from proxy.tracing import Tracing
+from proxy.writer import CaptureWriter
+
+log = logging.getLogger("runtap")
+
+
+@dataclass
+class Runtime:
+    """Long-lived parts of one runtap process; opened and closed by the proxy app's cleanup_ctx."""
+
+    settings: Settings
+    metrics: Metrics
+    tracing: Tracing
+    writer: CaptureWriter | None
+    forwarder: Forwarder
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = None,
+                  tracer_provider: Any | None = None, capture: bool = True) -> Runtime:
+    metrics = Metrics(registry)
+    tracing = Tracing(tracer_provider)
+
+    def on_effects(effects: list[Any]) -> None:
+        metrics.on_effects(effects)
+        tracing.on_effects(effects)
+
+    writer = CaptureWriter(
+        db_path=settings.db, spool_path=settings.spool_path, spool_max_bytes=settings.spool_max_bytes,
+        queue_size=settings.queue_size, store_prompts=settings.store_prompts,
+        on_effects=on_effects, on_health=metrics.on_health,
+    ) if capture else None
+    forwarder = Forwarder(settings, metrics=metrics, writer=writer, tracing=tracing)
+    return Runtime(settings, metrics, tracing, writer, forwarder)
+
+
+async def _lifecycle(runtime: Runtime) -> AsyncIterator[None]:
+    if runtime.writer is not None:
+        runtime.writer.start()
+    await runtime.forwarder.open()
+    try:
+        yield
+    finally:
+        await runtime.forwarder.close()
+        if runtime.writer is not None:
+            # Blocking on purpose: by now the server has drained its streams, and the queue must reach
+            # the DB (or the spool) before the process exits.
+            runtime.writer.stop()
+        runtime.tracing.shutdown()
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
+               tracer_provider: Any | None = None, runtime: Runtime | None = None) -> web.Application:
+    rt = runtime or build_runtime(settings, registry=registry, tracer_provider=tracer_provider)
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[RUNTIME] = rt
+
+    async def ctx(_: web.Application) -> AsyncIterator[None]:
+        async for _x in _lifecycle(rt):
+            yield
+
+    app.cleanup_ctx.append(ctx)
+    app.router.add_route("*", "/{tail:.*}", rt.forwarder.handle)
+    return app

@@ -1,0 +1,221 @@
+"""Settings: one frozen object parsed once from flags and `RUNTAP_*` environment variables.
+
+Every setting is declared once in SETTINGS (name, default, help); the CLI, the README table and the
+docs test are all generated from or checked against that list. A bad value fails start-up with one
+line naming the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message is the one line shown to the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_hostport(value: str) -> HostPort:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return HostPort(host, int(port))
+
+
+def parse_upstream(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s) URL such as https://api.openai.com, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"the upstream URL may not carry a query or fragment: {value!r}")
+    return value.rstrip("/")
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def parse_size(value: str) -> int:
+    """Bytes, with an optional K/M/G suffix (binary multiples)."""
+    v = value.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if v and v[-1] in "KMG":
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[v[-1]]
+        v = v[:-1]
+    n = int(float(v) * mult)
+    if n <= 0:
+        raise ValueError(f"expected a positive size, got {value!r}")
+    return n
+
+
+def parse_seconds(value: str) -> float:
+    n = float(value)
+    if n <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return n
+
+
+def parse_positive_int(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def parse_log_level(value: str) -> str:
+    v = value.upper()
+    if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"expected debug, info, warning or error, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+    flag_only_bool: bool = False  # a switch: `--store-prompts` sets it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "RUNTAP_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("upstream", "https://api.openai.com", "Upstream base URL; the request path is appended to it "
+            "(an app base_url of http://sidecar/v1 reaches UPSTREAM/v1/...).", parse_upstream),
+    Setting("listen", "127.0.0.1:8080", "HOST:PORT the proxy listens on.", parse_hostport),
+    Setting("admin", "127.0.0.1:9464", "HOST:PORT of the admin listener (/healthz, /readyz, /metrics, "
+            "/reports). Keep it on loopback unless you mean to expose it.", parse_hostport),
+    Setting("db", "./runtap.duckdb", "DuckDB file that captured runs, steps, events and requests go to."),
+    Setting("spool", "", "Spool file for snapshots the DB could not take (default: DB path + .spool.jsonl).",),
+    Setting("spool_max_bytes", "256M", "Bound on the spool file; snapshots beyond it are dropped and "
+            "counted.", parse_size),
+    Setting("connect_timeout", "10", "Seconds to connect to the upstream before answering 502.", parse_seconds),
+    Setting("read_timeout", "600", "Idle seconds waiting for upstream bytes (headers or body) before "
+            "giving up (504 before headers; stream closed after). No total timeout: runs can stream for "
+            "minutes.", parse_seconds),
+    Setting("grace_period", "30", "Seconds SIGTERM waits for in-flight requests and streams.", parse_seconds),
+    Setting("max_body_bytes", "32M", "Largest request body accepted (413 beyond it).", parse_size),
+    Setting("max_header_bytes", "16K", "Largest request header line or field accepted (431/400 beyond it).",
+            parse_size),
+    Setting("max_connections", "512", "Concurrent connections to the upstream (requests beyond wait).",
+            parse_positive_int),
+    Setting("capture_max_body", "8M", "Largest JSON response body copied for capture (bigger ones are "
+            "relayed whole, not captured, and counted).", parse_size),
+    Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
+            parse_positive_int),
+    Setting("store_prompts", "false", "Also store run instructions and additional_messages (prompt "
+            "content). Off by default.", parse_bool, flag_only_bool=True),
+    Setting("metrics_label_assistant", "false", "Add assistant_id as a metric label (raises series "
+            "cardinality with the number of assistants).", parse_bool, flag_only_bool=True),
+    Setting("key_salt", "runtap", "Salt for key fingerprints (sha256(salt+key), first 12 hex). Set one "
+            "secret value per fleet so fingerprints group spend across sidecars."),
+    Setting("instance", "", "Instance id written with exports (default: the host name)."),
+    Setting("prices", "", "CSV file of model prices that overrides or extends the built-in price book."),
+    Setting("log_level", "info", "debug, info, warning or error.", parse_log_level),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    upstream: str = "https://api.openai.com"
+    listen: HostPort = HostPort("127.0.0.1", 8080)
+    admin: HostPort = HostPort("127.0.0.1", 9464)
+    db: str = "./runtap.duckdb"
+    spool: str = ""
+    spool_max_bytes: int = 256 << 20
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    grace_period: float = 30.0
+    max_body_bytes: int = 32 << 20
+    max_header_bytes: int = 16 << 10
+    max_connections: int = 512
+    capture_max_body: int = 8 << 20
+    queue_size: int = 100_000
+    store_prompts: bool = False
+    metrics_label_assistant: bool = False
+    key_salt: str = "runtap"
+    instance: str = ""
+    prices: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def spool_path(self) -> str:
+        return self.spool or self.db + ".spool.jsonl"
+
+    @property
+    def instance_id(self) -> str:
+        return self.instance or socket.gethostname()
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """Add the flags; defaults are left as None so env and built-in defaults apply in `from_args`."""
+    for s in SETTINGS:
+        if names is not None and s.name not in names:
+            continue
+        help_text = f"{s.help} [env {s.env}; default {s.default or 'see text'}]"
+        if s.flag_only_bool:
+            parser.add_argument(s.flag, dest=s.name, action="store_const", const="true", default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(s.flag, dest=s.name, default=None, metavar=s.name.upper(), help=help_text)
+
+
+def resolve(values: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:
+    """Flag value, else environment variable, else default; every value parsed and validated."""
+    env = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+    known = {f.name for f in fields(Settings)}
+    for s in SETTINGS:
+        raw = values.get(s.name)
+        origin = s.flag
+        if raw is None:
+            raw = env.get(s.env)
+            origin = s.env
+        if raw is None:
+            raw = s.default
+            origin = "default"
+        try:
+            kwargs[s.name] = s.parse(raw)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"invalid {s.flag} / {s.env} ({origin}): {exc}") from None
+    assert set(kwargs) <= known
+    return Settings(**kwargs)
+
+
+def settings_for(**overrides: Any) -> Settings:
+    """Settings with built-in defaults and typed overrides; for tests and embedding."""
+    unknown = set(overrides) - set(_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown settings: {sorted(unknown)}")
+    return Settings(**overrides)

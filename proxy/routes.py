@@ -1,0 +1,76 @@
+"""Which Runs API operation a request is, from its method and the tail of its path.
+
+Only the tail is matched so any prefix works: `/v1/threads/...` (OpenAI), `/openai/threads/...`
+(Azure-style), `/api/v1/threads/...` (self-hosted compatible servers). The spec's paths have no `/v1`;
+the server URL carries it, so the prefix is whatever the app's base URL had.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+RUNS_CREATE: Final = "runs.create"
+THREADS_CREATE_AND_RUN: Final = "threads.create_and_run"
+RUNS_LIST: Final = "runs.list"
+RUNS_RETRIEVE: Final = "runs.retrieve"
+RUNS_UPDATE: Final = "runs.update"
+RUNS_SUBMIT_TOOL_OUTPUTS: Final = "runs.submit_tool_outputs"
+RUNS_CANCEL: Final = "runs.cancel"
+STEPS_LIST: Final = "steps.list"
+STEPS_RETRIEVE: Final = "steps.retrieve"
+OTHER: Final = "other"
+
+OPERATIONS: Final = (
+    RUNS_CREATE,
+    THREADS_CREATE_AND_RUN,
+    RUNS_LIST,
+    RUNS_RETRIEVE,
+    RUNS_UPDATE,
+    RUNS_SUBMIT_TOOL_OUTPUTS,
+    RUNS_CANCEL,
+    STEPS_LIST,
+    STEPS_RETRIEVE,
+)
+
+# Operations whose request may ask for `stream: true`.
+STREAMABLE: Final = frozenset({RUNS_CREATE, THREADS_CREATE_AND_RUN, RUNS_SUBMIT_TOOL_OUTPUTS})
+
+
+def classify(method: str, path: str) -> str | None:
+    """Return the operation name, or None for any call that is not one of the nine Runs operations."""
+    # Cheap reject first: this runs for every proxied request.
+    if "/runs" not in path:
+        return None
+    parts = [p for p in path.split("/") if p]
+    try:
+        i = len(parts) - 1 - parts[::-1].index("threads")
+    except ValueError:
+        return None
+    tail = parts[i:]
+    t = len(tail)
+    if t < 2:
+        return None
+    get = method == "GET"
+    post = method == "POST"
+    # threads/runs
+    if t == 2 and tail[1] == "runs":
+        return THREADS_CREATE_AND_RUN if post else None
+    if t < 3 or tail[2] != "runs":
+        return None
+    # threads/{thread_id}/runs
+    if t == 3:
+        return RUNS_CREATE if post else RUNS_LIST if get else None
+    # threads/{thread_id}/runs/{run_id}
+    if t == 4:
+        return RUNS_UPDATE if post else RUNS_RETRIEVE if get else None
+    if t == 5:
+        if tail[4] == "submit_tool_outputs" and post:
+            return RUNS_SUBMIT_TOOL_OUTPUTS
+        if tail[4] == "cancel" and post:
+            return RUNS_CANCEL
+        if tail[4] == "steps" and get:
+            return STEPS_LIST
+        return None
+    if t == 6 and tail[4] == "steps" and get:
+        return STEPS_RETRIEVE
+    return None

@@ -1,0 +1,82 @@
+"""Run the proxy and admin listeners until SIGTERM/SIGINT, then drain and flush."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.admin import create_admin_app
+from proxy.app import Runtime, build_runtime, create_app
+from proxy.config import Settings
+
+log = logging.getLogger("runtap")
+
+
+@dataclass
+class Running:
+    runtime: Runtime
+    proxy_url: str
+    admin_url: str
+    _proxy: web.AppRunner
+    _admin: web.AppRunner
+
+    async def stop(self) -> None:
+        # Stop the proxy first: it stops accepting, waits up to the grace period for in-flight requests
+        # and streams, then its cleanup flushes the capture queue and closes DuckDB.
+        await self._proxy.cleanup()
+        await self._admin.cleanup()
+
+
+def _url(runner: web.AppRunner) -> str:
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
+async def start(settings: Settings, *, runtime: Runtime | None = None) -> Running:
+    rt = runtime or build_runtime(settings)
+    proxy_app = create_app(settings, runtime=rt)
+    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
+    # request at once instead of at the next chunk (a stream can be idle for minutes).
+    proxy_runner = web.AppRunner(proxy_app, access_log=None, handler_cancellation=True,
+                                 shutdown_timeout=settings.grace_period,
+                                 max_line_size=settings.max_header_bytes,
+                                 max_field_size=settings.max_header_bytes)
+    await proxy_runner.setup()
+    admin_runner = web.AppRunner(create_admin_app(rt), access_log=None)
+    await admin_runner.setup()
+    try:
+        await web.TCPSite(proxy_runner, settings.listen.host, settings.listen.port,
+                          reuse_port=False, backlog=1024).start()
+        await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
+    except OSError:
+        await proxy_runner.cleanup()
+        await admin_runner.cleanup()
+        raise
+    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner)
+
+
+async def serve_forever(settings: Settings,
+                        on_ready: Callable[[Running], Awaitable[None] | None] | None = None) -> None:
+    running = await start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("runtap proxying %s -> %s; admin on %s (healthz, readyz, metrics); capturing into %s",
+             running.proxy_url, settings.upstream, running.admin_url, settings.db)
+    if on_ready is not None:
+        res = on_ready(running)
+        if res is not None:
+            await res
+    await stop.wait()
+    log.info("shutting down: draining %d in-flight request(s), grace period %.0fs",
+             running.runtime.forwarder.inflight, settings.grace_period)
+    await running.stop()
+    if running.runtime.writer is not None:
+        stats = running.runtime.writer.stats
+        log.info("capture flushed: %s", ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))

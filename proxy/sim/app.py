@@ -1,0 +1,35 @@
+"""The simulated upstream as an aiohttp application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import routes_objects, routes_runs
+from .config import SimConfig
+from .responses import SIM, add_openai_headers, sim_middleware
+from .state import Sim
+
+
+def create_sim_app(config: SimConfig | None = None) -> web.Application:
+    config = config or SimConfig()
+    app = web.Application(middlewares=[sim_middleware])
+    app[SIM] = Sim(config)
+    app.on_response_prepare.append(add_openai_headers)
+    routes_runs.add_routes(app.router, config.prefix)
+    routes_objects.add_routes(app.router, config.prefix)
+    return app
+
+
+async def start_sim(
+    config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
+    """Serve the simulator on a real socket; returns the runner (call `cleanup()`) and the base URL."""
+    config = config or SimConfig()
+    # Short shutdown: the only long-lived requests are SSE streams, which end on their own within ~1 s.
+    runner = web.AppRunner(create_sim_app(config), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = runner.addresses[0][1]
+    shown_host = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown_host}:{bound_port}{config.prefix}"

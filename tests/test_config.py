@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.config import SETTINGS, ConfigError, HostPort, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    s = resolve({}, environ={})
+    assert s.upstream == "https://api.openai.com"
+    assert s.listen == HostPort("127.0.0.1", 8080)
+    assert s.admin == HostPort("127.0.0.1", 9464)
+    assert s.db == "./runtap.duckdb"
+    assert s.spool_path == "./runtap.duckdb.spool.jsonl"
+    assert s.max_body_bytes == 32 << 20
+    assert s.store_prompts is False
+
+
+def test_flag_beats_env_beats_default() -> None:
+    env = {"RUNTAP_LISTEN": "0.0.0.0:9000", "RUNTAP_DB": "/data/x.duckdb", "RUNTAP_STORE_PROMPTS": "yes"}
+    s = resolve({"listen": "127.0.0.1:7000"}, environ=env)
+    assert s.listen == HostPort("127.0.0.1", 7000)
+    assert s.db == "/data/x.duckdb"
+    assert s.store_prompts is True
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"RUNTAP_LISTEN": "nope"}, "RUNTAP_LISTEN"),
+    ({"RUNTAP_UPSTREAM": "ftp://x"}, "RUNTAP_UPSTREAM"),
+    ({"RUNTAP_MAX_BODY_BYTES": "-1"}, "RUNTAP_MAX_BODY_BYTES"),
+    ({"RUNTAP_CONNECT_TIMEOUT": "soon"}, "RUNTAP_CONNECT_TIMEOUT"),
+    ({"RUNTAP_STORE_PROMPTS": "maybe"}, "RUNTAP_STORE_PROMPTS"),
+])
+def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        resolve({}, environ=env)
+
+
+def test_bad_config_is_one_line_and_a_nonzero_exit() -> None:
+    proc = subprocess.run([sys.executable, "-m", "proxy", "serve", "--listen", "localhost:http"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("runtap: error: invalid --listen / RUNTAP_LISTEN")
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for s in SETTINGS:
+        assert re.search(rf"`{re.escape(s.flag)}`", readme), f"{s.flag} missing from README"
+        assert s.env in readme, f"{s.env} missing from README"
+
+
+def test_help_documents_every_flag() -> None:
+    proc = subprocess.run([sys.executable, "-m", "proxy", "serve", "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0
+    for s in SETTINGS:
+        assert s.flag in proc.stdout and s.env in proc.stdout

@@ -1,0 +1,364 @@
+from __future__ import annotations
+
+import json
+import re
+import tracemalloc
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.sse import SSEEvent, SSEParser
+
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
+BOM = b"\xef\xbb\xbf"
+
+
+def parse(chunks: Iterable[bytes], parser: SSEParser | None = None) -> list[SSEEvent]:
+    parser = parser if parser is not None else SSEParser()
+    events: list[SSEEvent] = []
+    for chunk in chunks:
+        events += parser.feed(chunk)
+    return events + parser.close()
+
+
+def split_at(stream: bytes, cuts: Iterable[int]) -> list[bytes]:
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    return [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def every(stream: bytes, n: int) -> list[bytes]:
+    return [stream[i : i + n] for i in range(0, len(stream), n)]
+
+
+# --- generated streams -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    kind: str  # "field", "comment" or "blank"
+    raw: bytes  # as written on the wire, line end included ("" only for an unterminated last line)
+    name: str = ""
+    value: str = ""  # what the parser should see as the field's value
+
+
+TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]),
+        st.sampled_from("é€中😀🇫🇷𝄞 :\x00"),
+    ),
+    max_size=12,
+)
+ENDS = st.sampled_from(["\n", "\r\n", "\r"])
+
+
+@st.composite
+def field_lines(draw: st.DrawFn) -> Line:
+    name = draw(st.sampled_from(["data", "data", "data", "event", "id", "retry", "Data", "foo", "ïd"]))
+    value = draw(TEXT)
+    if name == "id" and draw(st.booleans()):
+        value = value.replace("\x00", "")
+    form = draw(st.sampled_from(["colon-space", "colon", "bare"]))
+    if form == "bare" and value == "":
+        text, seen = name, ""  # a field with no colon has an empty value
+    elif form == "colon":
+        text, seen = f"{name}:{value}", value[1:] if value.startswith(" ") else value
+    else:
+        text, seen = f"{name}: {value}", value
+    return Line("field", (text + draw(ENDS)).encode(), name, seen)
+
+
+@st.composite
+def comment_lines(draw: st.DrawFn) -> Line:
+    return Line("comment", (":" + draw(TEXT) + draw(ENDS)).encode())
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[bytes, list[Line]]:
+    """A stream as bytes, and its lines (BOM excluded); the last block may lack its blank line."""
+    lines: list[Line] = []
+    for _ in range(draw(st.integers(0, 6))):
+        lines += draw(st.lists(st.one_of(field_lines(), field_lines(), comment_lines()), max_size=6))
+        lines.append(Line("blank", draw(ENDS).encode()))
+    lines += draw(st.lists(st.one_of(field_lines(), comment_lines()), max_size=3))
+    if lines and lines[-1].kind != "blank" and draw(st.booleans()):
+        last = lines[-1]
+        lines[-1] = Line(last.kind, last.raw.rstrip(b"\r\n"), last.name, last.value)
+    # CR then a blank line ended by LF would be read as one CRLF: an ambiguity of the format itself.
+    for i in range(1, len(lines)):
+        if lines[i - 1].raw.endswith(b"\r") and lines[i].raw == b"\n":
+            lines[i] = Line("blank", b"\r\n")
+    bom = BOM if draw(st.booleans()) else b""
+    return bom + b"".join(line.raw for line in lines), lines
+
+
+@dataclass
+class Expected:
+    events: list[SSEEvent]
+    comments: int
+    oversized: int
+
+
+def expected(lines: list[Line], limit: int) -> Expected:
+    """What the stream means: blocks ended by a blank line, each one event if it has a data field.
+
+    A block is oversized from the first line at which its non-comment bytes so far, plus that line,
+    exceed the limit; lines before that point still take effect (comments, ids).
+    """
+    out = Expected([], 0, 0)
+    last_id: str | None = None
+    block: list[Line] = []
+    for line in lines:
+        block.append(line)
+        if line.kind == "blank" or line is lines[-1]:
+            size, data, event, overflowed = 0, list[str](), "", False
+            for item in block:
+                if size + len(item.raw) > limit:
+                    out.oversized += 1
+                    overflowed = True
+                    break
+                if not item.raw.endswith((b"\n", b"\r")):
+                    break  # an unterminated last line is never a line (WHATWG discards it at EOF)
+                if item.kind == "comment":
+                    out.comments += 1
+                    continue
+                size += len(item.raw)
+                if item.name == "data":
+                    data.append(item.value)
+                elif item.name == "event":
+                    event = item.value
+                elif item.name == "id" and "\x00" not in item.value:
+                    last_id = item.value or None
+            if line.kind == "blank" and data and not overflowed:
+                out.events.append(SSEEvent(event or "message", "\n".join(data), last_id, size))
+            block = []
+    return out
+
+
+def check_stream(data: st.DataObject, limit: int) -> None:
+    stream, lines = data.draw(streams())
+    if data.draw(st.booleans()):
+        chunks = every(stream, 1)
+    else:
+        chunks = split_at(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=30)))
+    whole, pieces = SSEParser(max_event_bytes=limit), SSEParser(max_event_bytes=limit)
+    want = expected(lines, limit)
+
+    assert parse([stream], whole) == want.events
+    assert parse(chunks, pieces) == want.events
+    for parser in (whole, pieces):
+        assert (parser.comments, parser.oversized, parser.invalid_utf8) == (want.comments, want.oversized, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_chunking_gives_the_events_written(data: st.DataObject) -> None:
+    check_stream(data, 1 << 20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.integers(8, 120))
+def test_any_chunking_gives_the_same_events_under_a_small_limit(data: st.DataObject, limit: int) -> None:
+    check_stream(data, limit)
+
+
+# --- the OpenAI streams from the spec ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spec_streams() -> dict[str, str]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    spec = yaml.load(SPEC.read_text(), Loader=loader)  # noqa: S506 - a safe loader
+    found: dict[str, str] = {}
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            for i, example in enumerate(op.get("x-oaiMeta", {}).get("examples", []) or []):
+                response = example.get("response") if isinstance(example, dict) else None
+                if isinstance(response, str) and "event: thread.run.created" in response:
+                    # A YAML literal block keeps one final newline, dropping the blank line that ends
+                    # the last event on the wire.
+                    found[f"{method} {path} #{i}"] = response + "\n"
+    assert len(found) == 4, found.keys()
+    return found
+
+
+def test_openai_spec_streams(spec_streams: dict[str, str]) -> None:
+    for name, text in spec_streams.items():
+        events = parse([text.encode()])
+        # Every `event:` line directly followed by a `data:` line, read with a regex instead of the parser.
+        written = re.findall(r"^event: (.+)\ndata: (.*)$", text, flags=re.MULTILINE)
+        assert [(e.event, e.data) for e in events] == written, name
+        assert events[0].event in ("thread.created", "thread.run.created")
+        assert events[-1] == SSEEvent("done", "[DONE]", None, len(b"event: done\ndata: [DONE]\n\n"))
+        assert all(e.id is None for e in events)
+        created = next(e for e in events if e.event == "thread.run.created")
+        assert created.data.startswith('{"id":"run_123","object":"thread.run",')
+        assert created.raw_size == len(f"event: thread.run.created\ndata: {created.data}\n\n".encode())
+
+        crlf = text.replace("\n", "\r\n").encode()
+        assert [(e.event, e.data) for e in parse(every(crlf, 1))] == written, name
+        assert parse(every(text.encode(), 7)) == events, name
+
+    # This example has `event: thread.run.completed` followed by bare JSON with no `data:`: per WHATWG
+    # that line is a field with an unknown name, and an event without data is not dispatched.
+    text = spec_streams["post /threads/runs #1"]
+    assert "event: thread.run.completed\n{" in text
+    assert "thread.run.completed" not in [e.event for e in parse([text.encode()])]
+
+
+def test_done_sentinel() -> None:
+    assert parse([b"event: done\ndata: [DONE]\n\n"]) == [SSEEvent("done", "[DONE]", None, 26)]
+    # Chat Completions style: no event name.
+    assert parse([b"data: [DONE]\n\n"]) == [SSEEvent("message", "[DONE]", None, 14)]
+
+
+def test_error_event() -> None:
+    body = b'event: error\ndata: {"error":{"message":"boom","type":"server_error"}}\n\n'
+    (event,) = parse(every(body, 5))
+    assert event.event == "error"
+    assert json.loads(event.data)["error"]["message"] == "boom"
+    assert event.raw_size == len(body)
+
+
+# --- line ends, characters and the BOM across chunk boundaries -----------------------------------------
+
+
+def test_cr_and_lf_split_across_chunks_are_one_line_end() -> None:
+    # Were the CR and LF two line ends, the blank line between them would dispatch "a" and "b" apart.
+    assert parse([b"data: a\r", b"\ndata: b\r\n\r\n"]) == [SSEEvent("message", "a\nb", None, 20)]
+
+
+def test_event_ended_by_cr_at_chunk_end() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: a\r\r") == []  # the last CR may still be half of a CRLF
+    a, b, c = (SSEEvent("message", x, None, 9) for x in "abc")
+    assert parser.feed(b"data: b\n\n") == [a, b]
+    assert parser.feed(b"data: c\r\r") == []
+    assert parser.close() == [c]  # at the end of the stream a CR is a complete line end
+
+
+def test_utf8_character_split_across_chunks() -> None:
+    body = "event: déjà\ndata: 😀 中\n\n".encode()
+    for cut in range(1, len(body)):
+        assert parse([body[:cut], body[cut:]]) == [SSEEvent("déjà", "😀 中", None, len(body))], cut
+    assert parse(every(body, 1)) == [SSEEvent("déjà", "😀 中", None, len(body))]
+
+
+def test_bom_is_skipped_once_even_when_split() -> None:
+    body = BOM + b"data: x\n\n"
+    for cut in range(len(body)):
+        assert parse([body[:cut], body[cut:]]) == [SSEEvent("message", "x", None, 9)], cut
+    # A second BOM is part of the first field name, which is then unknown.
+    assert parse([BOM + BOM + b"data: x\n\n"]) == []
+    # Bytes that only start like a BOM are kept.
+    assert parse([b"\xef", b"\xbb"]) == []
+
+
+# --- field rules -----------------------------------------------------------------------------------------
+
+
+def test_field_rules() -> None:
+    assert parse([b"data\n\n"]) == [SSEEvent("message", "", None, 6)]
+    assert parse([b"data\ndata\n\n"]) == [SSEEvent("message", "\n", None, 11)]
+    assert parse([b"data:  two spaces\n\n"])[0].data == " two spaces"
+    assert parse([b"data:a:b\n\n"])[0].data == "a:b"
+    assert parse([b"event: x\nevent:\ndata: d\n\n"])[0].event == "message"
+    assert parse([b"event: only\nretry: 10\n\n"]) == []  # no data, nothing dispatched
+    assert parse([b"DATA: x\n\n"]) == []  # field names are case sensitive
+
+
+def test_ids_persist_until_changed() -> None:
+    events = parse(
+        [b"id: 1\ndata: a\n\ndata: b\n\nid: 2\x00\ndata: c\n\nid: 3\n\ndata: d\n\nid\ndata: e\n\n"]
+    )
+    assert [(e.data, e.id) for e in events] == [("a", "1"), ("b", "1"), ("c", "1"), ("d", "3"), ("e", None)]
+
+
+def test_unterminated_event_is_discarded_at_close() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: x\n\ndata: y\n") == [SSEEvent("message", "x", None, 9)]
+    assert parser.close() == []
+    # close() ends the stream: the parser starts over, BOM included.
+    assert parse([BOM + b"data: z\n\n"], parser) == [SSEEvent("message", "z", None, 9)]
+
+
+def test_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_event_bytes"):
+        SSEParser(max_event_bytes=0)
+
+
+# --- bounds ----------------------------------------------------------------------------------------------
+
+
+def test_oversized_event_is_dropped_and_the_next_one_parsed() -> None:
+    parser = SSEParser(max_event_bytes=1024)
+    stream = b"data: before\n\n" + b"id: 7\ndata: " + b"y" * 5000 + b"\n\n" + b"data: after\n\n"
+    events: list[SSEEvent] = []
+    for chunk in every(stream, 100):
+        events += parser.feed(chunk)
+        assert parser.buffered_bytes <= 1024
+    events += parser.close()
+    assert [(e.data, e.id) for e in events] == [("before", None), ("after", "7")]
+    assert parser.oversized == 1
+
+
+def test_event_exactly_at_the_limit_is_kept() -> None:
+    body = b"data: " + b"z" * 100 + b"\n\n"
+    assert len(parse([body], SSEParser(max_event_bytes=len(body)))) == 1
+    # One byte over, found only at its blank line, which also ends it: the next event is parsed.
+    parser = SSEParser(max_event_bytes=len(body) - 1)
+    assert parse([body + b"data: next\n\n"], parser) == [SSEEvent("message", "next", None, 12)]
+    assert parser.oversized == 1
+
+
+@pytest.mark.parametrize("prefix", [b"data: ", b": "], ids=["data", "comment"])
+def test_endless_line_never_buffers_more_than_the_limit(prefix: bytes) -> None:
+    limit = 1 << 20
+    line = prefix + b"x" * (10 << 20)
+    chunks = every(line, 64 << 10) + [b"\r", b"\n\r", b"\ndata: after\n", b"\n"]
+    parser = SSEParser(max_event_bytes=limit)
+    events: list[SSEEvent] = []
+    tracemalloc.start()
+    try:
+        for chunk in chunks:
+            events += parser.feed(chunk)
+            assert parser.buffered_bytes <= limit
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * limit
+    assert events == [SSEEvent("message", "after", None, 13)]
+    assert parser.oversized == 1
+
+
+def test_endless_comments_accumulate_nothing() -> None:
+    parser = SSEParser(max_event_bytes=1024)
+    stream = b"data: a\n" + b": ping\n" * 100_000 + b"data: b\n\n"
+    events: list[SSEEvent] = []
+    for chunk in every(stream, 4096):
+        events += parser.feed(chunk)
+        assert parser.buffered_bytes <= 16
+    assert events == [SSEEvent("message", "a\nb", None, 17)]  # comments are not part of the event
+    assert (parser.comments, parser.oversized) == (100_000, 0)
+
+
+# --- invalid UTF-8 ---------------------------------------------------------------------------------------
+
+
+def test_invalid_utf8_drops_only_its_event() -> None:
+    parser = SSEParser()
+    stream = (
+        b"data: \xff\xfe\n\n"
+        b"event: \xc3\n"
+        b"data: fine\n\n"
+        b"id: \xe2\x82\n"
+        b"data: bad id\n\n"
+        b": a comment may be anything \xff\n"
+        b"data: ok\n\n"
+    )
+    assert parse(every(stream, 3), parser) == [SSEEvent("message", "ok", None, 10)]
+    assert (parser.invalid_utf8, parser.comments) == (3, 1)
