@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from proxy.config import Settings
 from proxy.forward import Forwarder
 from proxy.metrics import Metrics
-from proxy.tracing import Tracing
+from proxy.tracing import Tracing, provider_from_env
 from proxy.writer import CaptureWriter
 
 log = logging.getLogger("runtap")
@@ -36,12 +36,17 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = None,
                   tracer_provider: Any | None = None, capture: bool = True) -> Runtime:
-    metrics = Metrics(registry)
-    tracing = Tracing(tracer_provider)
+    metrics = Metrics(registry, label_assistant=settings.metrics_label_assistant)
+    owned = tracer_provider is None
+    if owned:
+        tracer_provider = provider_from_env()
+    tracing = Tracing(tracer_provider, upstream=settings.upstream, owned=owned)
 
     def on_effects(effects: list[Any]) -> None:
-        metrics.on_effects(effects)
-        tracing.on_effects(effects)
+        try:
+            metrics.on_effects(effects)
+        finally:  # one failing consumer must not starve the other
+            tracing.on_effects(effects)
 
     writer = CaptureWriter(
         db_path=settings.db, spool_path=settings.spool_path, spool_max_bytes=settings.spool_max_bytes,

@@ -1,25 +1,38 @@
-"""Prometheus metric definitions, on an injected registry.
+"""Prometheus metrics on an injected registry: request path, capture health, and (via RunMetrics) runs.
 
-Request-path metrics are updated by the forwarder; run/step metrics from capture Effects on the
-writer thread (prometheus-client is thread-safe). Labels are bounded: no run, thread, step or message id
-is ever a label.
+Request-path metrics are updated by the forwarder on the event loop; run/step metrics and capture
+health from the writer thread (prometheus-client is thread-safe). Labels are bounded: no run, thread,
+step or message id is ever a label, and every label whose values come from the upstream goes through
+a LabelValues cap (see run_metrics.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-# Latency of one HTTP exchange: proxied JSON calls take ms to s, streams up to minutes.
-REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
-                   600)
-# runtap's own time per request: sub-millisecond is the goal, so resolution sits there.
-OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+from proxy.run_metrics import LabelValues, RunMetrics
+
+# Latency of one HTTP exchange: proxied JSON calls take milliseconds to seconds (a run create or a
+# poll), streams last as long as the run, minutes for tool-heavy ones; read_timeout defaults to 600 s.
+REQUEST_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+                          120, 300, 600)
+# runtap's own time per request: sub-millisecond is the goal, so the resolution sits there.
+OVERHEAD_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+_DECODE: Final = "decode:"
+
+
+def _flag(stream: bool) -> str:
+    return "true" if stream else "false"
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """Every runtap metric. Method names are what the forwarder and the capture writer call."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, label_assistant: bool = False) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter("runtap_requests", "Proxied requests (operation `other` for non-Runs calls).",
@@ -35,29 +48,95 @@ class Metrics:
             ["operation"], buckets=OVERHEAD_BUCKETS, registry=r)
         self.upstream_errors = Counter("runtap_upstream_errors", "Upstream failures by reason.", ["reason"],
                                        registry=r)
+        self.sse_events = Counter("runtap_sse_events", "SSE events relayed on Runs streams, by event name.",
+                                  ["event"], registry=r)
         self.capture_skipped_total = Counter(
             "runtap_capture_skipped", "Bodies or events relayed but not captured, by reason.", ["reason"],
             registry=r)
         self.capture_queue_depth = Gauge("runtap_capture_queue_depth", "Snapshots waiting to be written.",
                                          registry=r)
+        self.capture_written = Counter("runtap_capture_written", "Rows written to DuckDB, by table.",
+                                       ["table"], registry=r)
+        self.capture_dropped = Counter(
+            "runtap_capture_dropped", "Captured items lost, by the stage that dropped them.", ["stage"],
+            registry=r)
+        self.capture_errors = Counter(
+            "runtap_capture_errors", "Capture failures, by stage (decode, store, spool, replay...).",
+            ["stage"], registry=r)
+        self.capture_spooled = Counter(
+            "runtap_capture_spooled", "Items written to the spool file because the store could not take "
+            "them.", registry=r)
+        self.capture_replayed = Counter(
+            "runtap_capture_replayed", "Spooled items replayed into the store.", registry=r)
+        self.capture_store_open = Gauge(
+            "runtap_capture_store_open", "1 while the capture writer holds the DuckDB store open.",
+            registry=r)
+        self.runs = RunMetrics(r, label_assistant=label_assistant)
+        # Values reported by the writer (event names, skip reasons, stages) come partly from upstream
+        # data; cap them like every other such label.
+        self._events = LabelValues(128)
+        self._reasons = LabelValues(64)
+        self._stages = LabelValues(32)
+        # Children per (operation, code, stream): labels() costs a lock and a tuple per call, and this
+        # runs once per proxied request. Operations and codes are bounded, so this dict is too.
+        self._request_children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
+
+    # --- request path (event loop) -----------------------------------------------------------------
 
     def observe_request(self, operation: str, code: str, stream: bool, duration: float,
                         ttfb: float | None, overhead: float) -> None:
-        s = "true" if stream else "false"
-        self.requests.labels(operation, code, s).inc()
-        self.request_duration.labels(operation, s).observe(duration)
+        key = (operation, code, stream)
+        children = self._request_children.get(key)
+        if children is None:
+            s = _flag(stream)
+            children = (self.requests.labels(operation, code, s),
+                        self.request_duration.labels(operation, s),
+                        self.upstream_ttfb.labels(operation, s),
+                        self.proxy_overhead.labels(operation))
+            self._request_children[key] = children
+        requests, request_duration, upstream_ttfb, proxy_overhead = children
+        requests.inc()
+        request_duration.observe(duration)
         if ttfb is not None:
-            self.upstream_ttfb.labels(operation, s).observe(ttfb)
-        self.proxy_overhead.labels(operation).observe(overhead)
+            upstream_ttfb.observe(ttfb)
+        proxy_overhead.observe(overhead)
 
     def upstream_error(self, reason: str) -> None:
         self.upstream_errors.labels(reason).inc()
 
     def capture_skipped(self, reason: str, n: int = 1) -> None:
-        self.capture_skipped_total.labels(reason).inc(n)
+        self.capture_skipped_total.labels(self._reasons(reason)).inc(n)
+
+    # --- capture writer thread ---------------------------------------------------------------------
 
     def on_effects(self, effects: list[Any]) -> None:
-        """Run/step metrics from capture effects; filled in by the metrics work."""
+        self.runs.on_effects(effects)
+
+    def on_sse_events(self, counts: Mapping[str, int]) -> None:
+        """Events decoded since the last call, by event name (the writer passes deltas)."""
+        for name, n in counts.items():
+            if n > 0:
+                self.sse_events.labels(self._events(name)).inc(n)
 
     def on_health(self, what: str, label: str, n: int) -> None:
-        """Capture health counters from the writer thread."""
+        """Capture health as the writer reports it (see proxy/writer.py for the vocabulary)."""
+        if n <= 0:
+            return
+        if what == "written":
+            self.capture_written.labels(self._stages(label)).inc(n)
+        elif what == "dropped":
+            self.capture_dropped.labels(self._stages(label)).inc(n)
+        elif what == "errors":
+            if label.startswith(_DECODE):
+                # An undecodable body or event is lost capture: an error for alerting, and a skip by
+                # reason for diagnosis.
+                self.capture_errors.labels("decode").inc(n)
+                self.capture_skipped(label[len(_DECODE):], n)
+            else:
+                self.capture_errors.labels(self._stages(label.partition(":")[0])).inc(n)
+        elif what == "spooled":
+            self.capture_spooled.inc(n)
+        elif what == "replayed":
+            self.capture_replayed.inc(n)
+        elif what == "store":
+            self.capture_store_open.set(1 if label == "opened" else 0)

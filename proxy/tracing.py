@@ -1,30 +1,263 @@
-"""OpenTelemetry request spans; a no-op unless a tracer provider is configured."""
+"""OpenTelemetry traces: a server span per proxied request with a client child span for the upstream
+call, and run-lifecycle spans (proxy/run_spans.py). A true no-op without a tracer provider.
+
+The provider is injected (tests, embedding) or built from the standard OTEL_* variables by
+`provider_from_env`; without either every method returns at its first line, and the forwarder's
+call sites cost three method calls per request.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.metadata
+import logging
+import os
+import threading
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from proxy import routes
+from proxy.config import ConfigError
 from proxy.records import Exchange
+from proxy.run_spans import PROVIDER, RunSpans, run_span_context
+
+log = logging.getLogger("runtap.tracing")
+
+TRACER_NAME: Final = "runtap.proxy"
+# Route templates (HTTP semconv http.route) of the Runs operations, after the app's path prefix.
+_ROUTES: Final = {
+    routes.RUNS_CREATE: "/threads/{thread_id}/runs",
+    routes.THREADS_CREATE_AND_RUN: "/threads/runs",
+    routes.RUNS_LIST: "/threads/{thread_id}/runs",
+    routes.RUNS_RETRIEVE: "/threads/{thread_id}/runs/{run_id}",
+    routes.RUNS_UPDATE: "/threads/{thread_id}/runs/{run_id}",
+    routes.RUNS_SUBMIT_TOOL_OUTPUTS: "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+    routes.RUNS_CANCEL: "/threads/{thread_id}/runs/{run_id}/cancel",
+    routes.STEPS_LIST: "/threads/{thread_id}/runs/{run_id}/steps",
+    routes.STEPS_RETRIEVE: "/threads/{thread_id}/runs/{run_id}/steps/{step_id}",
+}
+# Request spans remembered (by exchange id) until capture links the runs they changed to them.
+_MAX_REQUEST_CONTEXTS: Final = 10_000
+# Errors the forwarder reports after the upstream answered (the client span has a status code).
+_AFTER_RESPONSE: Final = ("upstream_", "client_disconnected")
+
+
+def provider_from_env() -> TracerProvider | None:
+    """A TracerProvider exporting as the standard OTEL_* variables say, or None when tracing is off.
+
+    Off when OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none, or (for the default `otlp` exporter)
+    neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set. The exporter,
+    batch processor, sampler and resource read their own OTEL_* settings (headers, timeout,
+    compression, OTEL_BSP_*, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES...).
+    """
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
+    if not names or "none" in names:
+        return None
+    exporters: list[SpanExporter] = []
+    for name in names:
+        if name == "otlp":
+            if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+                continue
+            var = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                   else "OTEL_EXPORTER_OTLP_PROTOCOL")
+            protocol = env.get(var, "http/protobuf").strip()
+            if protocol != "http/protobuf":
+                raise ConfigError(f"invalid {var}={protocol!r}: runtap exports OTLP over HTTP only "
+                                  "(set http/protobuf)")
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            exporters.append(OTLPSpanExporter())
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        else:
+            raise ConfigError(f"invalid OTEL_TRACES_EXPORTER={name!r}: runtap supports otlp, console, none")
+    if not exporters:
+        return None
+    named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    attrs: dict[str, str] = {} if named else {"service.name": "runtap"}
+    try:
+        attrs["service.version"] = importlib.metadata.version("runtap")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+class _RequestSpan:
+    __slots__ = ("server", "client", "exchange", "name", "runs_call")
+
+    def __init__(self, server: Any, exchange: Exchange, name: str, runs_call: bool) -> None:
+        self.server = server
+        self.client: Any = None
+        self.exchange = exchange
+        self.name = name
+        self.runs_call = runs_call
+
+
+def _path_ids(path: str) -> tuple[str, dict[str, str]]:
+    """(path prefix before `/threads/`, {thread_id, run_id, step_id} present in the path)."""
+    i = path.rfind("/threads/")
+    parts = path[i + 1:].split("/")
+    ids: dict[str, str] = {}
+    if len(parts) > 1 and parts[1] != "runs":
+        ids["thread_id"] = parts[1]
+    if len(parts) > 3:
+        ids["run_id"] = parts[3]
+    if len(parts) > 5:
+        ids["step_id"] = parts[5]
+    return path[:i], ids
 
 
 class Tracing:
-    def __init__(self, tracer_provider: Any | None = None) -> None:
+    def __init__(self, tracer_provider: Any | None = None, *, upstream: str = "",
+                 owned: bool = False) -> None:
+        """`owned`: this object built the provider and shuts it down; an injected one is only flushed."""
         self._provider = tracer_provider
+        self._owned = owned
+        self._tracer: Any = None
+        self._runs: RunSpans | None = None
+        self._propagator = TraceContextTextMapPropagator()
+        self._lock = threading.Lock()
+        self._contexts: dict[str, SpanContext] = {}
+        up = urlsplit(upstream)
+        self._upstream = upstream
+        self._upstream_host = up.hostname or ""
+        self._upstream_port = up.port or (443 if up.scheme == "https" else 80)
+        if tracer_provider is not None:
+            self._tracer = tracer_provider.get_tracer(TRACER_NAME)
+            self._runs = RunSpans(tracer_provider)
 
-    def start_request(self, request: web.Request, operation: str, exchange: Exchange) -> Any:
-        return None
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None
 
-    def inject(self, span: Any, headers: CIMultiDict[str]) -> None:
-        return None
+    # --- request spans (event loop) ----------------------------------------------------------------
 
-    def end_request(self, span: Any, status: int | None, error: str | None) -> None:
-        return None
+    def start_request(self, request: web.Request, operation: str, exchange: Exchange) -> _RequestSpan | None:
+        tracer = self._tracer
+        if tracer is None:
+            return None
+        headers = request.headers
+        method = request.method
+        path = exchange.path
+        version = request.version
+        attrs: dict[str, Any] = {
+            "http.request.method": method, "url.path": path, "url.scheme": request.scheme,
+            "network.protocol.version": f"{version.major}.{version.minor}", "openai.operation": operation,
+        }
+        host, _, port = request.host.rpartition(":")
+        if host and port.isdigit():
+            attrs["server.address"], attrs["server.port"] = host, int(port)
+        elif request.host:
+            attrs["server.address"] = request.host
+        if request.remote:
+            attrs["client.address"] = request.remote
+        agent = headers.get("User-Agent")
+        if agent:
+            attrs["user_agent.original"] = agent
+        links: list[Link] = []
+        name = method
+        runs_call = exchange.operation is not None
+        if runs_call:
+            prefix, ids = _path_ids(path)
+            route = prefix + _ROUTES[operation]
+            name = f"{method} {route}"
+            attrs["http.route"] = route
+            attrs["gen_ai.provider.name"] = PROVIDER
+            if exchange.api_version:
+                attrs["openai.api_version"] = exchange.api_version
+            if "thread_id" in ids:
+                attrs["gen_ai.conversation.id"] = ids["thread_id"]
+            if "run_id" in ids:
+                attrs["openai.run.id"] = ids["run_id"]
+                links.append(Link(run_span_context(ids["run_id"]), {"openai.link": "run"}))
+            if "step_id" in ids:
+                attrs["openai.run.step.id"] = ids["step_id"]
+        # W3C traceparent/tracestate of the app: the server span continues the app's trace.
+        parent = self._propagator.extract(headers)
+        span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attrs, links=links)
+        return _RequestSpan(span, exchange, name, runs_call)
+
+    def inject(self, span: _RequestSpan | None, headers: CIMultiDict[str]) -> None:
+        """Start the client span of the upstream call and put its traceparent in the upstream headers."""
+        if span is None:
+            return
+        attrs: dict[str, Any] = {"http.request.method": span.exchange.method,
+                                 "server.address": self._upstream_host, "server.port": self._upstream_port,
+                                 "url.full": self._upstream + span.exchange.path}
+        context = trace.set_span_in_context(span.server)
+        client = self._tracer.start_span(span.name, context=context, kind=SpanKind.CLIENT, attributes=attrs)
+        span.client = client
+        self._propagator.inject(headers, context=trace.set_span_in_context(client))
+
+    def end_request(self, span: _RequestSpan | None, status: int | None, error: str | None) -> None:
+        if span is None:
+            return
+        server, client = span.server, span.client
+        if client is not None:
+            answered = error is None or error.startswith(_AFTER_RESPONSE)
+            if answered and status is not None:
+                client.set_attribute("http.response.status_code", status)
+            if error is not None or (status is not None and status >= 400):
+                kind = error or str(status)
+                client.set_attribute("error.type", kind)
+                client.set_status(Status(StatusCode.ERROR, kind))
+            client.end()
+        if status is not None:
+            server.set_attribute("http.response.status_code", status)
+        failed = status is not None and status >= 500
+        if error is not None:
+            server.set_attribute("error.type", error)
+        elif failed:
+            server.set_attribute("error.type", str(status))
+        if failed or (error is not None and error != "client_disconnected"):
+            server.set_status(Status(StatusCode.ERROR, error or str(status)))
+        server.end()
+        if span.runs_call:
+            contexts = self._contexts
+            with self._lock:
+                if len(contexts) >= _MAX_REQUEST_CONTEXTS:
+                    del contexts[next(iter(contexts))]
+                contexts[span.exchange.id] = server.get_span_context()
+
+    # --- run spans (capture writer thread) ---------------------------------------------------------
 
     def on_effects(self, effects: list[Any]) -> None:
-        return None
+        runs = self._runs
+        if runs is None:
+            return
+        contexts = self._contexts
+        for e in effects:
+            # Transition.request_id (the exchange whose response or stream showed the change) lets the
+            # run span link back to creating requests too, whose path holds no run id.
+            request_id = getattr(e, "request_id", None)
+            if request_id is not None:
+                with self._lock:
+                    ctx = contexts.get(request_id)
+                if ctx is not None:
+                    runs.link_request(e.run_id, ctx)
+        runs.on_effects(effects)
 
     def shutdown(self) -> None:
-        return None
+        provider = self._provider
+        if provider is None:
+            return
+        try:
+            if self._owned:
+                provider.shutdown()
+            elif hasattr(provider, "force_flush"):
+                provider.force_flush()
+        except Exception as exc:  # exporting is best effort; shutdown must finish
+            log.warning("flushing spans failed: %s: %s", type(exc).__name__, exc)

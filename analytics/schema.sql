@@ -1,0 +1,124 @@
+-- runtap capture schema. Applied on every start (idempotent); analytics/store.py reads the column
+-- lists back from the catalog, so a column added here is written and read without code changes
+-- as long as analytics/merge.py fills it.
+--
+-- Times are TIMESTAMPTZ (the API sends unix seconds). Fetching a TIMESTAMPTZ into Python needs
+-- pytz, which runtap does not depend on: Python readers select epoch(col) or col::VARCHAR.
+-- JSON columns hold the API's structures as sent. No column ever holds an API key: requests carry
+-- only key_fingerprint.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+-- One row per run id: its latest state under the merge rules in analytics/merge.py.
+CREATE TABLE IF NOT EXISTS runs (
+    id                    VARCHAR PRIMARY KEY,
+    thread_id             VARCHAR,
+    assistant_id          VARCHAR,
+    model                 VARCHAR,
+    status                VARCHAR,
+    created_at            TIMESTAMPTZ,
+    started_at            TIMESTAMPTZ,
+    expires_at            TIMESTAMPTZ,
+    cancelled_at          TIMESTAMPTZ,
+    failed_at             TIMESTAMPTZ,
+    completed_at          TIMESTAMPTZ,
+    -- completed_at / failed_at / cancelled_at / expires_at for the final status, else the time
+    -- runtap first observed the terminal status (incomplete runs carry no timestamp of their own)
+    ended_at              TIMESTAMPTZ,
+    incomplete_reason     VARCHAR,
+    last_error_code       VARCHAR,
+    last_error_message    VARCHAR,
+    prompt_tokens         BIGINT,
+    completion_tokens     BIGINT,
+    total_tokens          BIGINT,
+    max_prompt_tokens     BIGINT,
+    max_completion_tokens BIGINT,
+    temperature           DOUBLE,
+    top_p                 DOUBLE,
+    parallel_tool_calls   BOOLEAN,
+    tools                 JSON,
+    tool_choice           JSON,
+    response_format       JSON,
+    truncation_strategy   JSON,
+    metadata              JSON,
+    api_version           VARCHAR,
+    key_fingerprint       VARCHAR,
+    source                VARCHAR,     -- 'stream' | 'response' of the snapshot the row's fields come from
+    first_seen_at         TIMESTAMPTZ,
+    last_seen_at          TIMESTAMPTZ,
+    status_observed_at    TIMESTAMPTZ, -- merge bookkeeping: when `status` was observed (earliest, once terminal)
+    fields_observed_at    TIMESTAMPTZ, -- merge bookkeeping: observed_at of the snapshot the fields come from
+    requires_action_at    TIMESTAMPTZ, -- start of the open tool round, cleared by its submit_tool_outputs
+    finished_counted      BOOLEAN NOT NULL DEFAULT false, -- RunFinished emitted (survives restarts)
+    usage_counted         BOOLEAN NOT NULL DEFAULT false, -- tokens emitted (RunFinished or UsageKnown)
+    instructions          VARCHAR,     -- only with --store-prompts
+    additional_instructions VARCHAR,   -- only with --store-prompts
+    additional_messages   JSON,        -- only with --store-prompts
+    raw                   JSON         -- the object the fields come from (without instructions unless --store-prompts)
+);
+
+-- One row per step id, same merge rules with step statuses.
+CREATE TABLE IF NOT EXISTS run_steps (
+    id                 VARCHAR PRIMARY KEY,
+    run_id             VARCHAR,
+    thread_id          VARCHAR,
+    assistant_id       VARCHAR,
+    type               VARCHAR,
+    status             VARCHAR,
+    created_at         TIMESTAMPTZ,
+    completed_at       TIMESTAMPTZ,
+    cancelled_at       TIMESTAMPTZ,
+    failed_at          TIMESTAMPTZ,
+    expired_at         TIMESTAMPTZ,
+    last_error_code    VARCHAR,
+    last_error_message VARCHAR,
+    prompt_tokens      BIGINT,
+    completion_tokens  BIGINT,
+    total_tokens       BIGINT,
+    step_details       JSON,
+    tool_types         VARCHAR[],  -- distinct step_details.tool_calls[].type, in order of first use
+    tool_names         VARCHAR[],  -- distinct function names called by this step
+    metadata           JSON,
+    api_version        VARCHAR,
+    key_fingerprint    VARCHAR,
+    source             VARCHAR,
+    first_seen_at      TIMESTAMPTZ,
+    last_seen_at       TIMESTAMPTZ,
+    status_observed_at TIMESTAMPTZ,
+    fields_observed_at TIMESTAMPTZ,
+    finished_counted   BOOLEAN NOT NULL DEFAULT false,
+    raw                JSON
+);
+
+-- Every change of a stored run's status (first sighting: from_status NULL).
+CREATE TABLE IF NOT EXISTS run_events (
+    run_id      VARCHAR NOT NULL,
+    observed_at TIMESTAMPTZ NOT NULL,
+    from_status VARCHAR,
+    to_status   VARCHAR,
+    source      VARCHAR,   -- 'stream' | 'response'
+    operation   VARCHAR,
+    request_id  VARCHAR
+);
+
+-- One row per proxied request.
+CREATE TABLE IF NOT EXISTS requests (
+    id                  VARCHAR PRIMARY KEY,
+    started_at          TIMESTAMPTZ,
+    method              VARCHAR,
+    path                VARCHAR,
+    operation           VARCHAR,   -- NULL for calls outside the Runs API
+    status_code         INTEGER,
+    streamed            BOOLEAN,
+    duration_ms         DOUBLE,
+    upstream_ttfb_ms    DOUBLE,
+    bytes_in            BIGINT,
+    bytes_out           BIGINT,
+    upstream_request_id VARCHAR,
+    key_fingerprint     VARCHAR,
+    error               VARCHAR,
+    api_version         VARCHAR
+);

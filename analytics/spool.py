@@ -1,0 +1,148 @@
+"""Append-only JSON-lines spool for batches the store could not take (disk full, file locked...).
+
+One line per item, ``{"s": <Snapshot>}`` or ``{"r": <RequestRecord>}``: the merge does not care
+how items were batched, and a line is the unit a crash can tear. The file is bounded; what does
+not fit is dropped and counted, never blocks capture. Replay is idempotent (merges ignore what
+they already hold, requests are inserted OR IGNORE), so a crash between replay and truncation
+only replays again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+import orjson
+
+from proxy.records import RequestRecord, Snapshot
+
+if TYPE_CHECKING:
+    from analytics.store import Store
+
+REPLAY_BATCH = 5_000
+_SNAPSHOT_FIELDS = frozenset(f.name for f in fields(Snapshot))
+_REQUEST_FIELDS = frozenset(f.name for f in fields(RequestRecord))
+
+log = logging.getLogger(__name__)
+
+
+def _decode(line: bytes) -> Snapshot | RequestRecord:
+    item = orjson.loads(line)
+    if "s" in item:
+        return Snapshot(**{k: v for k, v in item["s"].items() if k in _SNAPSHOT_FIELDS})
+    return RequestRecord(**{k: v for k, v in item["r"].items() if k in _REQUEST_FIELDS})
+
+
+class Spool:
+    def __init__(self, path: str, *, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+        self._path = path
+        self._max_bytes = max_bytes
+        self.skipped_lines = 0  # unreadable lines met by replay (a torn last line after a crash)
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self._size = 0
+        self._torn_tail = False
+        try:
+            with open(path, "rb") as f:
+                self._size = f.seek(0, os.SEEK_END)
+                if self._size:
+                    f.seek(-1, os.SEEK_END)
+                    self._torn_tail = f.read(1) != b"\n"
+        except FileNotFoundError:
+            pass
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pending(self) -> bool:
+        return self._size > 0
+
+    def append(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> int:
+        """Write the items and fsync once; return how many were dropped to respect max_bytes.
+
+        Items are kept in order until the first that does not fit; it and the rest are dropped.
+        """
+        # a crash mid-line left a fragment: end it, so it stays one unreadable line of its own
+        lines: list[bytes] = [b"\n"] if self._torn_tail else []
+        budget = self._max_bytes - self._size - len(lines)
+        total = len(snapshots) + len(requests)
+        kept = 0
+        items: list[tuple[str, Snapshot | RequestRecord]] = [("s", s) for s in snapshots]
+        items += [("r", r) for r in requests]
+        for tag, item in items:
+            line = orjson.dumps({tag: item}) + b"\n"
+            if len(line) > budget:
+                break
+            lines.append(line)
+            budget -= len(line)
+            kept += 1
+        if kept:
+            data = b"".join(lines)
+            created = self._size == 0 and not os.path.exists(self._path)
+            with open(self._path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if created:
+                self._fsync_dir()
+            self._size += len(data)
+            self._torn_tail = False
+        return total - kept
+
+    def _read(self) -> Iterator[Snapshot | RequestRecord]:
+        with open(self._path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        yield _decode(line)
+                    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+                        self.skipped_lines += 1
+                        log.warning("spool %s: skipping an unreadable line (%s)", self._path, exc)
+
+    def replay(self, store: Store) -> int:
+        """Apply every spooled item (``replay=True``, in batches), then empty the file.
+
+        Returns the number of items applied. If the store fails, its StoreError propagates and
+        the file is kept whole for the next attempt.
+        """
+        if not self.pending():
+            return 0
+        applied = 0
+        snaps: list[Snapshot] = []
+        reqs: list[RequestRecord] = []
+        for item in self._read():
+            if isinstance(item, Snapshot):
+                snaps.append(item)
+            else:
+                reqs.append(item)
+            if len(snaps) + len(reqs) >= REPLAY_BATCH:
+                store.apply(snaps, reqs, replay=True)
+                applied += len(snaps) + len(reqs)
+                snaps, reqs = [], []
+        if snaps or reqs:
+            store.apply(snaps, reqs, replay=True)
+            applied += len(snaps) + len(reqs)
+        with open(self._path, "r+b") as f:
+            f.truncate(0)
+            os.fsync(f.fileno())
+        self._size = 0
+        self._torn_tail = False
+        return applied
+
+    def _fsync_dir(self) -> None:
+        # the new file's directory entry must be durable too, or a crash can lose the whole file
+        fd = os.open(os.path.dirname(os.path.abspath(self._path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,342 @@
+"""The DuckDB side of capture: merge snapshot batches into `runs`/`run_steps`, log requests.
+
+One thread owns a Store (the capture writer); nothing here is thread-safe and nothing needs to be.
+
+Write path, chosen by measurement (bench/ingest_store.py, numbers in the README): binding Python
+values as DuckDB parameters costs tens of microseconds per value in duckdb 1.5 without pandas
+(every conversion first tries ``import pandas``), so executemany and multi-row VALUES manage a few
+hundred to a few thousand rows/s. Instead each table's rows are encoded once with orjson into a
+private staging file and loaded with ``read_json`` inside the batch's transaction, then upserted;
+DuckDB parses in C++ and copies JSON columns as text.
+
+Reads are one query per table per batch for the ids not in a bounded LRU of committed rows. JSON
+and list columns are never read back (that would cost more than the merge itself): the merge only
+needs to know that a value exists (``KEPT``), and the upsert keeps the stored value unless the
+batch brings a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import duckdb
+import orjson
+
+from analytics.merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
+from proxy.records import RequestRecord, Snapshot
+
+SCHEMA_VERSION = 1
+DEFAULT_CACHE_ROWS = 50_000
+_IDS = "(SELECT unnest(from_json(?, '[\"VARCHAR\"]')))"
+_WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
+    "runs": "insert",
+    "run_steps": "insert",
+    "run_events": "insert",
+    "requests": "ignore",  # a re-replayed spool batch must not fail on its own requests
+}
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """The store could not be opened, or could not take a batch (nothing of it was written).
+
+    ``effects`` holds what the batch would have emitted when only the write failed: the caller
+    may emit them now and spool the batch, whose replay then emits nothing.
+    """
+
+    def __init__(self, message: str, *, effects: Sequence[Effect] = ()) -> None:
+        super().__init__(message)
+        self.effects: list[Effect] = list(effects)
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """SQL for one table, derived from the catalog so schema.sql stays the only column list."""
+
+    name: str
+    columns: tuple[str, ...]
+    heavy: tuple[str, ...]  # JSON and list columns: read back as KEPT/None only
+    staging: str
+    select_sql: str  # current rows for a JSON array of ids; times as float epoch seconds
+    write_sql: str  # INSERT from read_json(staging)
+    upsert_sql: str  # the same, keeping stored JSON/list values where the row has KEPT
+    delete_sql: str  # rows for a JSON array of ids
+
+
+def _quote(ident: str) -> str:
+    return '"' + ident.replace('"', '""') + '"'
+
+
+def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
+    mode = _WRITE_MODES[name]
+    selects: list[str] = []
+    reads: list[str] = []
+    projections: list[str] = []
+    updates: list[str] = []
+    heavy: list[str] = []
+    for col, dtype in cols:
+        q = _quote(col)
+        if dtype.startswith("TIMESTAMP"):
+            # times travel as float seconds; round(), as a cast would truncate a microsecond away
+            selects.append(f"CAST(epoch_us({q}) AS DOUBLE) / 1000000")
+            reads.append(f"{col!r}: 'DOUBLE'")
+            projections.append(f"make_timestamptz(CAST(round({q} * 1000000) AS BIGINT))")
+        elif dtype == "JSON" or dtype.endswith("[]"):
+            heavy.append(col)
+            selects.append(f"{q} IS NOT NULL")
+            reads.append(f"{col!r}: '{dtype}'")
+            projections.append(q)
+        else:
+            selects.append(q)
+            reads.append(f"{col!r}: '{dtype}'")
+            projections.append(q)
+        if col != "id":
+            # the merge never turns a value into NULL for these (rule 3), so NULL means "kept"
+            value = f"COALESCE(excluded.{q}, {name}.{q})" if col in heavy else f"excluded.{q}"
+            updates.append(f"{q} = {value}")
+    path = staging.replace("'", "''")
+    write = (
+        f"INSERT {'OR IGNORE ' if mode == 'ignore' else ''}INTO {name} "
+        f"({', '.join(_quote(c) for c, _ in cols)}) SELECT {', '.join(projections)} "
+        f"FROM read_json('{path}', format = 'array', columns = {{{', '.join(reads)}}})"
+    )
+    return _Table(
+        name=name,
+        columns=tuple(c for c, _ in cols),
+        heavy=tuple(heavy),
+        staging=staging,
+        select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN {_IDS}",
+        write_sql=write,
+        upsert_sql=f"{write} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
+        delete_sql=f"DELETE FROM {name} WHERE id IN {_IDS}",
+    )
+
+
+def _kept_as_null(value: Any) -> None:
+    if value is KEPT:
+        return None
+    raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+class Store:
+    """Owns one DuckDB connection; ``apply`` merges a batch in one transaction."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        store_prompts: bool = False,
+        read_only: bool = False,
+        cache_rows: int = DEFAULT_CACHE_ROWS,
+    ) -> None:
+        if cache_rows < 0:
+            raise ValueError(f"cache_rows must be >= 0, got {cache_rows}")
+        self._path = path
+        self._store_prompts = store_prompts
+        self._read_only = read_only
+        self._cache_rows = cache_rows
+        self._cache: dict[str, OrderedDict[str, Row]] = {"runs": OrderedDict(), "run_steps": OrderedDict()}
+        self._stage_dir: str | None = None
+        self._tables: dict[str, _Table] = {}
+        self._con: duckdb.DuckDBPyConnection | None = None
+        try:
+            self._con = duckdb.connect(path, read_only=read_only)
+            if read_only:
+                self._check_version()
+                return
+            self._apply_schema()
+            self._stage_dir = tempfile.mkdtemp(prefix="runtap-stage-")
+            self._tables = self._describe(self._stage_dir)
+        except (duckdb.Error, OSError, StoreError) as exc:
+            self.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot open DuckDB database {path!r}: {exc}") from exc
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreError(f"store {self._path!r} is closed")
+        return self._con
+
+    def _apply_schema(self) -> None:
+        con = self.connection
+        ddl = resources.files("analytics").joinpath("schema.sql").read_text(encoding="utf-8")
+        con.execute("BEGIN")
+        try:
+            con.execute(ddl)
+            if self._check_version() is None:
+                con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _check_version(self) -> int | None:
+        try:
+            got = self.connection.execute("SELECT max(version) FROM schema_version").fetchone()
+        except duckdb.CatalogException as exc:
+            raise StoreError(f"{self._path!r} is not a runtap database (no schema_version)") from exc
+        found: int | None = got[0] if got else None
+        if found is not None and found > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self._path!r} has schema version {found}, newer than this runtap ({SCHEMA_VERSION}); "
+                "upgrade runtap or use another database file"
+            )
+        return found
+
+    def _describe(self, stage_dir: str) -> dict[str, _Table]:
+        rows = self.connection.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = 'main' "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
+        cols: dict[str, list[tuple[str, str]]] = {t: [] for t in _WRITE_MODES}
+        for table, col, dtype in rows:
+            if table in cols:
+                cols[table].append((col, dtype))
+        return {t: _table(t, c, os.path.join(stage_dir, f"{t}.json")) for t, c in cols.items()}
+
+    def _load(self, table: _Table, ids: Iterable[str]) -> dict[str, Row]:
+        """Current rows for ``ids``: LRU hits, then ONE query for the misses."""
+        cache = self._cache[table.name]
+        found: dict[str, Row] = {}
+        missing: list[str] = []
+        for obj_id in ids:
+            row = cache.get(obj_id)
+            if row is None:
+                missing.append(obj_id)
+            else:
+                cache.move_to_end(obj_id)
+                found[obj_id] = row
+        if missing:
+            result = self.connection.execute(table.select_sql, [orjson.dumps(missing).decode()])
+            cols = table.columns
+            heavy = table.heavy
+            for values in result.fetchall():
+                row = dict(zip(cols, values, strict=True))
+                for col in heavy:
+                    row[col] = KEPT if row[col] else None
+                found[row["id"]] = row
+        return found
+
+    def _write(self, table: _Table, items: Sequence[Any], sql: str | None = None) -> None:
+        if not items:
+            return
+        with open(table.staging, "wb") as f:
+            f.write(orjson.dumps(items, default=_kept_as_null))
+        self.connection.execute(sql or table.write_sql)
+
+    def _write_rows(self, table: _Table, merged: dict[str, Row], before: dict[str, Row]) -> None:
+        """Write the rows the batch changed: new ones by INSERT, changed ones by upsert."""
+        fresh: list[Row] = []
+        changed: list[Row] = []
+        strip = table.name == "runs" and not self._store_prompts
+        for key, row in merged.items():
+            raw = row.get("raw")
+            if strip and type(raw) is dict and "instructions" in raw:
+                # the prompt stays out of the database unless --store-prompts
+                row["raw"] = {k: v for k, v in raw.items() if k != "instructions"}
+            old = before.get(key)
+            if old is None:
+                fresh.append(row)
+            elif old != row:
+                changed.append(row)
+        self._write(table, fresh)
+        self._write(table, changed, table.upsert_sql)
+
+    def apply(
+        self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False
+    ) -> list[Effect]:
+        """Merge ``snapshots`` and insert ``requests`` in ONE transaction; return the effects.
+
+        On failure nothing is written, the cache is untouched and StoreError is raised (the
+        caller spools the batch). ``replay=True`` (spool replay) returns no effects.
+        """
+        if self._read_only:
+            raise StoreError(f"store {self._path!r} is read-only")
+        con = self.connection
+        emit = not replay
+        runs = self._tables["runs"]
+        steps = self._tables["run_steps"]
+        run_snaps: list[Snapshot] = []
+        step_snaps: list[Snapshot] = []
+        for snap in snapshots:
+            if type(snap.obj.get("id")) is str:  # an object without an id cannot be merged
+                (run_snaps if snap.kind == "run" else step_snaps).append(snap)
+        effects: list[Effect] = []
+        events: list[RunEvent] = []
+        merged_runs: dict[str, Row] = {}
+        merged_steps: dict[str, Row] = {}
+        try:
+            before_runs = self._load(runs, {s.obj["id"] for s in run_snaps})
+            before_steps = self._load(steps, {s.obj["id"] for s in step_snaps})
+            for snap in run_snaps:
+                rid = snap.obj["id"]
+                row = merged_runs.get(rid)
+                if row is None and rid in before_runs:
+                    row = dict(before_runs[rid])
+                merged_runs[rid] = merge_run(
+                    row, snap, events=events, effects=effects, store_prompts=self._store_prompts, emit=emit
+                )
+            for snap in step_snaps:
+                sid = snap.obj["id"]
+                row = merged_steps.get(sid)
+                if row is None and sid in before_steps:
+                    row = dict(before_steps[sid])
+                merged_steps[sid] = merge_step(row, snap, effects=effects, emit=emit)
+        except Exception as exc:
+            raise StoreError(f"cannot merge batch into {self._path!r}: {exc!r}") from exc
+        try:
+            con.execute("BEGIN")
+            self._write_rows(runs, merged_runs, before_runs)
+            self._write_rows(steps, merged_steps, before_steps)
+            self._write(self._tables["run_events"], events)
+            self._write(self._tables["requests"], requests)
+            con.execute("COMMIT")
+        except Exception as exc:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                log.debug("rollback after a failed batch failed too", exc_info=True)
+            raise StoreError(f"cannot write batch to {self._path!r}: {exc!r}", effects=effects) from exc
+        self._remember(runs, merged_runs)
+        self._remember(steps, merged_steps)
+        return effects if emit else []
+
+    def _remember(self, table: _Table, rows: dict[str, Row]) -> None:
+        """Cache committed rows only, so a rolled-back batch never leaks into a later merge."""
+        cache = self._cache[table.name]
+        heavy = table.heavy
+        for key, row in rows.items():
+            for col in heavy:
+                if row.get(col) is not None:
+                    row[col] = KEPT  # the cache holds scalars only (memory, GC time)
+            cache[key] = row
+            cache.move_to_end(key)
+        while len(cache) > self._cache_rows:
+            cache.popitem(last=False)
+
+    def close(self) -> None:
+        """CHECKPOINT (so the next open replays no WAL) and close. Idempotent."""
+        con, self._con = self._con, None
+        try:
+            if con is not None:
+                try:
+                    if not self._read_only:
+                        con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+        finally:
+            if self._stage_dir is not None:
+                shutil.rmtree(self._stage_dir, ignore_errors=True)
+                self._stage_dir = None

@@ -1,0 +1,83 @@
+"""`runtap sql`: ad-hoc SQL over the capture tables and the report views."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import duckdb
+
+from analytics.formats import render
+from analytics.lake import LakeError, open_lake
+from analytics.prices import PriceError, load_price_book
+from analytics.reports import DatabaseLocked, ReportError, make_params, open_db, run_sql, setup_script
+from proxy.commands.report import add_filter_arguments, default_db, err
+
+HELP = "run ad-hoc SQL against the capture tables and the report views"
+
+DESCRIPTION = """\
+Run one SQL query (or several statements; the last one's rows are printed) on a read-only connection
+with the report views installed: scoped_runs, run_costs, step_costs, run_prices, price_periods,
+run_timings, tool_turnarounds, run_budgets, priced_models (columns: analytics/views.sql, README).
+--since/--until/--by set the same variables the views read.
+
+Arbitrary SQL is never served over HTTP: next to a live `runtap serve` that holds --db, use
+`runtap report` (it reads named reports from the admin listener), or query an exported lake.
+`runtap sql --setup` prints the SQL that creates the price book and the views, for the DuckDB CLI:
+  runtap sql --setup > setup.sql && duckdb -readonly runtap.duckdb -c '.read setup.sql' -c \\
+    '.read analytics/reports/cost.sql'
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("sql", help=HELP, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  runtap sql \"SELECT model, sum(total_usd) FROM run_costs GROUP BY ALL\"\n"
+                              "  runtap sql --lake 'lake/**/*.parquet' \"SELECT count(*) FROM runs\"\n"
+                              "  echo 'SELECT * FROM priced_models' | runtap sql - --format csv")
+    p.add_argument("query", nargs="?", metavar="SQL", help="the query; '-' reads it from stdin")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--db", metavar="FILE", help="capture database [env RUNTAP_DB; default ./runtap.duckdb]")
+    src.add_argument("--lake", metavar="GLOB", help="Parquet files written by `runtap export`")
+    add_filter_arguments(p)
+    p.add_argument("--setup", action="store_true",
+                   help="print the SQL that creates the price book and the views, and exit")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        prices = load_price_book(args.prices)
+        if args.setup:
+            sys.stdout.write(setup_script(prices))
+            return 0
+        query = sys.stdin.read() if args.query == "-" else args.query
+        if not query or not query.strip():
+            err("error: give a query (or '-' to read it from stdin)")
+            return 2
+        params = make_params(since=args.since, until=args.until, by=args.by)
+        if args.lake:
+            conn = open_lake(args.lake, prices)
+        else:
+            db = args.db or default_db()
+            try:
+                conn = open_db(db, prices)
+            except DatabaseLocked as exc:
+                err(f"error: {db} is held by a running `runtap serve` ({exc.detail}); DuckDB lets no other "
+                    "process open it. Arbitrary SQL is not served over HTTP (by design): use `runtap report "
+                    "NAME` (served by the sidecar's admin listener), query an exported lake with "
+                    "`runtap sql --lake`, or stop the sidecar.")
+                return 1
+        try:
+            sys.stdout.write(render(run_sql(conn, query, params), args.format))
+        finally:
+            conn.close()
+    except (ReportError, PriceError) as exc:
+        err(f"error: {exc}")
+        return 2
+    except (LakeError, FileNotFoundError, duckdb.Error) as exc:
+        err(f"error: {exc}")
+        return 1
+    return 0

@@ -1,0 +1,224 @@
+"""Run and step metrics, fed by the capture Effects of analytics/merge.py, plus the OTel GenAI metrics.
+
+"Counted once per run" is not tracked here: merge.py emits RunFinished, UsageKnown, StepFinished and
+ToolTurnaround exactly once per run/step/round, across re-deliveries, out-of-order snapshots and
+restarts, because the "already emitted" state lives in the DuckDB row. This module only turns each
+effect into observations, so it keeps no per-run state except the token caps of runs whose usage is
+still unknown when they finish.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from analytics.merge import RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
+
+# Run timestamps (created_at, started_at, completed_at...) are whole seconds in the API, so nothing
+# below 1 s can be told apart; runs queue for seconds and last from seconds to many minutes (a run
+# expires 10 minutes after it is created or enters requires_action), tool-heavy runs longer.
+RUN_BUCKETS: Final = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+# Tool turnaround is measured from observation times (microseconds): an app's own function call takes
+# from tens of milliseconds (a lookup) to minutes (a human in the loop); the API expires the run
+# 10 minutes after requires_action, so 600 s is the useful top.
+TURNAROUND_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# usage / cap. Runs that hit their cap end incomplete with usage == cap exactly, so 1.0 is a bucket
+# edge of its own (le="0.99" vs le="1.0" separates "close" from "cut off"); a prompt cap applies to
+# the truncated thread, so usage above the cap is possible and visible in the buckets above 1.
+BUDGET_BUCKETS: Final = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0, 1.1, 1.25, 1.5, 2, 5)
+# OTel GenAI semantic conventions: the advisory bucket boundaries of gen_ai.client.token.usage, and of
+# gen_ai.client.operation.duration extended by the same doubling up to 655 s, because an agent run
+# (unlike one chat completion) routinely outlasts the spec's 81.92 s top bucket.
+GENAI_TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                              16777216, 67108864)
+GENAI_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                                 40.96, 81.92, 163.84, 327.68, 655.36)
+
+PROVIDER: Final = "openai"
+INVOKE_AGENT: Final = "invoke_agent"
+OTHER: Final = "other"
+UNKNOWN: Final = "unknown"
+NONE: Final = "none"  # from_status of a run's first sighting; tool of a message_creation step
+
+_STEP_END = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at",
+             "expired": "expired_at"}
+# Runs whose usage arrives after they finished: their caps, until UsageKnown comes. Bounded because
+# usage may never arrive (a cancelled run has none).
+_MAX_PENDING_CAPS: Final = 10_000
+
+
+class LabelValues:
+    """Caps the distinct values one label takes: the first `limit` are kept, later ones become `other`.
+
+    Label values here come from upstream JSON (model names, error codes, event names); a misbehaving
+    upstream or a typo-happy app must not be able to grow the series count without bound.
+    """
+
+    def __init__(self, limit: int, *, missing: str = UNKNOWN) -> None:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        self._limit = limit
+        self._missing = missing
+        self._seen: set[str] = set()
+
+    def __call__(self, value: Any) -> str:
+        if value is None or value == "":
+            return self._missing
+        text = value if type(value) is str else str(value)
+        seen = self._seen
+        if text in seen:
+            return text
+        if len(seen) >= self._limit:
+            return OTHER
+        seen.add(text)
+        return text
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if type(v) is int or type(v) is float else None
+
+
+def _elapsed(start: Any, end: Any) -> float | None:
+    a, b = _num(start), _num(end)
+    return None if a is None or b is None else max(b - a, 0.0)
+
+
+def _step_tool(row: dict[str, Any]) -> str:
+    if row.get("type") != "tool_calls":
+        return NONE
+    types = row.get("tool_types")
+    if not isinstance(types, list) or not types:
+        return UNKNOWN
+    # A step with parallel calls of different kinds is counted once, under the combination.
+    return "+".join(sorted(str(t) for t in types))
+
+
+class RunMetrics:
+    def __init__(self, registry: CollectorRegistry, *, label_assistant: bool = False) -> None:
+        r = registry
+        self._with_assistant = label_assistant
+        a = ["assistant_id"] if label_assistant else []
+        self.transitions = Counter(
+            "runtap_run_transitions", "Observed run status changes (from_status `none` at first sight).",
+            ["from_status", "to_status", "model"], registry=r)
+        self.finished = Counter(
+            "runtap_runs_finished", "Runs reaching a terminal status, counted once per run.",
+            ["status", "model", *a], registry=r)
+        self.queue = Histogram("runtap_run_queue_seconds", "started_at - created_at, per finished run.",
+                               ["model"], buckets=RUN_BUCKETS, registry=r)
+        self.duration = Histogram(
+            "runtap_run_duration_seconds", "Terminal timestamp - created_at, per finished run.",
+            ["status", "model"], buckets=RUN_BUCKETS, registry=r)
+        self.turnaround = Histogram(
+            "runtap_tool_turnaround_seconds",
+            "requires_action observed -> tool outputs submitted: the time the app's own tools take.",
+            ["model"], buckets=TURNAROUND_BUCKETS, registry=r)
+        self.tokens = Counter("runtap_tokens", "Token usage of finished runs, counted once per run.",
+                              ["model", "type", *a], registry=r)
+        self.budget = Histogram(
+            "runtap_token_budget_ratio",
+            "Usage / max_prompt_tokens (type=prompt) or / max_completion_tokens (type=completion), "
+            "for finished runs that set the cap.", ["model", "type"], buckets=BUDGET_BUCKETS, registry=r)
+        self.incomplete = Counter("runtap_runs_incomplete", "Incomplete runs by incomplete_details.reason.",
+                                  ["model", "reason", *a], registry=r)
+        self.errors = Counter("runtap_run_errors", "Failed runs by last_error.code.",
+                              ["model", "code", *a], registry=r)
+        self.steps = Counter(
+            "runtap_steps_finished", "Run steps reaching a terminal status, by type and tool kind.",
+            ["type", "tool", "status"], registry=r)
+        self.step_duration = Histogram(
+            "runtap_step_duration_seconds", "Step terminal timestamp - created_at.", ["type"],
+            buckets=RUN_BUCKETS, registry=r)
+        # OTel GenAI semantic-convention metrics under the names the OTel Prometheus exporter would
+        # give them (dots -> underscores, unit suffix `_seconds`; `{token}` is an annotation and adds
+        # none). One invoke_agent operation = one run.
+        self.genai_tokens = Histogram(
+            "gen_ai_client_token_usage", "Number of input and output tokens used, per run (OTel GenAI "
+            "gen_ai.client.token.usage).",
+            ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type"],
+            buckets=GENAI_TOKEN_BUCKETS, registry=r)
+        self.genai_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds", "GenAI operation duration: a run from created_at "
+            "to its terminal timestamp (OTel GenAI gen_ai.client.operation.duration).",
+            ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "error_type"],
+            buckets=GENAI_DURATION_BUCKETS, registry=r)
+        self._models = LabelValues(200)
+        self._assistants = LabelValues(1000)
+        self._statuses = LabelValues(32)
+        self._codes = LabelValues(64)
+        self._kinds = LabelValues(64)
+        self._pending_caps: dict[str, tuple[Any, Any]] = {}
+
+    def on_effects(self, effects: list[Any]) -> None:
+        for e in effects:
+            if type(e) is Transition:
+                self.transitions.labels(self._statuses(e.from_status) if e.from_status is not None else NONE,
+                                        self._statuses(e.to_status), self._models(e.model)).inc()
+            elif type(e) is RunFinished:
+                self._finished(e.row)
+            elif type(e) is UsageKnown:
+                self._usage_known(e)
+            elif type(e) is StepFinished:
+                self._step(e.row)
+            elif type(e) is ToolTurnaround:
+                self.turnaround.labels(self._models(e.model)).observe(max(e.seconds, 0.0))
+
+    def _assistant(self, value: Any) -> list[str]:
+        return [self._assistants(value)] if self._with_assistant else []
+
+    def _finished(self, row: dict[str, Any]) -> None:
+        model = self._models(row.get("model"))
+        status = self._statuses(row.get("status"))
+        who = self._assistant(row.get("assistant_id"))
+        self.finished.labels(status, model, *who).inc()
+        queued = _elapsed(row.get("created_at"), row.get("started_at"))
+        if queued is not None:
+            self.queue.labels(model).observe(queued)
+        lasted = _elapsed(row.get("created_at"), row.get("ended_at"))
+        if lasted is not None:
+            self.duration.labels(status, model).observe(lasted)
+            error_type = "" if status == "completed" else (
+                self._codes(row.get("last_error_code")) if status == "failed" else status)
+            self.genai_duration.labels(INVOKE_AGENT, PROVIDER, model, error_type).observe(lasted)
+        if status == "incomplete":
+            self.incomplete.labels(model, self._codes(row.get("incomplete_reason")), *who).inc()
+        elif status == "failed":
+            self.errors.labels(model, self._codes(row.get("last_error_code")), *who).inc()
+        caps = (row.get("max_prompt_tokens"), row.get("max_completion_tokens"))
+        if row.get("total_tokens") is not None:
+            self._tokens(model, who, row.get("prompt_tokens"), row.get("completion_tokens"), caps)
+        elif caps != (None, None):
+            pending = self._pending_caps
+            if len(pending) >= _MAX_PENDING_CAPS:
+                del pending[next(iter(pending))]
+            pending[row["id"]] = caps
+
+    def _usage_known(self, e: UsageKnown) -> None:
+        caps = self._pending_caps.pop(e.run_id, None)
+        if caps is None:
+            caps = (getattr(e, "max_prompt_tokens", None), getattr(e, "max_completion_tokens", None))
+        self._tokens(self._models(e.model), self._assistant(e.assistant_id), e.prompt_tokens,
+                     e.completion_tokens, caps)
+
+    def _tokens(self, model: str, who: list[str], prompt: Any, completion: Any,
+                caps: tuple[Any, Any]) -> None:
+        for kind, used, cap, genai_type in (("prompt", prompt, caps[0], "input"),
+                                            ("completion", completion, caps[1], "output")):
+            n = _num(used)
+            if n is None:
+                continue
+            self.tokens.labels(model, kind, *who).inc(n)
+            self.genai_tokens.labels(INVOKE_AGENT, PROVIDER, model, genai_type).observe(n)
+            limit = _num(cap)
+            if limit:
+                self.budget.labels(model, kind).observe(n / limit)
+
+    def _step(self, row: dict[str, Any]) -> None:
+        kind = self._kinds(row.get("type"))
+        status = self._statuses(row.get("status"))
+        self.steps.labels(kind, self._kinds(_step_tool(row)), status).inc()
+        end = _STEP_END.get(row.get("status") or "")
+        lasted = _elapsed(row.get("created_at"), row.get(end)) if end else None
+        if lasted is not None:
+            self.step_duration.labels(kind).observe(lasted)

@@ -1,0 +1,438 @@
+"""The capture writer: one thread that owns the DuckDB store, fed by a bounded queue.
+
+The event loop only calls `submit` (O(1), never blocks, never raises). The thread batches items,
+decodes them (proxy/capture.py), and applies each batch to the Store in one transaction. When the store
+cannot be opened or a write fails, the batch goes to an append-only spool file instead and is replayed
+once the store is back (also at the next start), so a locked or broken database loses nothing until the
+spool's own bound is reached. Every loss is counted.
+
+Health events reported through `on_health(what, label, n)` (called from the writer thread, except
+"dropped" for queue overflow, which is reported from the submitting thread):
+  ("dropped", "queue_full" | "queue_bytes_full" | "stopped" | "spool_full" | "spool_error", n)
+  ("errors", "decode:<reason>", n)                 reasons: see CaptureDecoder.skipped
+  ("errors", "<where>:<ExceptionType>", 1)   where: store_open, store, replay, spool, on_effects, internal
+  ("written", "runs" | "steps" | "requests", n)
+  ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Final
+
+import duckdb
+
+from analytics.spool import Spool
+from analytics.store import Store, StoreError
+from proxy.capture import CaptureDecoder
+from proxy.records import CaptureItem, RequestBody, RequestRecord, ResponseBody, Snapshot, StreamChunk
+
+log = logging.getLogger("runtap.writer")
+
+# Errors after which a DuckDB connection is unusable ("database has been invalidated") or the file is
+# gone: reopen instead of retrying on the same connection.
+_FATAL: Final = (duckdb.FatalException, duckdb.ConnectionException, duckdb.IOException, OSError)
+# Any error repeated this many times in a row also reopens the store; a one-off keeps it open.
+_REOPEN_AFTER: Final = 3
+# Replaying a spool that keeps failing re-reads it every time: back off up to this long.
+_MAX_REPLAY_BACKOFF_S: Final = 300.0
+_MAX_LOGGED: Final = 256
+
+OnEffects = Callable[[list[Any]], None]
+OnHealth = Callable[[str, str, int], None]
+
+
+class _Stop:
+    pass
+
+
+_QueueItem = CaptureItem | threading.Event | _Stop
+
+
+def _cause(exc: BaseException) -> BaseException:
+    # StoreError wraps the DuckDB or OS error that says what actually went wrong.
+    return exc.__cause__ or exc
+
+
+def _size(item: CaptureItem) -> int:
+    if isinstance(item, StreamChunk):
+        return len(item.data)
+    if isinstance(item, ResponseBody | RequestBody):
+        return len(item.body)
+    return 0
+
+
+class CaptureWriter:
+    def __init__(self, *, db_path: str, spool_path: str | None = None, spool_max_bytes: int = 256 << 20,
+                 queue_size: int = 100_000, queue_max_bytes: int = 512 << 20, batch_max: int = 5_000,
+                 flush_interval_s: float = 0.2, reopen_interval_s: float = 5.0,
+                 max_event_bytes: int = 1 << 20, store_prompts: bool = False,
+                 on_effects: OnEffects | None = None, on_health: OnHealth | None = None,
+                 store_factory: Callable[[], Store] | None = None) -> None:
+        if queue_size < 1 or queue_max_bytes < 1 or batch_max < 1:
+            raise ValueError("queue_size, queue_max_bytes and batch_max must be positive")
+        if flush_interval_s < 0 or reopen_interval_s <= 0:
+            raise ValueError("flush_interval_s must be >= 0 and reopen_interval_s > 0")
+        self._db_path = db_path
+        self._spool_path = spool_path or f"{db_path}.spool.jsonl"
+        self._spool_max = spool_max_bytes
+        self._max_bytes = queue_max_bytes
+        self._batch_max = batch_max
+        self._interval = flush_interval_s
+        self._reopen_s = reopen_interval_s
+        self._on_effects = on_effects
+        self._on_health = on_health
+        self._factory: Callable[[], Store] = store_factory or (
+            lambda: Store(db_path, store_prompts=store_prompts))
+        self._decoder = CaptureDecoder(max_event_bytes=max_event_bytes, store_prompts=store_prompts)
+        self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._closing = False
+        # Bytes waiting in the queue, as two counters each written by one thread only (no lock on the
+        # event loop): the submitter adds, the writer subtracts.
+        self._bytes_in = 0
+        self._bytes_out = 0
+        # Writer-thread state below.
+        self._store: Store | None = None
+        self._spool: Spool | None = None
+        self._spool_pending = False
+        self._next_open = 0.0
+        self._next_replay = 0.0
+        self._replay_backoff = reopen_interval_s
+        self._failures = 0
+        self._open_failed = False
+        self._reported_skips: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        # Keys never added later, so readers on other threads can iterate safely. Each key has one
+        # writing thread: "submitted"/"dropped" the submitter, the rest the writer thread.
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("submitted", "dropped", "written", "spooled", "spool_dropped", "replayed", "errors",
+             "decode_skipped"), 0)
+
+    # --- any thread --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stopped:
+                return
+            self._thread = threading.Thread(target=self._run, name="runtap-capture-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, item: CaptureItem) -> bool:
+        try:
+            if self._closing:
+                self._dropped("stopped")
+                return False
+            size = _size(item)
+            if size and self._bytes_in - self._bytes_out + size > self._max_bytes:
+                self._dropped("queue_bytes_full")
+                return False
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._dropped("queue_full")
+            return False
+        except Exception:  # the request path must never see a capture failure
+            self._dropped("submit_error")
+            return False
+        self._bytes_in += size
+        self.stats["submitted"] += 1
+        return True
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def healthy(self) -> bool:
+        thread = self._thread
+        return self._store is not None and thread is not None and thread.is_alive()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every item submitted before this call has been written or spooled."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._queue.empty()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        marker = threading.Event()
+        try:
+            self._queue.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        while True:
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if marker.wait(max(wait, 0.0)):
+                return True
+            # The thread may have exited between the liveness check and the put (stop() racing).
+            if not thread.is_alive():
+                return marker.is_set() or self._queue.empty()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain the queue into the store (or the spool), then close the store. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            thread = self._thread
+        self._closing = True
+        if thread is not None:
+            deadline = time.monotonic() + timeout
+            try:
+                self._queue.put(_Stop(), timeout=timeout)
+            except queue.Full:
+                log.error("capture writer did not drain its queue within %.0fs", timeout)
+                return
+            thread.join(max(deadline - time.monotonic(), 0.0))
+            if thread.is_alive():
+                log.error("capture writer still busy after %.0fs; %d items not written", timeout,
+                          self.depth())
+                return
+        # Items that raced past the stop marker after the final drain, or were never going to be
+        # written because the writer was never started.
+        left = self._queue.qsize()
+        if left:
+            self.stats["dropped"] += left
+            self._health("dropped", "stopped", left)
+
+    def _dropped(self, reason: str) -> None:
+        self.stats["dropped"] += 1
+        self._health("dropped", reason, 1)
+
+    def _health(self, what: str, label: str, n: int) -> None:
+        if self._on_health is None:
+            return
+        try:
+            self._on_health(what, label, n)
+        except Exception as exc:
+            self._log_once("on_health", exc)
+
+    def _log_once(self, where: str, exc: BaseException, *, stack: bool = False) -> None:
+        key = f"{where}:{type(exc).__name__}"
+        if len(self._logged) < _MAX_LOGGED:
+            key += f":{str(exc)[:200]}"  # distinct messages while there are few; types only after
+        if key in self._logged:
+            return
+        self._logged.add(key)
+        log.error("capture %s failed: %s: %s (logged once)", where, type(exc).__name__, exc, exc_info=stack)
+
+    # --- writer thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            # A spool left by a previous run goes in before anything new.
+            spool = self._ensure_spool()
+            self._spool_pending = spool is not None and spool.pending()
+            self._open_store()
+        except Exception as exc:
+            self._error("internal", exc, stack=True)
+        while True:
+            items: list[CaptureItem] = []
+            markers: list[threading.Event] = []
+            stop = False
+            try:
+                stop = self._collect(items, markers)
+                for i in range(0, len(items), self._batch_max):
+                    self._batch(items[i:i + self._batch_max])
+                if not items:
+                    self._maintain()
+            except Exception as exc:  # one bad batch must not end capture for good
+                self._error("internal", exc, stack=True)
+            finally:
+                self._bytes_out += sum(_size(item) for item in items)
+                for marker in markers:
+                    marker.set()
+            if stop:
+                break
+        self._close_store()
+
+    def _collect(self, items: list[CaptureItem], markers: list[threading.Event]) -> bool:
+        """Fill one batch; True when stop() was requested (then the whole queue is drained)."""
+        try:
+            pending = self._queue.get(timeout=self._idle_timeout())
+        except queue.Empty:
+            return False
+        deadline = time.monotonic() + self._interval
+        while True:
+            if isinstance(pending, _Stop):
+                self._drain(items, markers)
+                return True
+            if isinstance(pending, threading.Event):
+                markers.append(pending)
+                return False  # a flush is waiting: write what is here now
+            items.append(pending)
+            if len(items) >= self._batch_max:
+                return False
+            try:
+                pending = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                return False
+
+    def _drain(self, items: list[CaptureItem], markers: list[threading.Event]) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, threading.Event):
+                markers.append(item)
+            elif not isinstance(item, _Stop):
+                items.append(item)
+
+    def _idle_timeout(self) -> float | None:
+        now = time.monotonic()
+        if self._store is None:
+            return max(self._next_open - now, 0.0)
+        if self._spool_pending:
+            return max(self._next_replay - now, 0.0)
+        return None
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if self._store is None and now >= self._next_open:
+            self._open_store()
+        elif self._store is not None and self._spool_pending and now >= self._next_replay:
+            self._replay()
+
+    def _batch(self, items: list[CaptureItem]) -> None:
+        snapshots: list[Snapshot] = []
+        requests: list[RequestRecord] = []
+        decode = self._decoder.decode
+        for item in items:
+            if isinstance(item, RequestRecord):
+                requests.append(item)
+            snapshots.extend(decode(item))
+        self._report_skips()
+        if snapshots or requests:
+            self._write(snapshots, requests)
+
+    def _write(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
+        self._maintain()
+        store = self._store
+        if store is not None:
+            try:
+                effects = store.apply(snapshots, requests)
+            except Exception as exc:
+                self._error("store", exc)
+                self._failures += 1
+                if isinstance(_cause(exc), _FATAL) or self._failures >= _REOPEN_AFTER:
+                    self._close_store()
+                    self._next_open = time.monotonic() + self._reopen_s
+                else:
+                    self._next_replay = time.monotonic() + self._reopen_s
+                # When only the write failed the store hands back what the batch changed: emit it
+                # now, since the spool replay emits nothing.
+                self._emit(exc.effects if isinstance(exc, StoreError) else [])
+            else:
+                self._failures = 0
+                self._written(snapshots, requests)
+                self._emit(effects)
+                return
+        self._to_spool(snapshots, requests)
+
+    def _emit(self, effects: list[Any]) -> None:
+        if effects and self._on_effects is not None:
+            try:
+                self._on_effects(effects)
+            except Exception as exc:
+                self._error("on_effects", exc, stack=True)
+
+    def _written(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
+        runs = sum(1 for s in snapshots if s.kind == "run")
+        self.stats["written"] += len(snapshots) + len(requests)
+        for label, n in (("runs", runs), ("steps", len(snapshots) - runs), ("requests", len(requests))):
+            if n:
+                self._health("written", label, n)
+
+    def _to_spool(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
+        n = len(snapshots) + len(requests)
+        spool = self._ensure_spool()
+        if spool is None:
+            dropped = n
+        else:
+            try:
+                dropped = spool.append(snapshots, requests)
+            except Exception as exc:
+                self._error("spool", exc)
+                dropped = n
+            else:
+                self._spool_pending = True
+        if n - dropped:
+            self.stats["spooled"] += n - dropped
+            self._health("spooled", "items", n - dropped)
+        if dropped:
+            self.stats["spool_dropped"] += dropped
+            self._health("dropped", "spool_full" if spool is not None else "spool_error", dropped)
+
+    def _ensure_spool(self) -> Spool | None:
+        if self._spool is None:
+            try:
+                self._spool = Spool(self._spool_path, max_bytes=self._spool_max)
+            except Exception as exc:
+                self._error("spool", exc)
+        return self._spool
+
+    def _open_store(self) -> None:
+        try:
+            store = self._factory()
+        except Exception as exc:
+            self._error("store_open", exc)
+            self._open_failed = True
+            self._next_open = time.monotonic() + self._reopen_s
+            return
+        self._store = store
+        self._failures = 0
+        self._health("store", "opened", 1)
+        if self._open_failed:
+            self._open_failed = False
+            log.info("capture store %s open again", self._db_path)
+        if self._spool_pending:
+            self._replay()
+
+    def _replay(self) -> None:
+        spool = self._ensure_spool()
+        store = self._store
+        if spool is None or store is None:
+            return
+        try:
+            n = spool.replay(store)
+            self._spool_pending = spool.pending()
+        except Exception as exc:
+            self._error("replay", exc)
+            self._next_replay = time.monotonic() + self._replay_backoff
+            self._replay_backoff = min(self._replay_backoff * 2, _MAX_REPLAY_BACKOFF_S)
+            return
+        self._replay_backoff = self._reopen_s
+        if n:
+            self.stats["replayed"] += n
+            self._health("replayed", "items", n)
+            log.info("capture replayed %d spooled items into %s", n, self._db_path)
+
+    def _close_store(self) -> None:
+        store, self._store = self._store, None
+        if store is None:
+            return
+        self._health("store", "closed", 1)
+        try:
+            store.close()
+        except Exception as exc:
+            self._error("store_close", exc)
+
+    def _report_skips(self) -> None:
+        reported = self._reported_skips
+        for reason, total in self._decoder.skipped.items():
+            delta = total - reported[reason]
+            if delta:
+                reported[reason] = total
+                self.stats["decode_skipped"] += delta
+                self._health("errors", f"decode:{reason}", delta)
+
+    def _error(self, where: str, exc: BaseException, *, stack: bool = False) -> None:
+        self.stats["errors"] += 1
+        self._health("errors", f"{where}:{type(_cause(exc)).__name__}", 1)
+        self._log_once(where, exc, stack=stack)

@@ -1,0 +1,140 @@
+"""The HTML report: self-contained, and in a real headless Chromium its charts render and carry the
+right numbers (bar values read back from the DOM, drawn lengths proportional to them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from analytics.html import build_html
+from analytics.prices import load_price_book
+from analytics.reports import open_db, run_report
+from analytics.synth import RunSpec, create_db, insert_runs
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+M = 1_000_000
+
+
+class _Dom(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bars: list[dict[str, Any]] = []
+        self.body: dict[str, str | None] = {}
+        self.cards: dict[str, str] = {}
+        self._svg: str | None = None
+        self._card: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "body":
+            self.body = a
+        elif tag == "svg":
+            self._svg = a.get("id")
+        elif tag == "rect" and a.get("class") == "bar":
+            self.bars.append({**a, "chart": self._svg})
+        elif tag == "b" and a.get("data-card"):
+            self._card = a["data-card"]
+
+    def handle_data(self, data: str) -> None:
+        if self._card is not None:
+            self.cards[self._card] = data
+            self._card = None
+
+
+def parse(html: str) -> _Dom:
+    dom = _Dom()
+    dom.feed(html)
+    return dom
+
+
+def known_html(tmp_path: Path) -> str:
+    db = str(tmp_path / "c.duckdb")
+    create_db(db)
+    conn = duckdb.connect(db)
+    insert_runs(conn, [
+        RunSpec("run_1", "gpt-4o", "2024-11-01T10:00:00Z", 1 * M, 100_000,  # $2.50 + $1.00
+                started_at="2024-11-01T10:00:01Z", ended_at="2024-11-01T10:00:05Z"),
+        RunSpec("run_2", "gpt-4o-mini", "2024-11-01T11:00:00Z", 2 * M, 0,  # $0.30
+                started_at="2024-11-01T11:00:02Z", ended_at="2024-11-01T11:00:12Z",
+                max_prompt_tokens=2 * M),
+        RunSpec("run_3", "gpt-4o", "2024-11-02T10:00:00Z", 400_000, 0, status="failed",  # $1.00
+                last_error_code="server_error", started_at="2024-11-02T10:00:01Z",
+                ended_at="2024-11-02T10:00:03Z"),
+        RunSpec("run_4", "gpt-4o-mini", "2024-11-02T12:00:00Z", 100, 700, status="incomplete",
+                incomplete_reason="max_completion_tokens", max_completion_tokens=700,
+                started_at="2024-11-02T12:00:01Z", ended_at="2024-11-02T12:00:09Z"),
+        RunSpec("run_5", "house-model", "2024-11-02T13:00:00Z", 10, 10),  # unpriced
+    ])
+    conn.close()
+    reader = open_db(db, load_price_book(environ={}))
+    try:
+        return build_html(lambda name, params: run_report(reader, name, params), source=db)
+    finally:
+        reader.close()
+
+
+def values(dom: _Dom, chart: str) -> dict[tuple[str, str], float]:
+    return {(b["data-category"], b["data-series"]): float(b["data-value"]) for b in dom.bars
+            if b["chart"] == chart}
+
+
+EXPECTED_COST = {("2024-11-01", "gpt-4o"): 3.5, ("2024-11-01", "gpt-4o-mini"): 0.3,
+                 ("2024-11-02", "gpt-4o"): 1.0, ("2024-11-02", "gpt-4o-mini"): 0.000435}
+
+
+def test_page_is_self_contained_and_carries_the_numbers(tmp_path: Path) -> None:
+    html = known_html(tmp_path)
+    assert "http://" not in html and "https://" not in html
+    assert " src=" not in html and "<link" not in html and "@import" not in html
+    dom = parse(html)
+    cost = values(dom, "chart-cost")
+    assert cost.keys() == EXPECTED_COST.keys()
+    for key, usd in EXPECTED_COST.items():
+        assert cost[key] == pytest.approx(usd, abs=1e-9)
+    assert values(dom, "chart-tokens")[("gpt-4o", "prompt")] == 1_400_000
+    assert values(dom, "chart-status") == {("completed", "gpt-4o"): 1, ("completed", "gpt-4o-mini"): 1,
+                                           ("completed", "house-model"): 1, ("failed", "gpt-4o"): 1,
+                                           ("incomplete", "gpt-4o-mini"): 1}
+    assert values(dom, "chart-budgets") == {("no cap", "gpt-4o"): 2, ("no cap", "house-model"): 1,
+                                            ("hit cap", "gpt-4o-mini"): 2}
+    lat = values(dom, "chart-latency")
+    assert lat[("gpt-4o", "p50")] == 3.0 and lat[("gpt-4o-mini", "p99")] == pytest.approx(9.98)
+    assert dom.cards == {"runs": "5", "cost (priced runs)": "$4.80", "tokens": "3,500,820",
+                         "unpriced runs": "1"}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_charts_render_in_headless_chromium(tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(known_html(tmp_path))
+    assert CHROMIUM is not None
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,2400", "--dump-dom",
+         page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = parse(proc.stdout)
+    # the inline script ran after layout: every chart has a real size and all its bars
+    layout = json.loads(dom.body["data-layout"] or "{}")
+    expected_bars = {"chart-cost": 4, "chart-tokens": 6, "chart-budgets": 3, "chart-status": 5,
+                     "chart-latency": 6}
+    assert {k: v[2] for k, v in layout.items()} == expected_bars
+    assert all(w >= 300 and h >= 60 for w, h, _ in layout.values())
+    assert values(dom, "chart-cost") == pytest.approx(EXPECTED_COST)
+    # drawn length is proportional to the value: one pixels-per-unit scale per chart
+    for chart, axis in (("chart-cost", "data-px-h"), ("chart-status", "data-px-w"),
+                        ("chart-tokens", "data-px-w"), ("chart-latency", "data-px-h")):
+        bars = [(float(b["data-value"]), float(b[axis])) for b in dom.bars if b["chart"] == chart]
+        top_value, top_px = max(bars)
+        assert top_px > 50, chart
+        for value, px in bars:
+            assert px == pytest.approx(value * top_px / top_value, abs=0.05), chart

@@ -1,0 +1,239 @@
+"""Parquet export and the fleet lake: idempotent exports, updates winning, three sidecars adding up,
+the layout other engines read, and s3:// against a local S3 server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from analytics.lake import (
+    ExportResult,
+    LakeError,
+    export,
+    export_connection,
+    export_periodically,
+    httpfs_extension_path,
+    open_lake,
+)
+from analytics.prices import load_price_book
+from analytics.reports import ReportResult, open_db, run_report
+from analytics.store import Store
+from analytics.synth import RunSpec, StepSpec, create_db, generate, insert_events, insert_runs, insert_steps
+from proxy.__main__ import main
+
+PRICES = load_price_book(environ={})
+
+
+def sidecar_db(path: Path, runs: int, offset: int = 0, days: int = 5) -> str:
+    db = str(path)
+    create_db(db)
+    conn = duckdb.connect(db)
+    generate(conn, runs, days=days)
+    # ids must differ between sidecars, as real run ids do
+    for table, col in (("runs", "id"), ("runs", "thread_id"), ("run_steps", "run_id"),
+                       ("run_steps", "thread_id"), ("run_events", "run_id")):
+        conn.execute(f"UPDATE {table} SET {col} = {col} || '_{offset}'")
+    conn.execute("UPDATE run_steps SET id = id || '_' || ?", [str(offset)])
+    conn.close()
+    return db
+
+
+def lake_report(pattern: str, name: str = "cost") -> ReportResult:
+    conn = open_lake(pattern, PRICES)
+    try:
+        return run_report(conn, name)
+    finally:
+        conn.close()
+
+
+def db_report(db: str, name: str = "cost") -> ReportResult:
+    conn = open_db(db, PRICES)
+    try:
+        return run_report(conn, name)
+    finally:
+        conn.close()
+
+
+def totals(result: ReportResult) -> tuple[int, int, float]:
+    recs = result.records()
+    return (sum(r["runs"] for r in recs), sum(r["total_tokens"] for r in recs),
+            round(sum(r["total_usd"] or 0 for r in recs), 6))
+
+
+def test_export_twice_writes_nothing_twice_and_lake_equals_db(tmp_path: Path) -> None:
+    db = sidecar_db(tmp_path / "a.duckdb", 2_000)
+    lake = tmp_path / "lake"
+    first = export(db, str(lake), instance="sidecar-a")
+    assert first.rows == {"runs": 2_000, "run_steps": 2_000, "run_events": 8_000, "requests": 0}
+    second = export(db, str(lake), instance="sidecar-a")
+    assert second.total == 0
+    files = sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
+    assert files
+    for f in files:
+        table, day, instance, _ = f.split("/")
+        assert table in ("table=runs", "table=run_steps", "table=run_events")
+        assert day.startswith("date=2025-0") and instance == "instance=sidecar-a"
+    pattern = f"{lake}/**/*.parquet"
+    assert lake_report(pattern).rows == db_report(db).rows
+    for name in ("tools", "latency", "budgets", "status"):
+        assert lake_report(pattern, name).rows == db_report(db, name).rows, name
+
+
+def test_a_run_updated_after_export_is_exported_again_and_the_lake_shows_it(tmp_path: Path) -> None:
+    db = str(tmp_path / "a.duckdb")
+    create_db(db)
+    conn = duckdb.connect(db)
+    insert_runs(conn, [RunSpec("run_1", "gpt-4o", "2024-11-01T10:00:00Z", status="in_progress"),
+                       RunSpec("run_2", "gpt-4o", "2024-11-01T11:00:00Z", 1_000_000, 0)])
+    insert_events(conn, [("run_1", "2024-11-01T10:00:01Z", None, "in_progress")])
+    conn.close()
+    lake = str(tmp_path / "lake")
+    assert export(db, lake, instance="a").rows["runs"] == 2
+    conn = duckdb.connect(db)
+    conn.execute("""UPDATE runs SET status = 'completed', prompt_tokens = 2000000, completion_tokens = 0,
+                    total_tokens = 2000000, last_seen_at = TIMESTAMPTZ '2024-11-01 10:05:00+00'
+                    WHERE id = 'run_1'""")
+    insert_events(conn, [("run_1", "2024-11-01T10:05:00Z", "in_progress", "completed")])
+    conn.close()
+    again = export(db, lake, instance="a")
+    assert again.rows == {"runs": 1, "run_steps": 0, "run_events": 1, "requests": 0}
+    status = {r["status"]: r["runs"] for r in lake_report(f"{lake}/**/*.parquet", "status").records()}
+    assert status == {"completed": 2}  # one version per run: the latest
+    assert totals(lake_report(f"{lake}/**/*.parquet")) == (2, 3_000_000, 7.5)
+
+
+def test_three_sidecars_one_lake_totals_are_the_sum(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    dbs = [sidecar_db(tmp_path / f"s{i}.duckdb", n, i) for i, n in enumerate((1_000, 2_000, 3_000))]
+    for i, db in enumerate(dbs):
+        assert main(["export", "--db", db, "--out", str(lake), "--instance", f"sidecar-{i}"]) == 0
+    parts = [totals(db_report(db)) for db in dbs]
+    runs, tokens, usd = totals(lake_report(f"{lake}/**/*.parquet"))
+    assert (runs, tokens) == (sum(p[0] for p in parts), sum(p[1] for p in parts))
+    # each report row is rounded to the micro-dollar; thousands of rows leave well under a cent
+    assert usd == pytest.approx(sum(p[2] for p in parts), abs=1e-3)
+    # the README one-liner: plain DuckDB, no runtap, latest version of each run
+    one_liner = (f"SELECT model, count(*) AS runs, sum(total_tokens) AS tokens FROM (FROM read_parquet("
+                 f"'{lake}/table=runs/*/*/*.parquet', hive_partitioning = true) QUALIFY row_number() OVER "
+                 "(PARTITION BY id ORDER BY last_seen_at DESC, _exported_at DESC) = 1) GROUP BY model")
+    assert duckdb.sql(f"SELECT sum(runs), sum(tokens) FROM ({one_liner})").fetchone() == (runs, tokens)
+    instances = duckdb.sql(f"SELECT DISTINCT instance FROM read_parquet('{lake}/**/*.parquet', "
+                           "hive_partitioning=true) ORDER BY 1").fetchall()
+    assert instances == [("sidecar-0",), ("sidecar-1",), ("sidecar-2",)]
+
+
+def test_export_from_a_live_store_cursor(tmp_path: Path) -> None:
+    """What a periodic in-process export does: a cursor of the writer's connection, file kept open."""
+    store = Store(str(tmp_path / "live.duckdb"))
+    try:
+        insert_runs(store.connection, [RunSpec("run_1", "gpt-4o-mini", "2024-11-01T10:00:00Z", 1_000_000, 0)])
+        insert_steps(store.connection, [StepSpec("step_1", "run_1", "2024-11-01T10:00:01Z", ["file_search"])])
+        cursor = store.connection.cursor()
+        try:
+            result = export_connection(cursor, str(tmp_path / "lake"), instance="live")
+            assert export_connection(cursor, str(tmp_path / "lake"), instance="live").total == 0
+        finally:
+            cursor.close()
+    finally:
+        store.close()
+    assert result.rows == {"runs": 1, "run_steps": 1, "run_events": 0, "requests": 0}
+    assert totals(lake_report(f"{tmp_path}/lake/**/*.parquet")) == (1, 1_000_000, 0.1525)
+
+
+async def test_periodic_export_picks_up_new_rows_while_the_store_stays_open(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "live.duckdb"))
+    lake = str(tmp_path / "lake")
+    results: asyncio.Queue[ExportResult | BaseException] = asyncio.Queue()
+    task = asyncio.create_task(export_periodically(lambda: store.connection.cursor(), lake, instance="live",
+                                                   interval_s=0.05, on_result=results.put_nowait))
+    try:
+        insert_runs(store.connection, [RunSpec("run_1", "gpt-4o", "2024-11-01T10:00:00Z", 1_000_000, 0)])
+
+        async def next_with_runs() -> ExportResult:
+            while True:
+                r = await asyncio.wait_for(results.get(), 30)
+                assert isinstance(r, ExportResult), r
+                if r.rows["runs"]:
+                    return r
+
+        assert (await next_with_runs()).rows["runs"] == 1
+        insert_runs(store.connection, [RunSpec("run_2", "gpt-4o", "2024-11-01T11:00:00Z", 1_000_000, 0)])
+        assert (await next_with_runs()).rows["runs"] == 1  # only the new run
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+    assert totals(lake_report(f"{lake}/**/*.parquet")) == (2, 2_000_000, 5.0)
+
+
+def test_empty_and_unmatched_lakes_give_empty_reports(tmp_path: Path) -> None:
+    assert lake_report(f"{tmp_path}/nothing/**/*.parquet").rows == []
+    db = str(tmp_path / "e.duckdb")
+    create_db(db)
+    assert export(db, str(tmp_path / "lake"), instance="e").total == 0
+    with pytest.raises(LakeError, match="instance id"):
+        export(db, str(tmp_path / "lake"), instance="../etc")
+
+
+# --- s3:// against moto's server on 127.0.0.1 -------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path: Path) -> Iterator[str]:
+    pytest.importorskip("moto.server", reason="moto[server] not installed (test extra)")
+    if httpfs_extension_path() is None:
+        pytest.skip("duckdb-extension-httpfs for this duckdb version is not installed (runtap[s3] extra)")
+    port = _free_port()
+    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until it answers
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{url}/runtap-lake", method="PUT"), timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp_path / "moto.log").read_text()) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_s3_export_and_lake(tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(k, v)
+    # two days: moto answers each object PUT/GET slowly, and every date is a file per table
+    dbs = [sidecar_db(tmp_path / f"s{i}.duckdb", 500, i, days=2) for i in range(2)]
+    for i, db in enumerate(dbs):
+        first = export(db, "s3://runtap-lake/fleet", instance=f"s{i}")
+        assert first.rows["runs"] == 500
+        assert export(db, "s3://runtap-lake/fleet", instance=f"s{i}").total == 0
+    remote = lake_report("s3://runtap-lake/fleet/**/*.parquet")
+    assert totals(remote)[:2] == (1_000, sum(totals(db_report(db))[1] for db in dbs))
+    assert main(["report", "cost", "--lake", "s3://runtap-lake/fleet/**/*.parquet", "--format", "csv"]) == 0
+    assert os.environ["AWS_ENDPOINT_URL"] == s3_endpoint

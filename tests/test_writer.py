@@ -1,0 +1,286 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+
+from analytics.merge import Transition
+from analytics.store import Store, StoreError
+from proxy.records import CaptureItem, Exchange, RequestRecord, ResponseBody, StreamChunk, StreamEnd
+from proxy.writer import CaptureWriter
+
+
+class Health:
+    """Collects on_health calls; `wait_for` blocks on an event, not a sleep."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, what: str, label: str, n: int) -> None:
+        with self._cond:
+            self.calls.append((what, label, n))
+            self._cond.notify_all()
+
+    def total(self, what: str, label: str | None = None) -> int:
+        with self._cond:
+            return sum(n for w, lab, n in self.calls if w == what and (label is None or lab == label))
+
+    def wait_for(self, what: str, label: str, n: int, timeout: float = 30.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.total_unlocked(what, label) >= n, timeout)
+
+    def total_unlocked(self, what: str, label: str) -> int:
+        return sum(n for w, lab, n in self.calls if w == what and lab == label)
+
+
+def exchange(xid: str, op: str = "runs.retrieve") -> Exchange:
+    return Exchange(id=xid, method="GET", path=f"/v1/threads/thread_1/runs/{xid}", operation=op,
+                    api_version="v2", key_fingerprint="fp0123456789", started_at=1_700_000_000.0)
+
+
+def run(rid: str, status: str = "in_progress") -> dict[str, Any]:
+    return {"id": rid, "object": "thread.run", "created_at": 1_700_000_000, "assistant_id": "asst_1",
+            "thread_id": "thread_1", "status": status, "model": "gpt-4o", "instructions": None,
+            "tools": [], "metadata": {}, "usage": None, "started_at": None, "completed_at": None,
+            "failed_at": None, "cancelled_at": None, "expires_at": None, "last_error": None,
+            "required_action": None, "incomplete_details": None}
+
+
+def record(xid: str, *, streamed: bool = False) -> RequestRecord:
+    return RequestRecord(id=xid, started_at=1_700_000_000.0, method="GET", path="/v1/threads/thread_1/runs",
+                         operation="runs.retrieve", status_code=200, streamed=streamed, duration_ms=12.5,
+                         upstream_ttfb_ms=10.0, bytes_in=0, bytes_out=100, upstream_request_id=None,
+                         key_fingerprint="fp0123456789", error=None, api_version="v2")
+
+
+def retrieved(n: int, prefix: str = "run") -> list[CaptureItem]:
+    """n retrieve exchanges: a run body and the request's record each."""
+    items: list[CaptureItem] = []
+    for i in range(n):
+        xid = f"{prefix}_{i}"
+        items.append(ResponseBody(exchange(xid), 200, orjson.dumps(run(xid)), truncated=False))
+        items.append(record(xid))
+    return items
+
+
+def streamed(xid: str, rid: str) -> list[CaptureItem]:
+    ex = exchange(xid, "runs.create")
+    body = b"".join(b"event: thread.run.%s\ndata: %s\n\n" % (name.encode(), orjson.dumps(run(rid, status)))
+                    for name, status in (("created", "queued"), ("in_progress", "in_progress"),
+                                         ("completed", "completed")))
+    return [StreamChunk(ex, body[:50], 1_700_000_001.0), StreamChunk(ex, body[50:], 1_700_000_002.0),
+            StreamEnd(ex, complete=True), record(xid, streamed=True)]
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def count(db: Path, table: str) -> int:
+    return int(rows(db, f"select count(*) from {table}")[0][0])
+
+
+@contextmanager
+def locked(db: Path) -> Iterator[None]:
+    """Another process holds DuckDB's write lock on `db` for the duration."""
+    code = ("import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+            "sys.stdin.read(); con.close()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        yield
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+        proc.stdout.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "capture.duckdb"
+
+
+def submit_all(writer: CaptureWriter, items: list[CaptureItem]) -> None:
+    assert all(writer.submit(item) for item in items)
+
+
+def test_items_reach_duckdb(db: Path) -> None:
+    health = Health()
+    effects: list[Any] = []
+    writer = CaptureWriter(db_path=str(db), on_health=health, on_effects=effects.extend)
+    writer.start()
+    try:
+        submit_all(writer, retrieved(3) + streamed("ex_s", "run_s"))
+        assert writer.flush(timeout=30)
+        assert writer.healthy()
+    finally:
+        writer.stop()
+    assert count(db, "runs") == 4 and count(db, "requests") == 4
+    assert rows(db, "select status from runs where id = 'run_s'") == [("completed",)]
+    assert health.total("written", "runs") == 6  # 3 retrieves + 3 stream events
+    assert health.total("written", "requests") == 4
+    assert writer.stats["written"] == 10 and writer.stats["dropped"] == 0 and writer.stats["errors"] == 0
+    assert effects  # the store reported what the batch changed
+    assert not writer.healthy()
+
+
+def test_full_queue_refuses_and_counts(db: Path) -> None:
+    health = Health()
+    writer = CaptureWriter(db_path=str(db), queue_size=2, on_health=health)
+    items = retrieved(2)  # four items: two fit
+    assert [writer.submit(item) for item in items] == [True, True, False, False]
+    assert writer.depth() == 2 and writer.stats["dropped"] == 2
+    assert health.total("dropped", "queue_full") == 2
+    writer.start()
+    writer.stop()
+    assert count(db, "runs") == 1 and count(db, "requests") == 1
+
+
+def test_queue_is_bounded_in_bytes_too(db: Path) -> None:
+    health = Health()
+    writer = CaptureWriter(db_path=str(db), queue_max_bytes=1000, on_health=health)
+    ex = exchange("big")
+    assert writer.submit(StreamChunk(ex, b"x" * 900, 1.0))
+    assert not writer.submit(StreamChunk(ex, b"x" * 200, 1.0))
+    assert writer.submit(record("big"))  # records carry no body: never refused for size
+    assert health.total("dropped", "queue_bytes_full") == 1
+    writer.stop()
+
+
+def test_bad_input_is_counted_and_capture_goes_on(db: Path) -> None:
+    health = Health()
+    writer = CaptureWriter(db_path=str(db), on_health=health)
+    writer.start()
+    try:
+        assert writer.submit(ResponseBody(exchange("bad"), 200, b'{"id": "run_', truncated=False))
+        submit_all(writer, retrieved(1))
+        assert writer.flush(timeout=30)
+    finally:
+        writer.stop()
+    assert health.total("errors", "decode:malformed_json") == 1
+    assert count(db, "runs") == 1
+
+
+def test_stop_writes_everything_submitted(db: Path) -> None:
+    writer = CaptureWriter(db_path=str(db), batch_max=100)
+    writer.start()
+    items = retrieved(500)
+    for i in range(20):
+        items += streamed(f"ex_s{i}", f"run_s{i}")
+    submit_all(writer, items)
+    writer.stop()
+    writer.stop()  # idempotent
+    assert count(db, "runs") == 520 and count(db, "requests") == 520
+    assert not writer.submit(record("late"))
+    assert writer.stats["dropped"] == 1
+
+
+def test_locked_db_spools_then_next_start_replays(db: Path) -> None:
+    items = retrieved(5) + streamed("ex_s", "run_s")
+    health = Health()
+    with locked(db):
+        writer = CaptureWriter(db_path=str(db), on_health=health)
+        writer.start()
+        submit_all(writer, items)
+        assert writer.flush(timeout=30)
+        assert not writer.healthy()
+        writer.stop()
+    assert writer.stats["spooled"] == 14 and writer.stats["written"] == 0
+    assert any(w == "errors" and lab.startswith("store_open:") for w, lab, _ in health.calls)
+    assert Path(f"{db}.spool.jsonl").stat().st_size > 0
+
+    again = CaptureWriter(db_path=str(db))
+    again.start()
+    assert again.flush(timeout=30)
+    again.stop()
+    assert again.stats["replayed"] == 14
+    assert count(db, "runs") == 6 and count(db, "requests") == 6
+    assert rows(db, "select status from runs where id = 'run_s'") == [("completed",)]
+
+
+def test_store_that_comes_back_gets_the_spool_while_running(db: Path) -> None:
+    health = Health()
+    writer = CaptureWriter(db_path=str(db), reopen_interval_s=0.1, on_health=health)
+    with locked(db):
+        writer.start()
+        submit_all(writer, retrieved(3))
+        assert writer.flush(timeout=30)
+        assert writer.stats["spooled"] == 6
+    try:
+        # The writer retries on its own; nothing new needs to arrive.
+        assert health.wait_for("replayed", "items", 6)
+        assert writer.healthy()
+        submit_all(writer, retrieved(2, prefix="later"))
+        assert writer.flush(timeout=30)
+    finally:
+        writer.stop()
+    assert count(db, "runs") == 5 and count(db, "requests") == 5
+
+
+def test_unwritable_path_spools_and_a_writable_one_replays(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a regular file where a directory should be")
+    spool = tmp_path / "capture.spool.jsonl"
+    writer = CaptureWriter(db_path=str(blocker / "capture.duckdb"), spool_path=str(spool))
+    writer.start()
+    submit_all(writer, retrieved(4))
+    assert writer.flush(timeout=30)
+    writer.stop()
+    assert writer.stats["spooled"] == 8
+
+    db = tmp_path / "capture.duckdb"
+    again = CaptureWriter(db_path=str(db), spool_path=str(spool))
+    again.start()
+    again.stop()
+    assert count(db, "runs") == 4 and count(db, "requests") == 4
+
+
+SEEN = Transition(run_id="run_0", model="gpt-4o", assistant_id="asst_1", from_status=None,
+                  to_status="in_progress", observed_at=1_700_000_000.0, source="response")
+
+
+class FailingOnce(Store):
+    """The real store, except that its first write fails (a disk hiccup) after merging."""
+
+    failed = False
+
+    def apply(self, *args: Any, **kwargs: Any) -> Any:
+        if not FailingOnce.failed:
+            FailingOnce.failed = True
+            # What Store does when only the write fails: it hands back what the batch changed.
+            raise StoreError("cannot write batch", effects=[SEEN]) from duckdb.IOException("disk full")
+        return super().apply(*args, **kwargs)
+
+
+def test_failed_write_is_spooled_and_replayed(db: Path) -> None:
+    health = Health()
+    effects: list[Any] = []
+    FailingOnce.failed = False
+    writer = CaptureWriter(db_path=str(db), reopen_interval_s=0.1, on_health=health,
+                           on_effects=effects.extend, store_factory=lambda: FailingOnce(str(db)))
+    submit_all(writer, retrieved(3))  # queued before the thread starts: one batch, the failing one
+    writer.start()
+    try:
+        assert writer.flush(timeout=30)
+        assert health.wait_for("replayed", "items", 6)
+    finally:
+        writer.stop()
+    assert health.total("errors", "store:IOException") == 1
+    assert count(db, "runs") == 3 and count(db, "requests") == 3
+    # Metrics saw the batch once: when it failed, not again when the spool was replayed.
+    assert effects == [SEEN]
