@@ -72,7 +72,9 @@ def _human(column: str, value: Any) -> str:
         return "yes" if value else "no"
     if _is_number(value):
         if column.endswith("_usd"):
-            return f"{float(value):,.4f}"
+            v = float(value)
+            # cents and tenths of a cent for people; tiny runs keep a non-zero figure
+            return f"{v:,.4f}" if v == 0 or abs(v) >= 0.0001 else f"{v:.6f}"
         if isinstance(value, int):
             return f"{value:,}"
         return f"{float(value):,.3f}".rstrip("0").rstrip(".")

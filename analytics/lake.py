@@ -3,7 +3,8 @@
 Layout (hive-partitioned, readable by DuckDB, ClickHouse, Trino, Spark, BigQuery as is):
     OUT/table=<runs|run_steps|run_events|requests>/date=YYYY-MM-DD/instance=<id>/part-<export>-<uuid>.parquet
 
-Each exported row carries `_row_hash` (md5 of the whole row as text), `_exported_at` and `_export_id`.
+Each exported row carries `_row_hash` (128 bits: two DuckDB hashes of the whole row), `_exported_at` and
+`_export_id`.
 An export writes only row versions whose hash is not yet in that instance's part of the lake: re-running
 it writes nothing, and a run that changed since (new status, usage) is written again as a new version.
 The reader keeps, per run and per step, the most advanced version (final status first, then latest
@@ -37,6 +38,10 @@ _DAY_OF: Final = {"runs": "coalesce(created_at, first_seen_at)",
                   "run_steps": "coalesce(created_at, first_seen_at)",
                   "run_events": "observed_at", "requests": "started_at"}
 _EXPORT_COLUMNS: Final = ("_row_hash", "_exported_at", "_export_id")
+# Two seeds of DuckDB's row hash: 128 bits, so a new row version never collides with an exported one;
+# hashing the row's binary values is ~3x faster than md5 of its text and needs no fixed TimeZone.
+# A DuckDB upgrade that changes hash() exports everything once more; readers de-duplicate by key.
+_ROW_HASH: Final = "printf('%016x%016x', hash(t), hash(t, 'runtap'))"
 _PARTITION_COLUMNS: Final = ("table", "date")
 _INSTANCE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TABLE_RE: Final = re.compile(r"(?:^|/)table=([A-Za-z_]+)/")
@@ -155,7 +160,7 @@ def export_connection(conn: duckdb.DuckDBPyConnection, out: str, *, instance: st
     out = out.rstrip("/")
     stamp = (now or datetime.now(UTC)).astimezone(UTC)
     result = ExportResult(out, instance, f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
-    conn.execute("SET TimeZone = 'UTC'")  # row hashes and date partitions must not depend on the host
+    conn.execute("SET TimeZone = 'UTC'")  # date partitions must not depend on the host
     prepare_remote(conn, out, environ)
     for table in TABLES:
         target = f"{out}/table={table}"
@@ -164,7 +169,7 @@ def export_connection(conn: duckdb.DuckDBPyConnection, out: str, *, instance: st
                 if previous else "SELECT NULL::VARCHAR AS _row_hash WHERE false")
         conn.execute(f"""
             CREATE OR REPLACE TEMP TABLE runtap_export_pending AS
-            SELECT * FROM (SELECT t.*, md5(CAST(t AS VARCHAR)) AS _row_hash FROM {table} t)
+            SELECT * FROM (SELECT t.*, {_ROW_HASH} AS _row_hash FROM {table} t)
             WHERE _row_hash NOT IN ({seen})""")
         n = conn.execute("SELECT count(*) FROM runtap_export_pending").fetchone()
         result.rows[table] = int(n[0]) if n else 0
@@ -239,8 +244,8 @@ def _dedup_sql(table: str, files: list[str]) -> str:
         key = "id"
     elif table == "requests":
         order, key = "_exported_at DESC", "id"
-    else:  # run_events: distinct observations; the same row exported twice (a copied DB) counts once
-        order, key = "_exported_at DESC", "_row_hash"
+    else:  # run_events: distinct observations; the same one exported twice (a copied DB) counts once
+        order, key = "_exported_at DESC", "run_id, observed_at, from_status, to_status"
     return (f"SELECT * EXCLUDE ({drop}) FROM {src} "
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1")
 

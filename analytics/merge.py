@@ -96,6 +96,7 @@ class Transition:
     to_status: str
     observed_at: float
     source: str
+    request_id: str | None = None  # the request that showed the change (links run spans to it)
 
 
 @dataclass(slots=True)
@@ -380,7 +381,8 @@ def merge_run(
     if changed:
         events.append(RunEvent(run_id, t, old, status, snap.source, snap.operation, snap.request_id))
         if emit:
-            effects.append(Transition(run_id, row["model"], row["assistant_id"], old, status, t, snap.source))
+            effects.append(Transition(run_id, row["model"], row["assistant_id"], old, status, t, snap.source,
+                                      snap.request_id))
         if status == "requires_action":
             row["requires_action_at"] = t
     if status in RUN_TERMINAL:

@@ -79,8 +79,11 @@ CREATE TABLE IF NOT EXISTS run_steps (
     completion_tokens  BIGINT,
     total_tokens       BIGINT,
     step_details       JSON,
-    tool_types         VARCHAR[],  -- distinct step_details.tool_calls[].type, in order of first use
-    tool_names         VARCHAR[],  -- distinct function names called by this step
+    -- JSON arrays, not VARCHAR[]: DuckDB updates a LIST column as delete + insert, and never vacuums
+    -- deleted rows of a table with a primary key, so every step update would grow the file.
+    -- In SQL: from_json(tool_types, '["VARCHAR"]') or tool_types::VARCHAR[].
+    tool_types         JSON,       -- distinct step_details.tool_calls[].type, in order of first use
+    tool_names         JSON,       -- distinct function names called by this step
     metadata           JSON,
     api_version        VARCHAR,
     key_fingerprint    VARCHAR,

@@ -89,15 +89,32 @@ class Spool:
         if kept:
             data = b"".join(lines)
             created = self._size == 0 and not os.path.exists(self._path)
-            with open(self._path, "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            self._write(data)
             if created:
                 self._fsync_dir()
             self._size += len(data)
             self._torn_tail = False
         return total - kept
+
+    def _write(self, data: bytes) -> None:
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            # Disk full (ENOSPC, EFBIG) mid-batch: take the partial batch back out, so the file holds
+            # whole lines only and the caller's count of dropped items is exact. A fragment left behind
+            # would also swallow the next batch's first line.
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                self._size = os.fstat(fd).st_size
+                self._torn_tail = True
+            raise
+        finally:
+            os.close(fd)
 
     def _read(self) -> Iterator[Snapshot | RequestRecord]:
         with open(self._path, "rb") as f:

@@ -18,13 +18,16 @@
 CREATE OR REPLACE TEMP MACRO per_million(tokens, usd_per_1m) AS
     CAST(tokens AS BIGINT) * usd_per_1m * CAST(0.000001 AS DECIMAL(7, 6));
 CREATE OR REPLACE TEMP MACRO usd(x) AS CAST(round(x, 6) AS DOUBLE);
+-- UTC day and hour by arithmetic: no time-zone lookup per row, whatever the session's TimeZone
+CREATE OR REPLACE TEMP MACRO utc_day(ts) AS DATE '1970-01-01' + CAST(floor(epoch(ts) / 86400) AS INTEGER);
+CREATE OR REPLACE TEMP MACRO utc_hour(ts) AS CAST(floor(epoch(ts) / 3600) AS BIGINT);
 
 -- scoped_runs: runs created in [runtap_since, runtap_until), every column of `runs`, plus
 --   day           DATE     UTC day of created_at
 --   by_value      VARCHAR  value of the runtap_by key for this run (NULL when runtap_by is unset)
 CREATE OR REPLACE TEMP VIEW scoped_runs AS
 SELECT r.*,
-       CAST(timezone('UTC', r.created_at) AS DATE) AS day,
+       utc_day(r.created_at) AS day,
        CASE
            WHEN getvariable('runtap_by') IS NULL THEN NULL
            WHEN getvariable('runtap_by') = 'key_fingerprint' THEN r.key_fingerprint
@@ -102,7 +105,7 @@ CREATE OR REPLACE TEMP VIEW step_costs AS
 WITH s AS (
     SELECT s.id AS step_id, s.run_id, s.thread_id, s.assistant_id, s.type, s.status, s.created_at,
            s.completed_at, s.last_error_code,
-           CAST(timezone('UTC', s.created_at) AS DATE) AS day,
+           utc_day(s.created_at) AS day,
            epoch(coalesce(s.completed_at, s.failed_at, s.cancelled_at, s.expired_at))
                - epoch(s.created_at) AS duration_s,
            coalesce(json_extract_string(CAST(s.step_details AS JSON), '$.tool_calls[*].type'),
@@ -117,27 +120,35 @@ WITH s AS (
            len(list_filter(tool_call_types, t -> t = 'file_search')) AS file_search_calls,
            len(list_filter(tool_call_types, t -> t = 'retrieval')) AS retrieval_calls
     FROM s
-), sessions AS (
-    SELECT *,
-           CASE WHEN code_interpreter_calls > 0 AND row_number() OVER (
-                    PARTITION BY thread_id, date_trunc('hour', timezone('UTC', created_at)),
-                                 code_interpreter_calls > 0
-                    ORDER BY created_at, step_id) = 1
-                THEN 1 ELSE 0 END AS code_interpreter_sessions
+), openers AS (
+    -- the step that opened each code_interpreter session: first call of a thread in a UTC hour
+    SELECT arg_min(step_id, (created_at, step_id)) AS step_id
     FROM counted
+    WHERE code_interpreter_calls > 0
+    GROUP BY thread_id, utc_hour(created_at)
+), sessions AS (
+    SELECT c.*, CASE WHEN o.step_id IS NULL THEN 0 ELSE 1 END AS code_interpreter_sessions
+    FROM counted c
+    LEFT JOIN openers o ON o.step_id = c.step_id
+), fees AS (
+    -- tool prices per day: a range join over a few dozen days, then an equi-join per step
+    SELECT d.day, coalesce(ci.unit_usd, 0) AS ci_usd, coalesce(fs.unit_usd, 0) AS fs_usd,
+           coalesce(rt.unit_usd, 0) AS rt_usd
+    FROM (SELECT DISTINCT day FROM s) d
+    LEFT JOIN price_periods ci ON ci.kind = 'tool' AND ci.key = 'code_interpreter'
+          AND d.day >= ci.valid_from AND d.day < ci.valid_to
+    LEFT JOIN price_periods fs ON fs.kind = 'tool' AND fs.key = 'file_search'
+          AND d.day >= fs.valid_from AND d.day < fs.valid_to
+    LEFT JOIN price_periods rt ON rt.kind = 'tool' AND rt.key = 'retrieval'
+          AND d.day >= rt.valid_from AND d.day < rt.valid_to
 )
 SELECT x.*,
-       CAST(x.code_interpreter_sessions AS BIGINT) * coalesce(ci.unit_usd, 0) AS code_interpreter_usd,
-       CAST(x.file_search_calls AS BIGINT) * coalesce(fs.unit_usd, 0)
-           + CAST(x.retrieval_calls AS BIGINT) * coalesce(rt.unit_usd, 0) AS file_search_usd,
+       CAST(x.code_interpreter_sessions AS BIGINT) * f.ci_usd AS code_interpreter_usd,
+       CAST(x.file_search_calls AS BIGINT) * f.fs_usd + CAST(x.retrieval_calls AS BIGINT) * f.rt_usd
+           AS file_search_usd,
        code_interpreter_usd + file_search_usd AS tool_usd
 FROM sessions x
-LEFT JOIN price_periods ci ON ci.kind = 'tool' AND ci.key = 'code_interpreter'
-      AND x.day >= ci.valid_from AND x.day < ci.valid_to
-LEFT JOIN price_periods fs ON fs.kind = 'tool' AND fs.key = 'file_search'
-      AND x.day >= fs.valid_from AND x.day < fs.valid_to
-LEFT JOIN price_periods rt ON rt.kind = 'tool' AND rt.key = 'retrieval'
-      AND x.day >= rt.valid_from AND x.day < rt.valid_to;
+LEFT JOIN fees f ON f.day IS NOT DISTINCT FROM x.day;
 
 -- run_costs: one row per run in scope, with its token and tool cost lines
 --   run_id, thread_id, assistant_id, model, status, created_at, day, by_value, key_fingerprint,
@@ -204,24 +215,18 @@ FROM ev
 JOIN scoped_runs r ON r.id = ev.run_id
 WHERE ev.to_status = 'requires_action' AND ev.prev_status IS DISTINCT FROM 'requires_action';
 
--- run_timings: one row per run in scope
+-- run_timings: one row per run in scope (time waiting for tool outputs: tool_turnarounds)
 --   run_id, model, assistant_id, status, day, by_value
 --   queue_s          DOUBLE  created_at -> started_at (NULL until started)
 --   ended_at         TIMESTAMPTZ  runs.ended_at: completed/failed/cancelled/expires_at of the final
 --                             status, else when runtap first saw it (NULL while the run is live)
 --   duration_s       DOUBLE  started_at -> ended_at (NULL until it ends, or if never started)
---   tool_wait_s      DOUBLE  total time spent in requires_action (see tool_turnarounds)
 CREATE OR REPLACE TEMP VIEW run_timings AS
-WITH waits AS (
-    SELECT run_id, sum(seconds) AS tool_wait_s FROM tool_turnarounds GROUP BY run_id
-)
 SELECT r.id AS run_id, r.model, r.assistant_id, r.status, r.day, r.by_value,
        epoch(r.started_at) - epoch(r.created_at) AS queue_s,
        r.ended_at,
-       epoch(r.ended_at) - epoch(r.started_at) AS duration_s,
-       w.tool_wait_s
-FROM scoped_runs r
-LEFT JOIN waits w ON w.run_id = r.id;
+       epoch(r.ended_at) - epoch(r.started_at) AS duration_s
+FROM scoped_runs r;
 
 -- run_budgets: one row per run in scope with a token budget or an incomplete reason
 --   run_id, model, assistant_id, status, day, by_value, incomplete_reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.app import Runtime
 
@@ -39,10 +39,10 @@ async def metrics(request: web.Request) -> web.Response:
     rt = request.app[ADMIN_RUNTIME]
     if rt.writer is not None:
         rt.metrics.capture_queue_depth.set(rt.writer.depth())
-    # Prometheus asks for OpenMetrics (which carries counter created-timestamps as metadata rather
-    # than as extra `_created` series); anything else gets the classic text format.
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return web.Response(body=encoder(rt.metrics.registry), headers={"Content-Type": content_type})
+    # Always the classic text format, even to a Prometheus that asks for OpenMetrics: there a counter's
+    # metadata is named without `_total`, and dashboards, alerts and tests use the `_total` names.
+    return web.Response(body=generate_latest(rt.metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_admin_app(runtime: Runtime) -> web.Application:

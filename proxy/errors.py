@@ -74,6 +74,12 @@ def too_large(limit: int) -> web.Response:
                           "(--max-body-bytes / RUNTAP_MAX_BODY_BYTES)", "request_too_large")
 
 
+def connection_limit(limit: int, waited: float) -> web.Response:
+    return error_response(503, f"all {limit} upstream connections runtap may open stayed busy for "
+                          f"{waited:g}s (--max-connections / RUNTAP_MAX_CONNECTIONS, --connect-timeout)",
+                          "connection_limit")
+
+
 def check_target(method: str, raw_path: str, headers: CIMultiDictProxy[str]) -> web.Response | None:
     """None when the request may be forwarded; else the error to answer with.
 

@@ -170,6 +170,8 @@ class Forwarder:
                 data = self._body(request, body_state, exchange if capture_body else None)
             assert self._session is not None
             url = URL(self._base + raw_path, encoded=True)
+            # Every other in-flight request holds or awaits one of the max_connections: this one queues.
+            must_queue = self.inflight > self._settings.max_connections
             t_sent = time.perf_counter()
             try:
                 upstream = await self._session.request(
@@ -180,12 +182,23 @@ class Forwarder:
                 status = 413
                 error = "request_too_large"
                 return errors.too_large(self._settings.max_body_bytes)
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                if must_queue and isinstance(exc, aiohttp.ConnectionTimeoutError):
+                    # aiohttp's connect timeout includes the wait for a free pool slot: the upstream
+                    # was never tried, runtap's own limit kept this request waiting.
+                    self._metrics.upstream_error("connection_limit")
+                    status, error = 503, "connection_limit"
+                    return errors.connection_limit(self._settings.max_connections,
+                                                   self._settings.connect_timeout)
                 reason = "connect_timeout" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "timeout"
                 self._metrics.upstream_error(reason)
                 status, error = 504, reason
                 return errors.upstream_error(504, reason, self._base, exc)
             except aiohttp.ClientError as exc:
+                if body_state.size > self._settings.max_body_bytes:
+                    # aiohttp hands the body generator's _BodyTooLarge back wrapped in a ClientOSError.
+                    status, error = 413, "request_too_large"
+                    return errors.too_large(self._settings.max_body_bytes)
                 reason = errors.classify_client_error(exc)
                 self._metrics.upstream_error(reason)
                 status, error = 502, reason
@@ -215,8 +228,7 @@ class Forwarder:
                     tw = time.perf_counter()
                     try:
                         chunk = await content.readany()
-                    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                            asyncio.TimeoutError) as exc:
+                    except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                         upstream_wait += time.perf_counter() - tw
                         error = "upstream_" + errors.classify_client_error(exc)
                         self._metrics.upstream_error(errors.classify_client_error(exc))
@@ -226,7 +238,9 @@ class Forwarder:
                             self._submit(StreamEnd(exchange, complete=False))
                         if request.transport is not None:
                             request.transport.close()
-                        raise _Aborted() from exc
+                        # Returned, not raised: aiohttp would log a raised error as a handler failure
+                        # with a traceback. With the transport closing, its write_eof sends nothing.
+                        return resp
                     upstream_wait += time.perf_counter() - tw
                     if not chunk:
                         break
@@ -254,17 +268,19 @@ class Forwarder:
                 return resp
             finally:
                 upstream.release()
-        except _Aborted:
-            # aiohttp treats a ConnectionError from a handler as a vanished client: it closes the
-            # connection without writing a response ending.
-            raise ConnectionResetError("upstream broke off the response") from None
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError):
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:
             # The client went away mid-response; closing the upstream response (finally above) releases
             # the upstream request at once. What was relayed has been captured.
             error = error or "client_disconnected"
             if streamed and operation is not None:
                 self._submit(StreamEnd(exchange, complete=False))
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            # A write to the gone client failed: raised, aiohttp would log the app's disconnect as a
+            # handler error with a traceback; returned, it finds the transport closed and drops it.
+            if request.transport is not None:
+                request.transport.close()
+            return web.StreamResponse()
         finally:
             self.inflight -= 1
             duration = time.perf_counter() - t0
@@ -303,8 +319,4 @@ class _BodyState:
 
 
 class _BodyTooLarge(Exception):
-    pass
-
-
-class _Aborted(Exception):
     pass

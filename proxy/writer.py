@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import duckdb
@@ -73,6 +73,7 @@ class CaptureWriter:
                  flush_interval_s: float = 0.2, reopen_interval_s: float = 5.0,
                  max_event_bytes: int = 1 << 20, store_prompts: bool = False,
                  on_effects: OnEffects | None = None, on_health: OnHealth | None = None,
+                 on_sse_events: Callable[[Mapping[str, int]], None] | None = None,
                  store_factory: Callable[[], Store] | None = None) -> None:
         if queue_size < 1 or queue_max_bytes < 1 or batch_max < 1:
             raise ValueError("queue_size, queue_max_bytes and batch_max must be positive")
@@ -87,6 +88,8 @@ class CaptureWriter:
         self._reopen_s = reopen_interval_s
         self._on_effects = on_effects
         self._on_health = on_health
+        self._on_sse_events = on_sse_events
+        self._reported_events: Counter[str] = Counter()
         self._factory: Callable[[], Store] = store_factory or (
             lambda: Store(db_path, store_prompts=store_prompts))
         self._decoder = CaptureDecoder(max_event_bytes=max_event_bytes, store_prompts=store_prompts)
@@ -308,6 +311,7 @@ class CaptureWriter:
                 requests.append(item)
             snapshots.extend(decode(item))
         self._report_skips()
+        self._report_events()
         if snapshots or requests:
             self._write(snapshots, requests)
 
@@ -352,6 +356,7 @@ class CaptureWriter:
     def _to_spool(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
         n = len(snapshots) + len(requests)
         spool = self._ensure_spool()
+        failed = spool is None
         if spool is None:
             dropped = n
         else:
@@ -360,6 +365,7 @@ class CaptureWriter:
             except Exception as exc:
                 self._error("spool", exc)
                 dropped = n
+                failed = True
             else:
                 self._spool_pending = True
         if n - dropped:
@@ -367,7 +373,7 @@ class CaptureWriter:
             self._health("spooled", "items", n - dropped)
         if dropped:
             self.stats["spool_dropped"] += dropped
-            self._health("dropped", "spool_full" if spool is not None else "spool_error", dropped)
+            self._health("dropped", "spool_error" if failed else "spool_full", dropped)
 
     def _ensure_spool(self) -> Spool | None:
         if self._spool is None:
@@ -431,6 +437,19 @@ class CaptureWriter:
                 reported[reason] = total
                 self.stats["decode_skipped"] += delta
                 self._health("errors", f"decode:{reason}", delta)
+
+    def _report_events(self) -> None:
+        """SSE events relayed since the last batch, by name (the decoder keeps running totals)."""
+        if self._on_sse_events is None:
+            return
+        reported = self._reported_events
+        delta = {n: t - reported[n] for n, t in self._decoder.events_seen.items() if t != reported[n]}
+        if delta:
+            reported.update(delta)
+            try:
+                self._on_sse_events(delta)
+            except Exception as exc:
+                self._error("on_sse_events", exc)
 
     def _error(self, where: str, exc: BaseException, *, stack: bool = False) -> None:
         self.stats["errors"] += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -87,7 +88,10 @@ class Proxy:
 @contextlib.asynccontextmanager
 async def proxy_to(tmp_path: Path, upstream: str, **overrides: Any) -> AsyncIterator[Proxy]:
     """runtap in this process in front of `upstream`; stopped (queue flushed, DB closed) on exit."""
+    db = overrides.pop("db", None)
     settings = stack_settings(tmp_path, upstream, **overrides)
+    if db is not None:
+        settings = dataclasses.replace(settings, db=db)
     health = Health()
     running = await start(settings, runtime=runtime_with_health(settings, health))
     try:
@@ -250,11 +254,20 @@ async def _spawn(args: list[str], log: Path, pattern: re.Pattern[str], env: dict
         await asyncio.sleep(0.02)
 
 
+# RLIMIT_FSIZE makes a write past the limit fail with EFBIG (Python ignores SIGXFSZ): a full disk, for
+# one process and without root.
+_LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
 async def start_runtap(upstream: str, db: Path, log: Path, *extra: str, env: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> Proc:
+                       timeout: float = 30.0, file_size_limit: int | None = None) -> Proc:
     """`runtap serve` on free ports; ready once it logged where it listens."""
     args = ["-m", "proxy", "serve", "--upstream", upstream, "--listen", "127.0.0.1:0",
             "--admin", "127.0.0.1:0", "--db", str(db), *extra]
+    if file_size_limit is not None:
+        args = ["-c", _LIMITED, str(file_size_limit), *args]
     proc, m = await _spawn(args, log, _PROXY_LINE, env, timeout)
     proc.url, proc.admin_url = m.group(1), m.group(2)
     return proc
@@ -270,3 +283,22 @@ async def terminate(proc: Proc, timeout: float = 60.0) -> int:
     if proc.popen.poll() is None:
         proc.signal(signal.SIGTERM)
     return await proc.wait(timeout)
+
+
+def requests_total(proxy: Proxy) -> int:
+    """Requests runtap answered, from its own Prometheus counter."""
+    total = 0.0
+    for metric in proxy.running.runtime.metrics.registry.collect():
+        if metric.name == "runtap_requests":
+            total += sum(s.value for s in metric.samples if s.name == "runtap_requests_total")
+    return int(total)
+
+
+_FLUSHED = re.compile(r"capture flushed: (.*)")
+
+
+def flushed_stats(log_text: str) -> dict[str, int]:
+    """The writer's counters from the last `capture flushed:` line runtap logs on exit."""
+    lines = _FLUSHED.findall(log_text)
+    assert lines, "runtap did not log its capture counters on exit"
+    return {k: int(v) for k, v in (kv.split("=") for kv in lines[-1].split(", "))}

@@ -181,12 +181,20 @@ class LoopGuard:
         while not self._stop.wait(self._poll):
             now = time.perf_counter()
             slow = [(tid, e) for tid, e in list(self._running.items()) if now - e.start >= half]
-            if not slow:
-                continue
-            current = sys._current_frames()
+            if slow:
+                self._sample(slow)
+
+    def _sample(self, slow: list[tuple[int, _Running]]) -> None:
+        # Frame objects are dropped before returning: a frame kept past its function's return keeps
+        # that function's locals (a whole capture batch, say) alive.
+        current = sys._current_frames()
+        try:
             for tid, entry in slow:
                 frame = current.get(tid)
                 if frame is not None and self._running.get(tid) is entry:
                     # Re-sampled on every poll while it runs: the latest sample is where it is stuck.
                     entry.frames = [(fs.filename, fs.lineno or 0, fs.name)
                                     for fs in traceback.extract_stack(frame)]
+                del frame
+        finally:
+            current.clear()

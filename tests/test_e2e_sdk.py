@@ -99,7 +99,8 @@ async def test_every_runs_operation_is_relayed_byte_for_byte_and_captured(
 async def test_gzip_bodies_pass_through_compressed(witnessed: dict[str, Any]) -> None:
     running = witnessed["running"]
     async with httpx.AsyncClient() as raw:
-        r = await raw.post(running.proxy_url + "/v1/assistants", json={"model": "gpt-4o", "instructions": "be brief. " * 60},
+        r = await raw.post(running.proxy_url + "/v1/assistants",
+                           json={"model": "gpt-4o", "instructions": "be brief. " * 60},
                            headers={"Authorization": f"Bearer {API_KEY}", "Accept-Encoding": "gzip"})
         assert r.headers.get("content-encoding") == "gzip"
         assert r.json()["model"] == "gpt-4o"

@@ -342,6 +342,9 @@ async def test_report_next_to_a_live_serve_reads_from_its_admin_listener(tmp_pat
         assert sum(r["runs"] for r in live) == len(work.runs) and len(final) > 0
         assert sum(r["prompt_tokens"] for r in live) == sum(p for p, _ in work.usage.values())
 
+        page = tmp_path / "live.html"
+        code, _, err = await _cli("report", "--html", str(page), "--db", db, env=env)
+        assert code == 0 and "held by" in err and 'id="chart-cost"' in page.read_text(), err
         code, out, err = await _cli("report", "status", "--url", admin_url, "--format", "table", env=env)
         assert code == 0 and out.splitlines()[-1].startswith("TOTAL"), err
         code, _, err = await _cli("sql", "--db", db, "SELECT 1", env=env)

@@ -116,7 +116,7 @@ def test_steps_are_stored_with_their_tools(store: Store) -> None:
         [],
     )
     got = store.connection.execute(
-        "SELECT run_id, type, status, total_tokens, tool_types, tool_names, epoch(completed_at), "
+        "SELECT run_id, type, status, total_tokens, tool_types::VARCHAR[], tool_names::VARCHAR[], epoch(completed_at), "
         "step_details->>'$.tool_calls[0].id' FROM run_steps"
     ).fetchall()
     assert got == [
@@ -344,5 +344,69 @@ def test_spool_keeps_its_file_when_the_store_fails(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "capture.duckdb"))
     try:
         assert spool.replay(store) == 9
+    finally:
+        store.close()
+
+
+def test_updates_happen_in_place_so_the_file_does_not_grow(store: Store) -> None:
+    """DuckDB never vacuums deleted rows of a table with a primary key: updates must not delete."""
+    con = store.connection
+    for n in range(12):
+        status = "completed" if n == 11 else "in_progress"
+        store.apply(
+            [
+                snap(run_obj(status, metadata={"n": str(n)}), T0 + n),
+                snap(step_obj(status, metadata={"n": str(n)}), T0 + n, kind="step"),
+            ],
+            [],
+        )
+        con.execute("CHECKPOINT")
+    for table in ("runs", "run_steps"):
+        stored = con.execute(
+            f"SELECT sum(count) FROM pragma_storage_info('{table}') WHERE column_name = 'id' AND segment_type = 'VARCHAR'"
+        ).fetchone()
+        assert stored == (1,), table
+    assert con.execute("SELECT metadata->>'n', tool_types FROM run_steps").fetchone() == (
+        "11",
+        '["function","code_interpreter"]',
+    )
+
+
+def test_large_tables_are_read_by_index_with_the_same_result(tmp_path: Path) -> None:
+    path = str(tmp_path / "capture.duckdb")
+    store = Store(path, cache_rows=0)
+    try:
+        many = [snap(run_obj("in_progress", id=f"run_{i:04d}"), T0 + 1) for i in range(1000)]
+        store.apply(many, [])
+        # 3 ids against 1000 stored rows: looked up through the primary key index
+        effects = store.apply(
+            [
+                snap(run_obj("completed", id="run_0007", usage=USAGE), T0 + 9),
+                snap(run_obj("queued", id="run_0008"), T0 + 0.5),  # stale
+                snap(run_obj("queued", id="run_new"), T0 + 2),
+            ],
+            [],
+        )
+        assert [(type(e).__name__, getattr(e, "to_status", None)) for e in effects] == [
+            ("Transition", "completed"),
+            ("RunFinished", None),
+            ("Transition", "queued"),
+        ]
+        got = store.connection.execute(
+            "SELECT id, status, total_tokens FROM runs WHERE id IN ('run_0007', 'run_0008', 'run_new') ORDER BY id"
+        ).fetchall()
+        assert got == [
+            ("run_0007", "completed", 909),
+            ("run_0008", "in_progress", None),
+            ("run_new", "queued", None),
+        ]
+        # an id that cannot be spliced into SQL takes the scan path
+        odd = "run_'; DROP TABLE runs; --"
+        store.apply([snap(run_obj("queued", id=odd), T0)], [])
+        store.apply([snap(run_obj("completed", id=odd, usage=USAGE), T0 + 5)], [])
+        assert store.connection.execute("SELECT status FROM runs WHERE id = ?", [odd]).fetchall() == [
+            ("completed",)
+        ]
+        assert store.connection.execute("SELECT count(*) FROM runs").fetchone() == (1002,)
     finally:
         store.close()

@@ -1,0 +1,107 @@
+"""DuckDB faults: the proxy keeps forwarding, snapshots go to the spool, and the spool is replayed once
+the database can be written again (at the next start at the latest) with nothing lost; past the spool's
+bound, what is dropped is counted."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from proxy import workload as w
+from proxy.sim import SimConfig, start_sim
+from tests.fault_helpers import API_KEY, Proxy, get_json, locked, proxy_to, query, requests_total
+
+
+@asynccontextmanager
+async def sim() -> AsyncIterator[str]:
+    runner, url = await start_sim(SimConfig())
+    try:
+        yield url.removesuffix("/v1")
+    finally:
+        await runner.cleanup()
+
+
+def _runs(db: Path) -> dict[str, str]:
+    return dict(query(db, "SELECT id, status FROM runs"))
+
+
+async def _workload(px: Proxy) -> w.WorkloadResult:
+    result = await w.run_workload(px.running.proxy_url + "/v1", api_key=API_KEY)
+    assert len(result.runs) == 11 and result.errors["unexpected_success"] == 0
+    return result
+
+
+def _spool_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+async def test_locked_db_keeps_the_proxy_serving_and_the_spool_replays_at_restart(tmp_path: Path) -> None:
+    db = tmp_path / "runtap.duckdb"
+    async with sim() as upstream:
+        with locked(db):
+            async with proxy_to(tmp_path, upstream) as px:
+                result = await _workload(px)  # every call answered while DuckDB is unavailable
+                status, ready = await get_json(px.running.admin_url + "/readyz")
+                assert status == 503 and ready["store"] == "unavailable (spooling)"
+                assert px.writer.flush(30)
+                served = requests_total(px)
+                stats: dict[str, Any] = dict(px.writer.stats)
+            assert stats["written"] == 0 and stats["spool_dropped"] == 0 and stats["dropped"] == 0
+            assert stats["spooled"] == _spool_lines(px.settings.spool_path) > served
+        # Writable again: the next start replays the spool before anything new.
+        async with proxy_to(tmp_path, upstream) as px2:
+            assert px2.writer.flush(30)
+            assert px2.health.total("replayed", "items") == stats["spooled"]
+            status, ready = await get_json(px2.running.admin_url + "/readyz")
+            assert status == 200
+    assert _runs(db) == result.runs  # every run, with the final status the app saw
+    assert query(db, "SELECT count(*) FROM requests")[0][0] == served
+    assert os.path.getsize(px.settings.spool_path) == 0
+
+
+async def test_unwritable_db_path_spools_elsewhere_and_replays_once_writable(tmp_path: Path) -> None:
+    # As root, permissions cannot make a directory unwritable; a file where the directory should be
+    # makes the path just as impossible to create.
+    blocked = tmp_path / "data"
+    blocked.write_text("not a directory")
+    db = blocked / "runtap.duckdb"
+    spool = tmp_path / "spool" / "runtap.spool.jsonl"
+    async with sim() as upstream:
+        async with proxy_to(tmp_path, upstream, db=str(db), spool=str(spool)) as px:
+            result = await _workload(px)
+            assert px.writer.flush(30)
+            assert px.health.total("errors", "store_open:IOException") >= 1
+            spooled = px.writer.stats["spooled"]
+        assert spooled == _spool_lines(str(spool)) > 0
+        blocked.unlink()
+        blocked.mkdir()
+        async with proxy_to(tmp_path, upstream, db=str(db), spool=str(spool)) as px2:
+            assert px2.writer.flush(30)
+            assert px2.health.total("replayed", "items") == spooled
+    assert _runs(db) == result.runs
+
+
+async def test_spool_bound_drops_and_counts_what_does_not_fit(tmp_path: Path) -> None:
+    db = tmp_path / "runtap.duckdb"
+    bound = 16 << 10
+    async with sim() as upstream:
+        with locked(db):
+            async with proxy_to(tmp_path, upstream, spool_max_bytes=bound) as px:
+                result = await _workload(px)
+                assert px.writer.flush(30)
+                stats = dict(px.writer.stats)
+            size = os.path.getsize(px.settings.spool_path)
+        assert 0 < size <= bound
+        assert stats["spool_dropped"] > 0
+        assert px.health.total("dropped", "spool_full") == stats["spool_dropped"]
+        async with proxy_to(tmp_path, upstream) as px2:
+            assert px2.writer.flush(30)
+            replayed = px2.health.total("replayed", "items")
+    # What fit was replayed whole; what did not is counted above, and the runs it held are missing.
+    assert replayed == stats["spooled"] > 0
+    runs = _runs(db)
+    assert runs and set(runs) < set(result.runs)
