@@ -186,13 +186,9 @@ def run_fields(obj: dict[str, Any], snap: Snapshot, store_prompts: bool) -> Row:
         "last_error_code": v if type(v := err("code")) is str else None,
         "last_error_message": v if type(v := err("message")) is str else None,
         "prompt_tokens": v if type(v := usage("prompt_tokens")) is int and -_INT64 <= v < _INT64 else None,
-        "completion_tokens": v
-        if type(v := usage("completion_tokens")) is int and -_INT64 <= v < _INT64
-        else None,
+        "completion_tokens": v if type(v := usage("completion_tokens")) is int and -_INT64 <= v < _INT64 else None,
         "total_tokens": v if type(v := usage("total_tokens")) is int and -_INT64 <= v < _INT64 else None,
-        "max_prompt_tokens": v
-        if type(v := get("max_prompt_tokens")) is int and -_INT64 <= v < _INT64
-        else None,
+        "max_prompt_tokens": v if type(v := get("max_prompt_tokens")) is int and -_INT64 <= v < _INT64 else None,
         "max_completion_tokens": (
             v if type(v := get("max_completion_tokens")) is int and -_INT64 <= v < _INT64 else None
         ),
@@ -257,9 +253,7 @@ def step_fields(obj: dict[str, Any], snap: Snapshot) -> Row:
         "last_error_code": v if type(v := err("code")) is str else None,
         "last_error_message": v if type(v := err("message")) is str else None,
         "prompt_tokens": v if type(v := usage("prompt_tokens")) is int and -_INT64 <= v < _INT64 else None,
-        "completion_tokens": v
-        if type(v := usage("completion_tokens")) is int and -_INT64 <= v < _INT64
-        else None,
+        "completion_tokens": v if type(v := usage("completion_tokens")) is int and -_INT64 <= v < _INT64 else None,
         "total_tokens": v if type(v := usage("total_tokens")) is int and -_INT64 <= v < _INT64 else None,
         "step_details": details,
         "tool_types": tool_types,
@@ -272,21 +266,23 @@ def step_fields(obj: dict[str, Any], snap: Snapshot) -> Row:
     }
 
 
-def _arbitrate(
-    row: Row, new: str | None, t: float, terminal: frozenset[str]
-) -> tuple[bool, bool, float | None]:
-    """Rules 1-3: (status changes, snapshot's fields override, new status_observed_at)."""
+def _arbitrate(row: Row, new: str | None, t: float, terminal: frozenset[str]) -> tuple[bool, bool, float | None]:
+    """Rules 1-3: (status changes, snapshot's fields override, new status_observed_at).
+
+    A missing observed_at (a row written by something other than this merge) counts as oldest.
+    """
     cur = row["status"]
-    cur_t = row["status_observed_at"]
+    cur_t = row.get("status_observed_at")
     if new is None:
         return False, False, cur_t
     if cur in terminal:
+        fields_t = row.get("fields_observed_at")
         if new == cur:
-            return False, t >= row["fields_observed_at"], min(cur_t, t)
-        if new in terminal and t < cur_t:
+            return False, fields_t is None or t >= fields_t, t if cur_t is None else min(cur_t, t)
+        if new in terminal and cur_t is not None and t < cur_t:
             return True, True, t
         return False, False, cur_t
-    if new in terminal or cur is None or t >= cur_t:
+    if new in terminal or cur is None or cur_t is None or t >= cur_t:
         return new != cur, True, t
     return False, False, cur_t
 
@@ -334,9 +330,10 @@ def _merge_common(
         row.update(fields)
         changed, override, status_t = new is not None, True, t if new is not None else None
     else:
-        if t < row["first_seen_at"]:
+        first, last = row.get("first_seen_at"), row.get("last_seen_at")
+        if first is None or t < first:
             row["first_seen_at"] = t
-        if t > row["last_seen_at"]:
+        if last is None or t > last:
             row["last_seen_at"] = t
         changed, override, status_t = _arbitrate(row, new, t, terminal)
         _merge_fields(row, fields, override)
@@ -372,8 +369,8 @@ def merge_run(
     row, changed, old = _merge_common(row, snap, fields, t, RUN_TERMINAL)
     status = row["status"]
     run_id: str = row["id"]
-    if snap.operation == SUBMIT_TOOL_OUTPUTS and _status(snap.obj) != "requires_action":
-        asked_at = row["requires_action_at"]
+    if snap.operation == SUBMIT_TOOL_OUTPUTS and snap.obj.get("status") != "requires_action":
+        asked_at = row.get("requires_action_at")
         if asked_at is not None and t >= asked_at:
             row["requires_action_at"] = None
             if emit:
@@ -381,8 +378,9 @@ def merge_run(
     if changed:
         events.append(RunEvent(run_id, t, old, status, snap.source, snap.operation, snap.request_id))
         if emit:
-            effects.append(Transition(run_id, row["model"], row["assistant_id"], old, status, t, snap.source,
-                                      snap.request_id))
+            effects.append(
+                Transition(run_id, row["model"], row["assistant_id"], old, status, t, snap.source, snap.request_id)
+            )
         if status == "requires_action":
             row["requires_action_at"] = t
     if status in RUN_TERMINAL:

@@ -169,7 +169,7 @@ class Store:
                 got = self.connection.execute(f"SELECT count(*) FROM {name}").fetchone()
                 self._row_counts[name] = got[0] if got else 0
         except (duckdb.Error, OSError, StoreError) as exc:
-            self.close()
+            self._abort()
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"cannot open DuckDB database {path!r}: {exc}") from exc
@@ -285,9 +285,7 @@ class Store:
         self._write(table, changed, table.upsert_sql)
         return len(fresh)
 
-    def apply(
-        self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False
-    ) -> list[Effect]:
+    def apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False) -> list[Effect]:
         """Merge ``snapshots`` and insert ``requests`` in ONE transaction; return the effects.
 
         On failure nothing is written, the cache is untouched and StoreError is raised (the
@@ -358,6 +356,18 @@ class Store:
             cache.move_to_end(key)
         while len(cache) > self._cache_rows:
             cache.popitem(last=False)
+
+    def _abort(self) -> None:
+        """Release what a failed __init__ opened, without letting a second error hide the first."""
+        con, self._con = self._con, None
+        if con is not None:
+            try:
+                con.close()
+            except duckdb.Error:
+                log.debug("closing a store that failed to open failed too", exc_info=True)
+        if self._stage_dir is not None:
+            shutil.rmtree(self._stage_dir, ignore_errors=True)
+            self._stage_dir = None
 
     def close(self) -> None:
         """CHECKPOINT (so the next open replays no WAL) and close. Idempotent."""

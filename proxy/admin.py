@@ -6,7 +6,10 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from analytics.prices import load_price_book
+from proxy.admin_reports import add_report_routes
 from proxy.app import Runtime
+from proxy.config import ConfigError
 
 ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
 
@@ -51,4 +54,10 @@ def create_admin_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if runtime.writer is not None:
+        try:
+            prices = load_price_book(runtime.settings.prices or None)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"invalid --prices / RUNTAP_PRICES: {exc}") from None
+        add_report_routes(app, runtime.writer.cursor, prices=prices)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from analytics.lake import export_periodically
 from proxy.config import Settings
 from proxy.forward import Forwarder
 from proxy.metrics import Metrics
@@ -57,13 +60,30 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
     return Runtime(settings, metrics, tracing, writer, forwarder)
 
 
+def _log_export(result: object) -> None:
+    if isinstance(result, BaseException):
+        log.warning("periodic export failed (rows stay in the DB for the next one): %s", result)
+    else:
+        log.info("periodic export: %s", result)
+
+
 async def _lifecycle(runtime: Runtime) -> AsyncIterator[None]:
     if runtime.writer is not None:
         runtime.writer.start()
     await runtime.forwarder.open()
+    exporter: asyncio.Task[None] | None = None
+    settings = runtime.settings
+    if settings.export_dir and runtime.writer is not None:
+        exporter = asyncio.get_running_loop().create_task(export_periodically(
+            runtime.writer.cursor, settings.export_dir, instance=settings.instance_id,
+            interval_s=settings.export_interval, on_result=_log_export))
     try:
         yield
     finally:
+        if exporter is not None:
+            exporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exporter
         await runtime.forwarder.close()
         if runtime.writer is not None:
             # Blocking on purpose: by now the server has drained its streams, and the queue must reach

@@ -70,6 +70,13 @@ def parse_size(value: str) -> int:
     return n
 
 
+def parse_event_loop(value: str) -> str:
+    v = value.strip().lower()
+    if v not in ("auto", "uvloop", "asyncio"):
+        raise ValueError(f"expected auto, uvloop or asyncio, got {value!r}")
+    return v
+
+
 def parse_seconds(value: str) -> float:
     n = float(value)
     if n <= 0:
@@ -140,7 +147,12 @@ SETTINGS: tuple[Setting, ...] = (
             "secret value per fleet so fingerprints group spend across sidecars."),
     Setting("instance", "", "Instance id written with exports (default: the host name)."),
     Setting("prices", "", "CSV file of model prices that overrides or extends the built-in price book."),
+    Setting("export_dir", "", "Directory (or s3:// URL) to export new rows to as hive-partitioned Parquet "
+            "while serving; empty = no periodic export."),
+    Setting("export_interval", "300", "Seconds between periodic exports (with --export-dir).", parse_seconds),
     Setting("log_level", "info", "debug, info, warning or error.", parse_log_level),
+    Setting("event_loop", "auto", "auto (uvloop when installed, else asyncio), uvloop or asyncio. uvloop "
+            "cuts runtap's CPU per request; asyncio is the fallback if it misbehaves.", parse_event_loop),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -167,7 +179,10 @@ class Settings:
     key_salt: str = "runtap"
     instance: str = ""
     prices: str = ""
+    export_dir: str = ""
+    export_interval: float = 300.0
     log_level: str = "INFO"
+    event_loop: str = "auto"
 
     @property
     def spool_path(self) -> str:

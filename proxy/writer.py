@@ -148,6 +148,14 @@ class CaptureWriter:
         self.stats["submitted"] += 1
         return True
 
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the open capture database, for readers on other threads (reports,
+        exports): DuckDB lets only this process open the file, so readers share its instance."""
+        store = self._store
+        if store is None:
+            raise StoreError("capture store is not open")
+        return store.connection.cursor()
+
     def depth(self) -> int:
         return self._queue.qsize()
 

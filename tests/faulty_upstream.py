@@ -291,3 +291,23 @@ def tls_garbage() -> Script:
 
 def gzipped(obj: object) -> bytes:
     return gzip.compress(orjson.dumps(obj))
+
+
+def slow_runs(*, events: int = 8, gap: float = 0.25) -> Script:
+    """Each connection streams its own run (run_slow_<n>): `events` status events `gap` seconds apart,
+    the last one `thread.run.completed`, then the end of the stream."""
+    counter = iter(range(1 << 30))
+
+    async def script(conn: Conn) -> None:
+        run_id = f"run_slow_{next(counter)}"
+        await conn.head(200, SSE_HEADERS)
+        for i in range(events):
+            last = i == events - 1
+            status = "completed" if last else ("queued" if i == 0 else "in_progress")
+            name = "thread.run.created" if i == 0 else f"thread.run.{status}"
+            await conn.send(sse_event(name, run_object(run_id, status)))
+            if not last:
+                await asyncio.sleep(gap)
+        await conn.send(b"event: done\ndata: [DONE]\n\n")
+        await conn.end()
+    return script

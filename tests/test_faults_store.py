@@ -10,9 +10,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from analytics.store import Store
 from proxy import workload as w
 from proxy.sim import SimConfig, start_sim
-from tests.fault_helpers import API_KEY, Proxy, get_json, locked, proxy_to, query, requests_total
+from tests.fault_helpers import (
+    API_KEY,
+    Proxy,
+    flushed_stats,
+    get_json,
+    locked,
+    proxy_to,
+    query,
+    requests_total,
+    start_runtap,
+    terminate,
+)
 
 
 @asynccontextmanager
@@ -105,3 +119,39 @@ async def test_spool_bound_drops_and_counts_what_does_not_fit(tmp_path: Path) ->
     assert replayed == stats["spooled"] > 0
     runs = _runs(db)
     assert runs and set(runs) < set(result.runs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_disk_full_keeps_the_proxy_serving_and_what_was_spooled_is_replayed(tmp_path: Path) -> None:
+    db = tmp_path / "runtap.duckdb"
+    Store(str(db)).close()  # the database exists; then its disk fills up
+    limit = 100_000  # bytes any one file of the process may reach: the WAL hits it first
+    saw: dict[str, str] = {}
+    async with sim() as upstream:
+        proc = await start_runtap(upstream, db, tmp_path / "full.log", file_size_limit=limit)
+        try:
+            async with w.client_for(proc.url + "/v1", API_KEY) as client:
+                # One run at a time until the WAL write fails, then one more: the spool (as limited as
+                # every other file) must hold what comes after the failure.
+                after_failure = 0
+                for i in range(200):
+                    result = w.WorkloadResult()
+                    await w.polled_run(client, result, model="gpt-4o", scenario=("complete", "fail")[i % 2],
+                                       headers=w.V2)
+                    saw.update(result.runs)  # every call answered while the disk is full
+                    if "File too large" in proc.text():
+                        after_failure += 1
+                        if after_failure == 2:
+                            break
+                else:
+                    pytest.fail("the WAL never outgrew the file size limit")
+            assert await terminate(proc) == 0
+        finally:
+            proc.kill()
+        full = flushed_stats(proc.text())
+        assert full["spooled"] > 0 and full["spool_dropped"] == 0, full
+        proc2 = await start_runtap(upstream, db, tmp_path / "after.log")
+        assert await terminate(proc2) == 0
+    assert flushed_stats(proc2.text())["replayed"] == full["spooled"]
+    assert _runs(db) == saw

@@ -39,6 +39,7 @@ from tests.faulty_upstream import (
     hang,
     respond,
     run_object,
+    slow_runs,
     sse_event,
     sse_stream,
     tls_garbage,
@@ -264,3 +265,44 @@ async def test_endless_comment_stream_is_relayed_with_bounded_memory_until_the_c
         assert px.health.total("errors") == 0  # comments are not errors, only skipped
     assert _runs(px.settings.db) == {}
     assert _requests_rows(px.settings.db) == [(200, "client_disconnected", True, "runs.create")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_1000_concurrent_slow_streams_leave_healthz_answering_and_are_all_captured(
+        tmp_path: Path) -> None:
+    n = 1000
+    async with FaultyUpstream(slow_runs(events=8, gap=0.25)) as up, \
+            proxy_to(tmp_path, up.url, max_connections=n + 50) as px:
+        latencies: list[float] = []
+        failures: list[str] = []
+        streams_done = asyncio.Event()
+
+        async def probe() -> None:
+            # /healthz on a fresh connection every 50 ms while the streams run, as a kubelet would.
+            loop = asyncio.get_running_loop()
+            while not streams_done.is_set():
+                t0 = loop.time()
+                try:
+                    status, _ = await get_json(px.running.admin_url + "/healthz", timeout=5.0)
+                except (httpx.HTTPError, OSError) as exc:
+                    failures.append(repr(exc))
+                else:
+                    latencies.append(loop.time() - t0)
+                    if status != 200:
+                        failures.append(f"status {status}")
+                await asyncio.sleep(0.05)
+
+        prober = asyncio.create_task(probe())
+        wires = await asyncio.gather(*(raw_exchange(px.port, request_bytes("POST", RUNS_PATH, body=STREAM_BODY),
+                                                    timeout=120) for _ in range(n)))
+        streams_done.set()
+        await prober
+        assert up.open_max >= n // 2, "the streams were meant to overlap"
+        responses = [parse_response(wire) for wire in wires]
+        assert all(r.status == 200 and r.complete for r in responses)
+        assert sorted(r.body for r in responses) == sorted(bytes(c.sent) for c in up.conns)
+        assert failures == [] and len(latencies) >= 10
+        # The worst latency is reported by bench/soak.py, not asserted here (machine-dependent).
+    runs = dict(query(px.settings.db, "SELECT id, status FROM runs"))
+    assert len(runs) == n and set(runs.values()) == {"completed"}

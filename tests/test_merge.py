@@ -152,9 +152,7 @@ def test_any_arrival_order_and_duplicates_end_in_the_same_row_with_effects_once(
     assert len([e for e in effects if isinstance(e, ToolTurnaround)]) <= 1
     # every change of the stored status is one event and one Transition, and they chain
     transitions = [e for e in effects if isinstance(e, Transition)]
-    assert [(e.from_status, e.to_status) for e in events] == [
-        (t.from_status, t.to_status) for t in transitions
-    ]
+    assert [(e.from_status, e.to_status) for e in events] == [(t.from_status, t.to_status) for t in transitions]
     assert events[0].from_status is None
     assert all(a.to_status == b.from_status for a, b in zip(events, events[1:], strict=False))
     assert events[-1].to_status == "completed"
@@ -192,9 +190,7 @@ def test_terminal_is_final_even_when_a_newer_snapshot_says_otherwise() -> None:
 
 
 def test_earliest_terminal_wins_in_either_order() -> None:
-    failed = snap(
-        run_obj("failed", failed_at=T0 + 4, last_error={"code": "server_error", "message": "x"}), T0 + 5
-    )
+    failed = snap(run_obj("failed", failed_at=T0 + 4, last_error={"code": "server_error", "message": "x"}), T0 + 5)
     cancelled = snap(run_obj("cancelled", cancelled_at=T0 + 6), T0 + 6)
     for order in ([failed, cancelled], [cancelled, failed]):
         row, _, effects = merge_all(order)
@@ -221,9 +217,7 @@ def test_usage_arriving_after_the_terminal_snapshot_is_emitted_once() -> None:
     )
     finished = [e for e in effects if isinstance(e, RunFinished)]
     assert finished[0].row["total_tokens"] is None
-    assert [e for e in effects if isinstance(e, UsageKnown)] == [
-        UsageKnown("run_1", "gpt-4o", "asst_1", 812, 97, 909)
-    ]
+    assert [e for e in effects if isinstance(e, UsageKnown)] == [UsageKnown("run_1", "gpt-4o", "asst_1", 812, 97, 909)]
     assert tokens_counted(effects) == 909
     assert row["usage_counted"] is True
 
@@ -280,9 +274,7 @@ def test_malformed_values_become_null_instead_of_failing_the_batch() -> None:
     row, _, _ = merge_all(
         [
             snap(
-                run_obj(
-                    "completed", created_at="yesterday", usage={"total_tokens": "many"}, temperature=True
-                ),
+                run_obj("completed", created_at="yesterday", usage={"total_tokens": "many"}, temperature=True),
                 T0,
             )
         ]
@@ -316,9 +308,7 @@ def step_obj(status: str, **over: Any) -> dict[str, Any]:
             if status == "completed"
             else [],
         },
-        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-        if status == "completed"
-        else None,
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12} if status == "completed" else None,
     }
     obj.update(over)
     return obj

@@ -50,9 +50,7 @@ def final_row(con: duckdb.DuckDBPyConnection, run_id: str = "run_1") -> dict[str
 
 
 def events(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    return con.execute(
-        "SELECT from_status, to_status FROM run_events ORDER BY observed_at, to_status"
-    ).fetchall()
+    return con.execute("SELECT from_status, to_status FROM run_events ORDER BY observed_at, to_status").fetchall()
 
 
 def request(rid: str, **over: Any) -> RequestRecord:
@@ -90,14 +88,15 @@ def test_a_batch_becomes_rows_events_and_requests(store: Store) -> None:
     effects = store.apply(snaps, [request("req_1")])
     con = store.connection
     assert final_row(con) == FINAL
-    assert (
-        snaps[-1].obj["instructions"] == "be terse"
-    )  # kept out of the database, not out of the caller's object
+    assert snaps[-1].obj["instructions"] == "be terse"  # kept out of the database, not out of the caller's object
     assert len(events(con)) == 5
     assert [type(e) for e in effects].count(RunFinished) == 1
-    raw, tools, tool_choice, meta = con.execute(
-        "SELECT raw, tools, tool_choice, metadata FROM runs"
-    ).fetchone() or (None, None, None, None)
+    raw, tools, tool_choice, meta = con.execute("SELECT raw, tools, tool_choice, metadata FROM runs").fetchone() or (
+        None,
+        None,
+        None,
+        None,
+    )
     assert orjson.loads(raw)["id"] == "run_1" and "instructions" not in orjson.loads(raw)
     assert orjson.loads(tools) == [{"type": "function", "function": {"name": "lookup"}}]
     assert orjson.loads(tool_choice) == "auto" and orjson.loads(meta) == {}
@@ -119,9 +118,7 @@ def test_steps_are_stored_with_their_tools(store: Store) -> None:
         "SELECT run_id, type, status, total_tokens, tool_types::VARCHAR[], tool_names::VARCHAR[], epoch(completed_at), "
         "step_details->>'$.tool_calls[0].id' FROM run_steps"
     ).fetchall()
-    assert got == [
-        ("run_1", "tool_calls", "completed", 12, ["function", "code_interpreter"], ["lookup"], T0 + 3, "c1")
-    ]
+    assert got == [("run_1", "tool_calls", "completed", 12, ["function", "code_interpreter"], ["lookup"], T0 + 3, "c1")]
     assert [type(e) for e in effects] == [StepFinished]
 
 
@@ -174,9 +171,7 @@ def test_stored_structures_survive_a_later_merge_that_did_not_read_them(tmp_path
     path = str(tmp_path / "capture.duckdb")
     store = Store(path, cache_rows=0)
     try:
-        store.apply(
-            [snap(run_obj("completed", usage=USAGE, started_at=None, metadata={"v": "1"}), T0 + 9)], []
-        )
+        store.apply([snap(run_obj("completed", usage=USAGE, started_at=None, metadata={"v": "1"}), T0 + 9)], [])
         # a stale poll fills started_at: the row is rewritten without its JSON in memory
         store.apply([snap(run_obj("in_progress", metadata={"v": "0"}), T0 + 2, source="response")], [])
         got = store.connection.execute("SELECT epoch(started_at), metadata, raw->>'status', tools FROM runs")
@@ -184,9 +179,7 @@ def test_stored_structures_survive_a_later_merge_that_did_not_read_them(tmp_path
         assert started == T0 + 1
         assert orjson.loads(meta) == {"v": "1"} and raw_status == "completed" and tools is not None
         # a metadata update after completion replaces the stored value
-        store.apply(
-            [snap(run_obj("completed", usage=USAGE, metadata={"v": "2"}), T0 + 30, op="runs.update")], []
-        )
+        store.apply([snap(run_obj("completed", usage=USAGE, metadata={"v": "2"}), T0 + 30, op="runs.update")], [])
         assert store.connection.execute("SELECT metadata->>'v' FROM runs").fetchall() == [("2",)]
     finally:
         store.close()
@@ -221,9 +214,7 @@ def test_a_failed_batch_writes_nothing_and_leaves_the_next_batch_unharmed(store:
     # the merge had run: the caller can emit these now and spool the batch
     assert [type(e) for e in info.value.effects].count(RunFinished) == 1
     con = store.connection
-    assert con.execute(
-        "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM run_events)"
-    ).fetchone() == (0,)
+    assert con.execute("SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM run_events)").fetchone() == (0,)
     effects = store.apply(lifecycle(), [request("req_1")])
     assert [type(e) for e in effects].count(RunFinished) == 1
     assert final_row(con) == FINAL
@@ -238,9 +229,7 @@ def test_store_prompts_keeps_instructions_and_additional_messages(tmp_path: Path
     store = Store(str(tmp_path / "p.duckdb"), store_prompts=True)
     try:
         extra = {"additional_messages": [{"role": "user", "content": "hi"}]}
-        store.apply(
-            [Snapshot("run", run_obj("queued"), T0, "response", "runs.create", "v2", None, "r", extra)], []
-        )
+        store.apply([Snapshot("run", run_obj("queued"), T0, "response", "runs.create", "v2", None, "r", extra)], [])
         got = store.connection.execute(
             "SELECT instructions, additional_messages->>'$[0].content', raw->>'instructions' FROM runs"
         ).fetchall()
@@ -363,7 +352,8 @@ def test_updates_happen_in_place_so_the_file_does_not_grow(store: Store) -> None
         con.execute("CHECKPOINT")
     for table in ("runs", "run_steps"):
         stored = con.execute(
-            f"SELECT sum(count) FROM pragma_storage_info('{table}') WHERE column_name = 'id' AND segment_type = 'VARCHAR'"
+            f"SELECT sum(count) FROM pragma_storage_info('{table}') "
+            "WHERE column_name = 'id' AND segment_type = 'VARCHAR'"
         ).fetchone()
         assert stored == (1,), table
     assert con.execute("SELECT metadata->>'n', tool_types FROM run_steps").fetchone() == (
@@ -404,9 +394,20 @@ def test_large_tables_are_read_by_index_with_the_same_result(tmp_path: Path) -> 
         odd = "run_'; DROP TABLE runs; --"
         store.apply([snap(run_obj("queued", id=odd), T0)], [])
         store.apply([snap(run_obj("completed", id=odd, usage=USAGE), T0 + 5)], [])
-        assert store.connection.execute("SELECT status FROM runs WHERE id = ?", [odd]).fetchall() == [
-            ("completed",)
-        ]
+        assert store.connection.execute("SELECT status FROM runs WHERE id = ?", [odd]).fetchall() == [("completed",)]
         assert store.connection.execute("SELECT count(*) FROM runs").fetchone() == (1002,)
     finally:
         store.close()
+
+
+def test_rows_written_by_other_tools_can_be_merged_into(store: Store) -> None:
+    """Synthetic or imported rows lack the merge's bookkeeping columns; the merge treats them as oldest."""
+    store.connection.execute("INSERT INTO runs (id, status, model) VALUES ('run_1', 'in_progress', 'gpt-4o')")
+    effects = store.apply([snap(run_obj("in_progress"), T0 + 1), snap(run_obj("completed", usage=USAGE), T0 + 9)], [])
+    assert [(type(e), getattr(e, "from_status", None)) for e in effects] == [
+        (Transition, "in_progress"),
+        (RunFinished, None),
+    ]
+    assert store.connection.execute("SELECT status, total_tokens, epoch(first_seen_at) FROM runs").fetchall() == [
+        ("completed", 909, T0 + 1)
+    ]

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import logging
 import sys
 from typing import Any
 
@@ -72,6 +73,9 @@ async def _start_with_fallback(settings: Any) -> Running:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    # The SDK logs every HTTP call at INFO; the demo's own progress lines say what matters.
+    for noisy in ("httpx", "httpx2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     sim_runner, sim_url = await start_sim(SimConfig())
     upstream = sim_url.removesuffix("/v1")
     settings = resolve({**vars(args), "upstream": upstream})

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from proxy.config import add_arguments, resolve
+from proxy.config import ConfigError, add_arguments, resolve
 from proxy.serve import serve_forever
 
 HELP = "run the proxy (and its admin listener) in front of an upstream"
@@ -30,11 +32,29 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop for `uvloop`, and for `auto` when the `fast` extra is installed; None: asyncio's."""
+    if choice == "asyncio":
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("--event-loop uvloop / RUNTAP_EVENT_LOOP=uvloop: uvloop is not installed "
+                              "(pip install 'runtap[fast]')") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run(args: argparse.Namespace) -> int:
     settings = resolve(vars(args))
     logging.getLogger().setLevel(settings.log_level)
+    factory = loop_factory(settings.event_loop)
+    logging.getLogger("runtap").debug("event loop: %s", "uvloop" if factory else "asyncio")
     try:
-        asyncio.run(serve_forever(settings))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve_forever(settings))
     except OSError as exc:
         logging.getLogger("runtap").error("cannot listen: %s", exc)
         return 1
