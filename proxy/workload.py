@@ -34,6 +34,7 @@ class WorkloadResult:
     usage: dict[str, tuple[int, int]] = field(default_factory=dict)  # run id -> (prompt, completion)
     errors: Counter[str] = field(default_factory=Counter)  # expected API errors, by class name
     calls: int = 0
+    assistants: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
     def record(self, run: Any) -> None:
         self.runs[run.id] = run.status
@@ -46,10 +47,16 @@ def client_for(base_url: str, api_key: str = "sk-runtap-demo-key", **kwargs: Any
     return AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, **kwargs)
 
 
-async def _assistant(client: AsyncOpenAI, model: str, headers: dict[str, str], name: str,
-                     tools: list[dict[str, Any]]) -> Any:
-    return await client.beta.assistants.create(model=model, name=name, instructions="You are helpful.",
-                                               tools=tools, extra_headers=headers)  # type: ignore[arg-type]
+async def _assistant(client: AsyncOpenAI, result: WorkloadResult, model: str, headers: dict[str, str],
+                     name: str, tools: list[dict[str, Any]]) -> Any:
+    """Apps create an assistant once and run it many times: reuse one per name, model and API version."""
+    key = (name, model, headers.get("OpenAI-Beta", ""))
+    if key not in result.assistants:
+        result.assistants[key] = await client.beta.assistants.create(
+            model=model, name=name, instructions="You are helpful.", tools=tools,  # type: ignore[arg-type]
+            extra_headers=headers)
+        result.calls += 1
+    return result.assistants[key]
 
 
 async def _thread(client: AsyncOpenAI, headers: dict[str, str], text: str) -> Any:
@@ -60,7 +67,7 @@ async def _thread(client: AsyncOpenAI, headers: dict[str, str], text: str) -> An
 async def polled_run(client: AsyncOpenAI, result: WorkloadResult, *, model: str, scenario: str,
                      headers: dict[str, str], tools: list[dict[str, Any]] | None = None,
                      **run_kwargs: Any) -> Any:
-    a = await _assistant(client, model, headers, f"{scenario}-bot", tools or [])
+    a = await _assistant(client, result, model, headers, f"{scenario}-bot", tools or [])
     t = await _thread(client, headers, f"Please do the {scenario} thing for me.")
     run = await client.beta.threads.runs.create_and_poll(
         thread_id=t.id, assistant_id=a.id, metadata={"sim_scenario": scenario}, extra_headers=headers,
@@ -72,6 +79,10 @@ async def polled_run(client: AsyncOpenAI, result: WorkloadResult, *, model: str,
         run = await client.beta.threads.runs.submit_tool_outputs_and_poll(
             run_id=run.id, thread_id=t.id, tool_outputs=outputs, extra_headers=headers,  # type: ignore[arg-type]
             poll_interval_ms=20)
+    if any(t.get("type") != "function" for t in tools or []):
+        # Apps show what code_interpreter / file_search did by listing the steps: tool fees come from them.
+        await client.beta.threads.runs.steps.list(run_id=run.id, thread_id=t.id, extra_headers=headers)
+        result.calls += 1
     result.record(run)
     return run
 
@@ -79,7 +90,7 @@ async def polled_run(client: AsyncOpenAI, result: WorkloadResult, *, model: str,
 async def streamed_run(client: AsyncOpenAI, result: WorkloadResult, *, model: str, scenario: str,
                        headers: dict[str, str], tools: list[dict[str, Any]] | None = None,
                        **run_kwargs: Any) -> Any:
-    a = await _assistant(client, model, headers, f"{scenario}-streamer", tools or [])
+    a = await _assistant(client, result, model, headers, f"{scenario}-streamer", tools or [])
     t = await _thread(client, headers, f"Stream the {scenario} thing.")
     async with client.beta.threads.runs.stream(
             thread_id=t.id, assistant_id=a.id, metadata={"sim_scenario": scenario}, extra_headers=headers,
@@ -101,7 +112,7 @@ async def streamed_run(client: AsyncOpenAI, result: WorkloadResult, *, model: st
 
 async def create_and_run_streamed(client: AsyncOpenAI, result: WorkloadResult, *, model: str,
                                   headers: dict[str, str]) -> Any:
-    a = await _assistant(client, model, headers, "car-bot", [])
+    a = await _assistant(client, result, model, headers, "car-bot", [])
     stream = await client.beta.threads.create_and_run(
         assistant_id=a.id, thread={"messages": [{"role": "user", "content": "hello there"}]},
         stream=True, extra_headers=headers)
@@ -117,7 +128,7 @@ async def create_and_run_streamed(client: AsyncOpenAI, result: WorkloadResult, *
 
 async def create_and_run_polled(client: AsyncOpenAI, result: WorkloadResult, *, model: str,
                                 headers: dict[str, str]) -> Any:
-    a = await _assistant(client, model, headers, "car-poll-bot", [])
+    a = await _assistant(client, result, model, headers, "car-poll-bot", [])
     run = await client.beta.threads.create_and_run_poll(
         assistant_id=a.id, thread={"messages": [{"role": "user", "content": "hi"}]},
         extra_headers=headers, poll_interval_ms=20)
@@ -129,7 +140,7 @@ async def create_and_run_polled(client: AsyncOpenAI, result: WorkloadResult, *, 
 async def raw_streamed_run(client: AsyncOpenAI, result: WorkloadResult, *, model: str, scenario: str,
                            headers: dict[str, str]) -> Any:
     """`runs.create(stream=True)`: the low-level iterator of server-sent events."""
-    a = await _assistant(client, model, headers, "raw-streamer", [])
+    a = await _assistant(client, result, model, headers, "raw-streamer", [])
     t = await _thread(client, headers, "stream raw")
     stream = await client.beta.threads.runs.create(thread_id=t.id, assistant_id=a.id, stream=True,
                                                    metadata={"sim_scenario": scenario}, extra_headers=headers)
@@ -145,7 +156,7 @@ async def raw_streamed_run(client: AsyncOpenAI, result: WorkloadResult, *, model
 
 async def cancelled_run(client: AsyncOpenAI, result: WorkloadResult, *, model: str,
                         headers: dict[str, str]) -> Any:
-    a = await _assistant(client, model, headers, "slow-bot", [])
+    a = await _assistant(client, result, model, headers, "slow-bot", [])
     t = await _thread(client, headers, "take your time")
     run = await client.beta.threads.runs.create(thread_id=t.id, assistant_id=a.id,
                                                 metadata={"sim_scenario": "slow"}, extra_headers=headers)

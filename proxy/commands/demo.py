@@ -11,11 +11,15 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import signal
 import sys
 from typing import Any
 
 import duckdb
 
+from analytics.formats import render
+from analytics.prices import load_price_book
+from analytics.reports import make_params, prepare, run_report
 from proxy.config import HostPort, add_arguments, resolve
 from proxy.serve import Running, start
 from proxy.sim import SimConfig, start_sim
@@ -60,6 +64,17 @@ def summary(db: str) -> str:
         con.close()
 
 
+def cost_table(running: Running) -> str:
+    """The `cost` report on a cursor of the live store: the same SQL `runtap report cost` runs."""
+    assert running.runtime.writer is not None
+    conn = running.runtime.writer.cursor()
+    try:
+        prepare(conn, load_price_book(running.runtime.settings.prices or None))
+        return render(run_report(conn, "cost", make_params()), "table")
+    finally:
+        conn.close()
+
+
 async def _start_with_fallback(settings: Any) -> Running:
     try:
         return await start(settings)
@@ -89,16 +104,19 @@ async def _demo(args: argparse.Namespace) -> int:
         _say(f"workload done: {len(res.runs)} runs, {res.calls} API calls, "
              f"{sum(res.errors.values())} expected API errors (404, 429) passed through")
         print(summary(settings.db), flush=True)
+        print("cost (runtap report cost; built-in price book):", flush=True)
+        print(cost_table(running), flush=True)
         print(f"""
 DuckDB file : {settings.db}   (tables runs, run_steps, run_events, requests)
 admin       : {running.admin_url}/metrics  {running.admin_url}/healthz  {running.admin_url}/readyz
 proxy       : {running.proxy_url}/v1  (OpenAI(base_url=...) points here)
-try         : runtap report cost --db {settings.db}   (after this process exits)""", flush=True)
+reports     : runtap report cost --url {running.admin_url}   (while this runs; --db {settings.db} after)
+html        : runtap report --html runtap-report.html --db {settings.db}   (after this process exits)""",
+              flush=True)
         if not args.once:
             _say("serving until Ctrl-C (the proxy, admin endpoints and simulated upstream stay up)")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
-            import signal
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()
