@@ -165,12 +165,12 @@ def export_connection(conn: duckdb.DuckDBPyConnection, out: str, *, instance: st
     for table in TABLES:
         target = f"{out}/table={table}"
         previous = _files(conn, f"{target}/date=*/instance={instance}/*.parquet")
-        seen = (f"SELECT _row_hash FROM read_parquet({_quote_list(previous)}, hive_partitioning=false)"
+        seen = (f"SELECT _row_hash FROM read_parquet({_quote_list(previous)}, hive_partitioning=false)"  # noqa: S608 - table names are constants, paths go through _quote; values are bound
                 if previous else "SELECT NULL::VARCHAR AS _row_hash WHERE false")
         conn.execute(f"""
             CREATE OR REPLACE TEMP TABLE runtap_export_pending AS
             SELECT * FROM (SELECT t.*, {_ROW_HASH} AS _row_hash FROM {table} t)
-            WHERE _row_hash NOT IN ({seen})""")
+            WHERE _row_hash NOT IN ({seen})""")  # noqa: S608 - table names are constants, paths go through _quote; values are bound
         n = conn.execute("SELECT count(*) FROM runtap_export_pending").fetchone()
         result.rows[table] = int(n[0]) if n else 0
         if result.rows[table]:
@@ -182,7 +182,7 @@ def export_connection(conn: duckdb.DuckDBPyConnection, out: str, *, instance: st
                       FROM runtap_export_pending)
                 TO {_quote(target)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date, instance), APPEND,
                                      FILENAME_PATTERN {_quote('part-' + result.export_id + '-{uuid}')})
-            """, [stamp.isoformat(), result.export_id, instance])
+            """, [stamp.isoformat(), result.export_id, instance])  # noqa: S608 - table names are constants, paths go through _quote; values are bound
         conn.execute("DROP TABLE runtap_export_pending")
     return result
 
@@ -246,7 +246,7 @@ def _dedup_sql(table: str, files: list[str]) -> str:
         order, key = "_exported_at DESC", "id"
     else:  # run_events: distinct observations; the same one exported twice (a copied DB) counts once
         order, key = "_exported_at DESC", "run_id, observed_at, from_status, to_status"
-    return (f"SELECT * EXCLUDE ({drop}) FROM {src} "
+    return (f"SELECT * EXCLUDE ({drop}) FROM {src} "  # noqa: S608 - table names are constants, paths go through _quote; values are bound
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1")
 
 

@@ -4,7 +4,8 @@ A snapshot is an object seen in a response body or an SSE event. Its ``observed_
 for a response, the time the request was sent (the upstream state is at least that new); for a
 stream event, the time the event arrived. Snapshots reach the store out of order (a slow poll can
 land after the stream's final event), and the same snapshot may be delivered twice (spool replay,
-restart). The rules below make the stored row depend only on the set of snapshots seen:
+restart). The rules below make a row's status, usage and timestamps depend only on the set of
+snapshots seen, not on their arrival order or repetition:
 
 1. Terminal is final. Runs end in ``completed``, ``failed``, ``cancelled``, ``expired`` or
    ``incomplete`` (steps: the same without ``incomplete``). Once a row is terminal no later snapshot
@@ -12,14 +13,18 @@ restart). The rules below make the stored row depend only on the set of snapshot
    wins, whatever order they arrive in.
 2. Otherwise the newest snapshot decides: a snapshot observed before the row's
    ``status_observed_at`` never moves the status back. Equal times: the later arrival wins.
-3. Fields come from the snapshot that decides (for a terminal row: the newest snapshot with the
-   final status, so a metadata update after completion is kept). Every other snapshot only fills
-   fields that are still NULL. A NULL never erases a value: usage, once known, stays. The API
-   never changes usage or a timestamp once set, so these end the same in every arrival order.
-   ``first_seen_at``/``last_seen_at`` are the min/max of all observed_at.
+3. Fields come from the snapshot that decides (the newest; for a terminal row, the newest with
+   the final status, so a metadata update after completion is kept). Every other snapshot only
+   fills fields that are still NULL. A NULL never erases a value: usage, once known, stays. The
+   API never changes usage or a timestamp once set, so these end the same in every arrival order.
+   ``first_seen_at``/``last_seen_at`` are the min/max of all observed_at; ``ended_at`` is the
+   final status's own timestamp (completed_at, failed_at, cancelled_at, expires_at), else the
+   time the final status was first observed.
 4. Every change of a run's stored status writes a ``run_events`` row (first sighting: from NULL)
-   with the snapshot's observed_at, source, operation and request_id. Because only changes of the
-   stored row are recorded, a stale snapshot arriving late records nothing.
+   with the snapshot's observed_at, source, operation and request_id. Only changes of the stored
+   row are recorded, so a stale snapshot arriving late records nothing, and the events of one run
+   always chain (each from_status is the previous to_status). Steps follow rules 1-3 with their
+   own statuses and record no events.
 5. Effects for metrics and tracing are emitted once per run, across re-deliveries and restarts,
    because the "already emitted" state is stored in the row (``finished_counted``,
    ``usage_counted``, ``requires_action_at``):
@@ -37,7 +42,8 @@ restart). The rules below make the stored row depend only on the set of snapshot
    Replaying the spool (``emit=False``) updates the same state but returns no effects: they were
    handed to the caller when the batch was first processed.
 
-Functions here are pure: rows are plain dicts keyed by column name, timestamps are float epoch
+A row written by something else (no ``status_observed_at``...) counts as observed before any
+snapshot. Functions here are pure: rows are plain dicts keyed by column name, timestamps are float epoch
 seconds quantised to the microsecond (what a TIMESTAMPTZ holds). A structured column (JSON, list)
 holds the decoded value when a snapshot of this batch set it, or ``KEPT`` when the stored row has a
 value that was not read back (the store writes it as "keep the stored value").

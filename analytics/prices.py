@@ -147,11 +147,11 @@ class PriceBook:
                                               p.completion_usd_per_1m, p.unit_usd, p.unit, p.source)) + ")"
             for p in self.rows)
         # Typed empty relation first, so a book with no rows (or only tools) still has the right types.
-        return (f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE price_book AS\n"
+        return (f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE price_book AS\n"  # noqa: S608 - row values are SQL literals escaped by lit()
                 "SELECT * FROM (SELECT NULL::VARCHAR AS name, NULL::VARCHAR AS kind, NULL::DATE AS "
                 "effective_from, NULL::DOUBLE AS prompt_usd_per_1m, NULL::DOUBLE AS completion_usd_per_1m, "
                 "NULL::DOUBLE AS unit_usd, NULL::VARCHAR AS unit, NULL::VARCHAR AS source) WHERE false"
-                + (f"\nUNION ALL SELECT * FROM (VALUES\n  {values}\n)" if self.rows else "") + ";\n")
+                + (f"\nUNION ALL SELECT * FROM (VALUES\n  {values}\n)" if self.rows else "") + ";\n")  # noqa: S608 - row values are SQL literals escaped by lit()
 
     def install(self, conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(self.to_sql())

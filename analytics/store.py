@@ -2,11 +2,12 @@
 
 One thread owns a Store (the capture writer); nothing here is thread-safe and nothing needs to be.
 
-Write path, chosen by measurement (bench/ingest_store.py, numbers in the README): binding Python
-values as DuckDB parameters costs tens of microseconds per value in duckdb 1.5 without pandas
-(every conversion first tries ``import pandas``), so executemany and multi-row VALUES manage a few
-hundred to a few thousand rows/s. Instead each table's rows are encoded once with orjson into a
-private staging file and loaded with ``read_json`` inside the batch's transaction, then upserted;
+Write path, chosen by measurement (``python -m bench.ingest_store --write-paths 5000``): binding
+Python values as DuckDB parameters costs from tens of microseconds to milliseconds per value in
+duckdb 1.5 without pandas (every conversion first tries ``import pandas``), so executemany and
+multi-row VALUES manage tens to hundreds of rows/s. Instead each table's rows are encoded once
+with orjson into a private staging file and loaded with ``read_json`` inside the batch's
+transaction (INSERT for new rows, ON CONFLICT DO UPDATE for changed ones): thousands of rows/s,
 DuckDB parses in C++ and copies JSON columns as text.
 
 Reads are one query per table per batch for the ids not in a bounded LRU of committed rows. JSON
@@ -113,7 +114,7 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
             updates.append(f"{q} = {value}")
     path = staging.replace("'", "''")
     write = (
-        f"INSERT {'OR IGNORE ' if mode == 'ignore' else ''}INTO {name} "
+        f"INSERT {'OR IGNORE ' if mode == 'ignore' else ''}INTO {name} "  # noqa: S608 - names come from runtap's schema catalog; values are bound
         f"({', '.join(_quote(c) for c, _ in cols)}) SELECT {', '.join(projections)} "
         f"FROM read_json('{path}', format = 'array', columns = {{{', '.join(reads)}}})"
     )
@@ -122,10 +123,21 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
         columns=tuple(c for c, _ in cols),
         heavy=tuple(heavy),
         staging=staging,
-        select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN ",
+        select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN ",  # noqa: S608 - names come from runtap's schema catalog; values are bound
         write_sql=write,
         upsert_sql=f"{write} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
     )
+
+
+def _stage_dir(db_path: str) -> str:
+    """Where batches are staged: beside the database file, so a crash leaves no orphan elsewhere
+    (the next start reuses it) and the batch (prompts with --store-prompts) stays where the data
+    goes anyway. Only one process can hold the database, so only one uses the directory."""
+    if db_path in ("", ":memory:") or db_path.startswith(":memory:"):
+        return tempfile.mkdtemp(prefix="runtap-stage-")
+    stage = db_path + ".stage"
+    os.makedirs(stage, mode=0o700, exist_ok=True)
+    return stage
 
 
 def _kept_as_null(value: Any) -> None:
@@ -144,29 +156,39 @@ class Store:
         store_prompts: bool = False,
         read_only: bool = False,
         cache_rows: int = DEFAULT_CACHE_ROWS,
+        threads: int | None = 1,
     ) -> None:
+        """``threads``: DuckDB worker threads for this database. 1 keeps capture off the cores the
+        proxy needs and measured faster on 2 shared cores (bench/ingest_store.py --threads);
+        None leaves DuckDB's default (one per core)."""
         if cache_rows < 0:
             raise ValueError(f"cache_rows must be >= 0, got {cache_rows}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self._path = path
         self._store_prompts = store_prompts
         self._read_only = read_only
         self._cache_rows = cache_rows
-        self._cache: dict[str, OrderedDict[str, Row]] = {"runs": OrderedDict(), "run_steps": OrderedDict()}
+        # Cached rows are tuples in column order: a 39-column dict costs ~2.5x the memory of the tuple,
+        # and 2 x 50,000 of them were most of the RSS growth in the soak.
+        self._cache: dict[str, OrderedDict[str, tuple[Any, ...]]] = {"runs": OrderedDict(), "run_steps": OrderedDict()}
         self._stage_dir: str | None = None
         self._tables: dict[str, _Table] = {}
         self._row_counts = {"runs": 0, "run_steps": 0}
         self._con: duckdb.DuckDBPyConnection | None = None
         try:
             self._con = duckdb.connect(path, read_only=read_only)
+            if threads is not None:
+                self._con.execute(f"SET threads = {int(threads)}")
             if read_only:
                 self._check_version()
                 return
             self._apply_schema()
             self.connection.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            self._stage_dir = tempfile.mkdtemp(prefix="runtap-stage-")
+            self._stage_dir = _stage_dir(path)
             self._tables = self._describe(self._stage_dir)
             for name in self._row_counts:
-                got = self.connection.execute(f"SELECT count(*) FROM {name}").fetchone()
+                got = self.connection.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608 - names come from runtap's schema catalog; values are bound
                 self._row_counts[name] = got[0] if got else 0
         except (duckdb.Error, OSError, StoreError) as exc:
             self._abort()
@@ -224,12 +246,12 @@ class Store:
         found: dict[str, Row] = {}
         missing: list[str] = []
         for obj_id in ids:
-            row = cache.get(obj_id)
-            if row is None:
+            cached = cache.get(obj_id)
+            if cached is None:
                 missing.append(obj_id)
             else:
                 cache.move_to_end(obj_id)
-                found[obj_id] = row
+                found[obj_id] = dict(zip(table.columns, cached, strict=True))
         if missing:
             cols = table.columns
             heavy = table.heavy
@@ -348,11 +370,15 @@ class Store:
         """Cache committed rows only, so a rolled-back batch never leaks into a later merge."""
         cache = self._cache[table.name]
         heavy = table.heavy
+        columns = table.columns
         for key, row in rows.items():
             for col in heavy:
                 if row.get(col) is not None:
                     row[col] = KEPT  # the cache holds scalars only (memory, GC time)
-            cache[key] = row
+            # Packed in column order; a column the row lacks (the prompt columns without
+            # --store-prompts) is None, which the merge and the upsert treat alike. A key that is
+            # not a column is dropped, as read_json drops it from the write.
+            cache[key] = tuple(map(row.get, columns))
             cache.move_to_end(key)
         while len(cache) > self._cache_rows:
             cache.popitem(last=False)

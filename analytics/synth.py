@@ -69,7 +69,7 @@ def insert_runs(conn: duckdb.DuckDBPyConnection, runs: Iterable[RunSpec]) -> Non
     for r in runs:
         total = None if r.prompt_tokens is None else r.prompt_tokens + (r.completion_tokens or 0)
         conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({values})",
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({values})",  # noqa: S608 - synthetic data: constants and integers only
             [r.id, r.thread_id, r.assistant_id, r.model, r.status, r.created_at, r.started_at, r.ended_at,
              r.ended_at if r.status == "completed" else None, r.ended_at if r.status == "failed" else None,
              r.incomplete_reason, r.last_error_code, r.prompt_tokens, r.completion_tokens, total,
@@ -146,7 +146,7 @@ def generate(conn: duckdb.DuckDBPyConnection, runs: int, *, days: int = 30, star
                    CAST((10 + (i * 104729) % 900) * (0.5 + i / {max(runs, 1)}) AS BIGINT) AS c,
                    CASE WHEN i % 3 = 0 THEN 4000 END AS max_p, CASE WHEN i % 4 = 0 THEN 1000 END AS max_c
             FROM range({runs}) t(i)
-        )""")
+        )""")  # noqa: S608 - synthetic data: constants and integers only
     if steps:
         conn.execute(f"""
             INSERT INTO run_steps (id, run_id, thread_id, assistant_id, type, status, created_at,
@@ -155,11 +155,11 @@ def generate(conn: duckdb.DuckDBPyConnection, runs: int, *, days: int = 30, star
                    CASE WHEN i % 5 = 0 THEN 'message_creation' ELSE 'tool_calls' END,
                    CASE WHEN i % 40 = 0 THEN 'failed' ELSE 'completed' END,
                    t0, t0 + to_milliseconds(300 + i % 5000), CAST({details}[1 + i % 5] AS JSON), t0, t0
-            FROM (SELECT i, {spread} + INTERVAL 1 SECOND AS t0 FROM range({runs}) t(i))""")
+            FROM (SELECT i, {spread} + INTERVAL 1 SECOND AS t0 FROM range({runs}) t(i))""")  # noqa: S608 - synthetic data: constants and integers only
     if events:
         conn.execute(f"""
             INSERT INTO run_events (run_id, observed_at, from_status, to_status, source, operation)
             SELECT 'run_' || i, t0 + to_milliseconds(k * (500 + i % 3000)),
                    [NULL, 'queued', 'requires_action', 'in_progress'][k + 1],
                    ['queued', 'requires_action', 'in_progress', 'completed'][k + 1], 'stream', 'runs.create'
-            FROM (SELECT i, {spread} AS t0 FROM range({runs}) t(i)) CROSS JOIN range(4) k(k)""")
+            FROM (SELECT i, {spread} AS t0 FROM range({runs}) t(i)) CROSS JOIN range(4) k(k)""")  # noqa: S608 - synthetic data: constants and integers only

@@ -1,6 +1,8 @@
 """Store ingest throughput: run/step snapshots merged into DuckDB per second, one thread.
 
-    .venv/bin/python bench/ingest_store.py [--sizes 10000 100000] [--batch 5000] [--shape realistic]
+    .venv/bin/python -m bench.ingest_store [--sizes 10000 100000] [--batch 5000] [--shape realistic]
+                                           [--threads N (0: DuckDB's default)]
+    .venv/bin/python -m bench.ingest_store --write-paths 2000   # why the store writes via read_json
 
 Shapes: ``realistic`` = each run is seen 5 times (queued, in_progress, requires_action, in_progress
 after submit_tool_outputs, completed with usage) plus 2 steps seen twice each, in stream order,
@@ -20,6 +22,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
+from analytics.merge import Row, merge_run
 from analytics.store import Store
 from proxy.records import Snapshot
 
@@ -63,9 +68,7 @@ def _step(i: int, n: int, status: str) -> dict[str, Any]:
     details: dict[str, Any] = (
         {
             "type": "tool_calls",
-            "tool_calls": [
-                {"id": f"call_{i}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
-            ],
+            "tool_calls": [{"id": f"call_{i}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
         }
         if tool
         else {"type": "message_creation", "message_creation": {"message_id": f"msg_{i}"}}
@@ -140,20 +143,87 @@ def _batches(total: int, batch: int, shape: str) -> Iterator[list[Snapshot]]:
         yield chunk
 
 
-def measure(total: int, batch: int, shape: str) -> float:
-    """Snapshots/s; each batch is built just before it is applied, as the writer gets it from its
-    queue, so the heap (and the garbage collector's work) is the writer's, not 100k snapshots."""
-    elapsed = 0.0
+def measure(total: int, batch: int, shape: str, threads: int | None) -> tuple[float, float]:
+    """(snapshots per wall second, per CPU second of the process). Each batch is built just before
+    it is applied, as the writer gets it from its queue, so the heap (and the garbage collector's
+    work) is the writer's, not that of 100k snapshots held at once. CPU time is the steadier figure
+    on a shared machine; with DuckDB on one thread it is the single-core cost."""
+    elapsed = cpu = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(os.path.join(tmp, "bench.duckdb"), cache_rows=0 if shape == "updates" else 50_000)
-        for chunk in _batches(total, batch, shape):
-            start = time.perf_counter()
-            store.apply(chunk, [])
+        store = Store(
+            os.path.join(tmp, "bench.duckdb"), cache_rows=0 if shape == "updates" else 50_000, threads=threads or None
+        )
+        for chunk in [*_batches(total, batch, shape), None]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            if chunk is None:
+                store.close()
+            else:
+                store.apply(chunk, [])
             elapsed += time.perf_counter() - start
-        start = time.perf_counter()
-        store.close()
-        elapsed += time.perf_counter() - start
-    return total / elapsed
+            cpu += time.process_time() - start_cpu
+    return total / elapsed, total / cpu
+
+
+def _rows(n: int) -> list[Row]:
+    """n merged run rows as the store writes them."""
+    rows: list[Row] = []
+    for i in range(n):
+        row = merge_run(None, _snap("run", _run(i, "completed", True), float(T0 + i), "x"), events=[], effects=[])
+        row["raw"] = {k: v for k, v in row["raw"].items() if k != "instructions"}
+        rows.append(row)
+    return rows
+
+
+def compare_write_paths(n: int) -> None:
+    """Insert n run rows into a fresh `runs` table by each way DuckDB offers without pandas/pyarrow."""
+    rows = _rows(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (name, size) in enumerate(
+            (
+                ("executemany INSERT OR REPLACE", min(n, 200)),
+                ("multi-row VALUES INSERT OR REPLACE", min(n, 500)),
+                ("staging file + read_json INSERT", n),
+                ("staging file + read_json upsert", n),
+            )
+        ):
+            store = Store(os.path.join(tmp, f"paths{k}.duckdb"))
+            con = store.connection
+            table = store._tables["runs"]  # the Store's own statements
+            types = dict(
+                con.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'runs'"
+                ).fetchall()
+            )
+            cols = list(table.columns)
+            marks = "(" + ", ".join("make_timestamptz(?)" if types[c].startswith("TIMESTAMP") else "?" for c in cols)
+            marks += ")"
+
+            def params(row: Row, cols: list[str] = cols, types: dict[str, str] = types) -> list[Any]:
+                out: list[Any] = []
+                for c in cols:
+                    v = row.get(c)
+                    if types[c] == "JSON" and v is not None:
+                        v = orjson.dumps(v).decode()
+                    elif types[c].startswith("TIMESTAMP") and v is not None:
+                        v = round(v * 1_000_000)
+                    out.append(v)
+                return out
+
+            batch = rows[:size]
+            if k == 3:
+                store._write(table, batch)  # the rows exist: every row is an update
+            start = time.perf_counter()
+            con.execute("BEGIN")
+            if k == 0:
+                con.executemany(f"INSERT OR REPLACE INTO runs VALUES {marks}", [params(r) for r in batch])
+            elif k == 1:
+                flat = [v for r in batch for v in params(r)]
+                con.execute(f"INSERT OR REPLACE INTO runs VALUES {', '.join([marks] * len(batch))}", flat)
+            else:
+                store._write(table, batch, table.upsert_sql if k == 3 else None)
+            con.execute("COMMIT")
+            print(f"  {name:36s} {size / (time.perf_counter() - start):>10,.0f} rows/s ({size} rows)")
+            store.close()
 
 
 def main() -> None:
@@ -161,10 +231,24 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--shape", choices=["realistic", "distinct", "updates"], default="realistic")
+    parser.add_argument("--threads", type=int, default=1, help="DuckDB threads (Store's default 1; 0: DuckDB's)")
+    parser.add_argument(
+        "--write-paths",
+        type=int,
+        metavar="ROWS",
+        default=0,
+        help="instead: compare DuckDB write paths on ROWS run rows",
+    )
     args = parser.parse_args()
+    if args.write_paths:
+        compare_write_paths(args.write_paths)
+        return
     for size in args.sizes:
-        rate = measure(size, args.batch, args.shape)
-        print(f"{args.shape:9s} {size:>8,d} snapshots, batch {args.batch}: {rate:,.0f} snapshots/s")
+        wall, cpu = measure(size, args.batch, args.shape, args.threads)
+        print(
+            f"{args.shape:9s} {size:>8,d} snapshots, batch {args.batch}: {wall:,.0f} snapshots/s "
+            f"({cpu:,.0f} per CPU second)"
+        )
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def fetch_report(base_url: str, name: str, params: ReportParams, *, timeout: flo
     query = urllib.parse.urlencode({**params.query(), "format": "json"})
     url = f"{base_url.rstrip('/')}/reports/{urllib.parse.quote(name)}?{query}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the CLI user's own --url / RUNTAP_ADMIN (the admin listener)
             body = resp.read()
             columns_raw = resp.headers.get(COLUMNS_HEADER, "")
             totals_raw = resp.headers.get(TOTALS_HEADER, "")

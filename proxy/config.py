@@ -224,7 +224,7 @@ def resolve(values: Mapping[str, str | None], environ: Mapping[str, str] | None 
             kwargs[s.name] = s.parse(raw)
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"invalid {s.flag} / {s.env} ({origin}): {exc}") from None
-    assert set(kwargs) <= known
+    assert set(kwargs) <= known  # noqa: S101 - invariant for the type checker, not an input check
     return Settings(**kwargs)
 
 

@@ -4,6 +4,7 @@ keep it from being an open proxy."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import Final
 from urllib.parse import unquote
@@ -11,6 +12,7 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from multidict import CIMultiDictProxy
 
 # Every error body says it came from runtap, so an app's logs tell a sidecar problem from an
@@ -102,3 +104,19 @@ def check_target(method: str, raw_path: str, headers: CIMultiDictProxy[str]) -> 
             return error_response(400, "dot segments are not allowed in request paths",
                                   "bad_request_target")
     return None
+
+
+class RedactParserErrors(logging.Filter):
+    """For the `aiohttp.server` logger: a request aiohttp cannot parse is logged at ERROR with up to 100
+    bytes of the offending line, which for an oversized Authorization or api-key header is the key.
+    Keep the fact and the status, drop the bytes and the traceback (it is the client's error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.msg = "rejected a request that could not be parsed (%s, %d)"
+            record.args = (type(exc).__name__, exc.code)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True

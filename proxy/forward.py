@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -40,6 +41,7 @@ HOP_BY_HOP: Final = frozenset({
 # (an invented Accept-Encoding would make the upstream compress for a client that did not ask).
 AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 SSE_TYPE: Final = "text/event-stream"
+_READ_WHOLE: Final = 64 << 10
 
 
 def api_version(beta: str | None) -> str | None:
@@ -111,6 +113,11 @@ class Forwarder:
         )
         self._session: aiohttp.ClientSession | None = None
         self.inflight = 0
+        # Exchange ids: a random per-process prefix and a counter, as unique as uuid4 across restarts
+        # and workers but without its os.urandom call per request.
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
+        self._read_whole = min(_READ_WHOLE, settings.capture_max_body)
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._settings.max_connections, limit_per_host=0,
@@ -142,7 +149,7 @@ class Forwarder:
         op_label = operation or routes.OTHER
         headers = request.headers
         exchange = Exchange(
-            id=uuid.uuid4().hex, method=method, path=path, operation=operation,
+            id=f"{self._id_prefix}{next(self._ids):016x}", method=method, path=path, operation=operation,
             api_version=api_version(headers.get("OpenAI-Beta")),
             key_fingerprint=self._fingerprints.of(headers), started_at=wall0,
         )
@@ -164,11 +171,19 @@ class Forwarder:
             out_headers, skip = upstream_headers(headers)
             self._tracing.inject(span, out_headers)
             body_state = _BodyState()
-            data: AsyncIterator[bytes] | None = None
+            data: AsyncIterator[bytes] | bytes | None = None
             if request.body_exists:
                 capture_body = operation is not None and self._settings.store_prompts
-                data = self._body(request, body_state, exchange if capture_body else None)
-            assert self._session is not None
+                if length is not None and length <= self._read_whole:
+                    # A small body of known length (every SDK call): read it at once rather than
+                    # through an async generator, which aiohttp's client drives chunk by chunk.
+                    data = await request.read()
+                    body_state.size = len(data)
+                    if capture_body:
+                        self._submit(RequestBody(exchange, data, False))
+                else:
+                    data = self._body(request, body_state, exchange if capture_body else None)
+            assert self._session is not None  # noqa: S101 - invariant for the type checker, not an input check
             url = URL(self._base + raw_path, encoded=True)
             # Every other in-flight request holds or awaits one of the max_connections: this one queues.
             must_queue = self.inflight > self._settings.max_connections

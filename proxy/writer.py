@@ -96,6 +96,8 @@ class CaptureWriter:
         self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Set by flush() and stop() to end the writer's wait for a batch to fill (see _collect).
+        self._wake = threading.Event()
         self._stopped = False
         self._closing = False
         # Bytes waiting in the queue, as two counters each written by one thread only (no lock on the
@@ -174,6 +176,7 @@ class CaptureWriter:
             self._queue.put(marker, timeout=timeout)
         except queue.Full:
             return False
+        self._wake.set()
         while True:
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if marker.wait(max(wait, 0.0)):
@@ -199,6 +202,7 @@ class CaptureWriter:
             except queue.Full:
                 log.error("capture writer did not drain its queue within %.0fs", timeout)
                 return
+            self._wake.set()
             thread.join(max(deadline - time.monotonic(), 0.0))
             if thread.is_alive():
                 log.error("capture writer still busy after %.0fs; %d items not written", timeout,
@@ -279,10 +283,18 @@ class CaptureWriter:
             items.append(pending)
             if len(items) >= self._batch_max:
                 return False
-            try:
-                pending = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except queue.Empty:
-                return False
+            while True:
+                try:
+                    pending = self._queue.get_nowait()
+                    break
+                except queue.Empty:
+                    # Sleep out the interval rather than block in get(): a blocked get() wakes this
+                    # thread on every submit, a GIL hand-off with the event loop per captured item.
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._wake.wait(remaining)
+                    self._wake.clear()
 
     def _drain(self, items: list[CaptureItem], markers: list[threading.Event]) -> None:
         while True:

@@ -10,12 +10,16 @@ tests/) is the owner: code in proxy/ or analytics/ blocking the loop is a bug; a
 loop on purpose (reading DuckDB, `writer.flush()`) is not; functions listed in ALLOWED block by design
 (the shutdown flush). Wall time, not CPU time, because a blocking call is usually a wait (a lock, a
 file, a sleep) that uses no CPU; the threshold is generous so a loaded 2-core machine descheduling the
-process for a moment does not fail a test.
+process for a moment does not fail a test. Time spent in garbage collections, and time the process did
+not run at all (the watchdog thread woke late), is subtracted unless the loop thread was on the CPU: a
+gen-2 pause or a descheduled process is not a call the code made. A computation that holds the GIL
+still counts (by the loop thread's CPU time); a GIL hog in another thread is not caught.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -74,6 +78,13 @@ def _owner(frames: list[tuple[str, int, str]]) -> tuple[str | None, bool]:
     return owner, owner is not None
 
 
+def _inside(frames: list[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
+    """The frames below the guard's own wrapper: what ran inside the callback, not what started the loop
+    (a sync test calling asyncio.run is above every callback, and must not own them all)."""
+    mine = [i for i, (filename, _, _) in enumerate(frames) if filename == __file__]
+    return frames[mine[-1] + 1:] if mine else frames
+
+
 def _coroutine_frames(handle: asyncio.Handle) -> list[tuple[str, int, str]]:
     """Fallback when no stack was sampled: the awaiting chain of the task the callback stepped."""
     callback: Any = getattr(handle, "_callback", None)
@@ -90,6 +101,15 @@ def _coroutine_frames(handle: asyncio.Handle) -> list[tuple[str, int, str]]:
         if code is not None:
             frames.append((code.co_filename, code.co_firstlineno, code.co_name))
     return frames
+
+
+def _describe(handle: asyncio.Handle) -> str:
+    """The callback's name, without formatting its arguments (one may be megabytes of bytes)."""
+    callback: Any = getattr(handle, "_callback", None)
+    target = getattr(callback, "__self__", None)
+    if isinstance(target, asyncio.Task):
+        return f"step of {target.get_name()} ({getattr(target.get_coro(), '__qualname__', '?')})"
+    return getattr(callback, "__qualname__", type(callback).__name__)
 
 
 class _Running:
@@ -112,6 +132,10 @@ class LoopGuard:
         self._poll = poll_s
         self._running: dict[int, _Running] = {}
         self._blocks: list[Block] = []
+        self._gc_started = 0.0
+        self._gc_spent = 0.0  # seconds spent in garbage collections, all threads (one at a time)
+        self._gc_by_thread: dict[int, float] = {}
+        self._stalled = 0.0  # seconds the watchdog woke late: the process (or its GIL) was unavailable
         self.ignored: list[Block] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -128,6 +152,8 @@ class LoopGuard:
         def _run(handle: asyncio.Handle) -> None:
             tid = threading.get_ident()
             entry = _Running(time.perf_counter(), handle)
+            cpu0 = time.thread_time()
+            gc0, gc_here0, stall0 = guard._gc_spent, guard._gc_by_thread.get(tid, 0.0), guard._stalled
             outer = guard._running.get(tid)
             guard._running[tid] = entry
             try:
@@ -137,11 +163,20 @@ class LoopGuard:
                     guard._running.pop(tid, None)
                 else:
                     guard._running[tid] = outer
-                took = time.perf_counter() - entry.start
-                if took >= guard.threshold:
-                    guard._record(took, entry)
+                wall = time.perf_counter() - entry.start
+                if wall >= guard.threshold:
+                    # Not the code's doing: a garbage collection (in any thread, it holds the GIL: mostly
+                    # the test's own heap) and time the process did not get to run at all (a loaded
+                    # machine; seen as the watchdog thread waking late). Time the loop thread spent on
+                    # the CPU always counts, so a long computation holding the GIL is still caught.
+                    cpu = time.thread_time() - cpu0 - (guard._gc_by_thread.get(tid, 0.0) - gc_here0)
+                    lost = max(guard._gc_spent - gc0, guard._stalled - stall0)
+                    took = max(cpu, wall - lost)
+                    if took >= guard.threshold:
+                        guard._record(took, entry)
 
-        asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+        asyncio.events.Handle._run = _run  # type: ignore[method-assign,assignment]
+        gc.callbacks.append(self._on_gc)
         self._stop.clear()
         self._watchdog = threading.Thread(target=self._watch, name="loopguard-watchdog", daemon=True)
         self._watchdog.start()
@@ -149,11 +184,22 @@ class LoopGuard:
     def uninstall(self) -> None:
         if self._original is None:
             return
-        asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+        asyncio.events.Handle._run = self._original  # type: ignore[method-assign,assignment]
         self._original = None
+        gc.callbacks.remove(self._on_gc)
         self._stop.set()
         if self._watchdog is not None:
             self._watchdog.join(5)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+        else:
+            spent = now - self._gc_started
+            self._gc_spent += spent
+            tid = threading.get_ident()
+            self._gc_by_thread[tid] = self._gc_by_thread.get(tid, 0.0) + spent
 
     def take(self) -> list[Block]:
         with self._lock:
@@ -164,25 +210,22 @@ class LoopGuard:
         sampled = entry.frames is not None
         frames = entry.frames if entry.frames is not None else _coroutine_frames(entry.handle)
         owner, counts = _owner(frames)
-        # Only what ran inside the callback: the frames below the guard's own wrapper.
-        inner = [i for i, (f, _, _) in enumerate(frames) if f == __file__]
-        shown = frames[inner[-1] + 1:] if inner else frames
-        stack = tuple(f"{f}:{n} in {fn}" for f, n, fn in shown) if sampled else ()
-        try:
-            callback = repr(entry.handle)[:200]
-        except Exception:  # a repr must not break the loop it is watching
-            callback = type(entry.handle).__name__
+        stack = tuple(f"{f}:{n} in {fn}" for f, n, fn in frames) if sampled else ()
+        callback = _describe(entry.handle)
         block = Block(took, callback, owner, stack)
         with self._lock:
             (self._blocks if counts else self.ignored).append(block)
 
     def _watch(self) -> None:
         half = self.threshold / 2
+        last = time.perf_counter()
         while not self._stop.wait(self._poll):
             now = time.perf_counter()
+            self._stalled += max(now - last - self._poll, 0.0)
             slow = [(tid, e) for tid, e in list(self._running.items()) if now - e.start >= half]
             if slow:
                 self._sample(slow)
+            last = time.perf_counter()  # the watchdog's own sampling is not lateness
 
     def _sample(self, slow: list[tuple[int, _Running]]) -> None:
         # Frame objects are dropped before returning: a frame kept past its function's return keeps
@@ -191,10 +234,14 @@ class LoopGuard:
         try:
             for tid, entry in slow:
                 frame = current.get(tid)
-                if frame is not None and self._running.get(tid) is entry:
-                    # Re-sampled on every poll while it runs: the latest sample is where it is stuck.
-                    entry.frames = [(fs.filename, fs.lineno or 0, fs.name)
-                                    for fs in traceback.extract_stack(frame)]
+                if frame is None:
+                    continue
+                stack = traceback.StackSummary.extract(traceback.walk_stack(frame), lookup_lines=False)
                 del frame
+                # Kept only if the callback is still running now, so the frames (captured before this
+                # check) are its own, not what the loop went on to do; and only until one names project
+                # code (a late sample can catch the callback on its way out).
+                if self._running.get(tid) is entry and (entry.frames is None or _owner(entry.frames)[0] is None):
+                    entry.frames = _inside([(fs.filename, fs.lineno or 0, fs.name) for fs in reversed(stack)])
         finally:
             current.clear()

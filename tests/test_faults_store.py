@@ -4,7 +4,10 @@ bound, what is dropped is counted."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -155,3 +158,47 @@ async def test_disk_full_keeps_the_proxy_serving_and_what_was_spooled_is_replaye
         assert await terminate(proc2) == 0
     assert flushed_stats(proc2.text())["replayed"] == full["spooled"]
     assert _runs(db) == saw
+
+
+_SPOOL_ON_A_FULL_DISK = """
+import json, resource, sys
+from analytics.spool import Spool
+from analytics.store import Store
+from proxy.records import RequestRecord
+
+def records(prefix, n):
+    return [RequestRecord(id=f"{prefix}{i}", started_at=1.7e9, method="GET", path="/v1/x" + "y" * 200,
+                          operation=None, status_code=200, streamed=False, duration_ms=1.0,
+                          upstream_ttfb_ms=1.0, bytes_in=0, bytes_out=10, upstream_request_id=None,
+                          key_fingerprint=None, error=None) for i in range(n)]
+
+spool = Spool(sys.argv[1] + ".spool", max_bytes=1 << 30)
+assert spool.append([], records("a", 5)) == 0
+# The disk fills up: the next batch can be written only in part.
+resource.setrlimit(resource.RLIMIT_FSIZE, (spool.size + 700, resource.RLIM_INFINITY))
+try:
+    spool.append([], records("b", 10))
+    failed = False
+except OSError:
+    failed = True
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+assert spool.append([], records("c", 5)) == 0  # space again
+store = Store(sys.argv[1])
+replayed = spool.replay(store)
+ids = sorted(r[0] for r in store.connection.execute("SELECT id FROM requests").fetchall())
+store.close()
+print(json.dumps({"failed": failed, "replayed": replayed, "skipped": spool.skipped_lines, "ids": ids}))
+"""
+
+
+def test_a_spool_write_cut_short_by_a_full_disk_leaves_no_fragment(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _SPOOL_ON_A_FULL_DISK, str(tmp_path / "db.duckdb")],
+                         capture_output=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+                         timeout=60)
+    result = json.loads(out.stdout)
+    # The cut batch is reported failed as a whole (the writer counts all of it dropped) and leaves no
+    # partial line behind that would swallow the next batch's first item at replay.
+    assert result["failed"] is True
+    assert result["skipped"] == 0
+    assert result["ids"] == sorted([f"a{i}" for i in range(5)] + [f"c{i}" for i in range(5)])
+    assert result["replayed"] == 10

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from analytics.store import Store
+from proxy.sse import SSEParser
 from proxy.writer import CaptureWriter
 from tests.loopguard import LoopGuard
 
@@ -70,3 +71,15 @@ async def test_short_callbacks_are_not_reported(guard: LoopGuard) -> None:
 def test_install_twice_is_refused(guard: LoopGuard) -> None:
     with pytest.raises(RuntimeError):
         guard.install()
+
+
+@pytest.mark.allow_loop_blocking
+async def test_proxy_code_computing_on_the_loop_is_reported(guard: LoopGuard) -> None:
+    parser = SSEParser()
+    data = b": keep-alive\n" * 2_000_000  # parsing 26 MB on the loop is a long computation
+    loop = asyncio.get_running_loop()
+    loop.call_soon(parser.feed, data)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    [block] = guard.take()
+    assert block.owner is not None and block.owner.startswith("proxy/sse.py:")

@@ -66,7 +66,7 @@ def summary(db: str) -> str:
 
 def cost_table(running: Running) -> str:
     """The `cost` report on a cursor of the live store: the same SQL `runtap report cost` runs."""
-    assert running.runtime.writer is not None
+    assert running.runtime.writer is not None  # noqa: S101 - invariant for the type checker, not an input check
     conn = running.runtime.writer.cursor()
     try:
         prepare(conn, load_price_book(running.runtime.settings.prices or None))
@@ -99,7 +99,7 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         _say(f"runtap proxy on {running.proxy_url} -> {upstream}; capturing into {settings.db}")
         res = await run_workload(running.proxy_url + "/v1", rounds=args.rounds, progress=_say)
-        assert running.runtime.writer is not None
+        assert running.runtime.writer is not None  # noqa: S101 - invariant for the type checker, not an input check
         running.runtime.writer.flush(timeout=30)
         _say(f"workload done: {len(res.runs)} runs, {res.calls} API calls, "
              f"{sum(res.errors.values())} expected API errors (404, 429) passed through")

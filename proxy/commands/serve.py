@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from proxy.config import ConfigError, add_arguments, resolve
-from proxy.serve import serve_forever
+from proxy.serve import Running, serve_forever
 
 HELP = "run the proxy (and its admin listener) in front of an upstream"
 
@@ -47,6 +48,21 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+# Allocations between young collections. CPython's 700 means a collection every request or two on
+# the proxy path; each one also walks what survived, and full collections ran ~1/s under load.
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_gc(_: Running | None = None) -> None:
+    """Measured under `bench.soak`-like load: the cyclic GC took ~16% of wall time and paused the
+    event loop up to ~150 ms. Objects alive once serving (modules, the app, DuckDB and OTel setup)
+    live for the whole process: freezing them keeps full collections off them."""
+    gc.collect()
+    gc.freeze()
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = resolve(vars(args))
     logging.getLogger().setLevel(settings.log_level)
@@ -54,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("runtap").debug("event loop: %s", "uvloop" if factory else "asyncio")
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve_forever(settings))
+            runner.run(serve_forever(settings, on_ready=tune_gc))
     except OSError as exc:
         logging.getLogger("runtap").error("cannot listen: %s", exc)
         return 1

@@ -83,7 +83,7 @@ def message_stage(reply: str, *, duration: float, forced_incomplete: bool = Fals
         def delta(index: int) -> Any:
             def write(at: float) -> None:
                 message = run.message
-                assert message is not None
+                assert message is not None  # noqa: S101 - invariant for the type checker, not an input check
                 text: Json = {"value": chunks[index]}
                 if index == 0:
                     message["content"].append(objects.text_content(chunks[0]))
@@ -252,7 +252,7 @@ def resume_after_outputs(sim: Sim, run: Run, at: float) -> None:
 
     def restart(at: float) -> None:
         step = run.waiting_step
-        assert step is not None
+        assert step is not None  # noqa: S101 - invariant for the type checker, not an input check
         run.waiting_step = None
         obj["status"] = "in_progress"
         sim.emit(run, "thread.run.in_progress", obj)
