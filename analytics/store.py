@@ -81,6 +81,13 @@ class _Table:
     upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
 
 
+def _size_literal(value: str) -> str:
+    """A DuckDB memory size such as 512MB or 1.5GiB; anything else is refused before it reaches SQL."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
+        raise StoreError(f"invalid DuckDB memory limit {value!r} (expected e.g. 512MB or 2GiB)")
+    return value.strip()
+
+
 def _quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
@@ -157,10 +164,12 @@ class Store:
         read_only: bool = False,
         cache_rows: int = DEFAULT_CACHE_ROWS,
         threads: int | None = 1,
+        memory_limit: str | None = None,
     ) -> None:
         """``threads``: DuckDB worker threads for this database. 1 keeps capture off the cores the
         proxy needs and measured faster on 2 shared cores (bench/ingest_store.py --threads);
-        None leaves DuckDB's default (one per core)."""
+        None leaves DuckDB's default (one per core). ``memory_limit`` (e.g. "512MB") bounds DuckDB's
+        buffer pool, which otherwise may grow to 80% of RAM beside the proxy; None keeps DuckDB's default."""
         if cache_rows < 0:
             raise ValueError(f"cache_rows must be >= 0, got {cache_rows}")
         if threads is not None and threads < 1:
@@ -180,6 +189,9 @@ class Store:
             self._con = duckdb.connect(path, read_only=read_only)
             if threads is not None:
                 self._con.execute(f"SET threads = {int(threads)}")
+            if memory_limit is not None:
+                # SET takes no bound parameters; the literal is validated by _size_literal.
+                self._con.execute(f"SET memory_limit = '{_size_literal(memory_limit)}'")
             if read_only:
                 self._check_version()
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -77,6 +78,14 @@ def parse_event_loop(value: str) -> str:
     return v
 
 
+def parse_db_size(value: str) -> str:
+    """A DuckDB memory size (512MB, 2GiB): checked here so a typo fails start-up, not every DB open."""
+    v = value.strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", v):
+        raise ValueError(f"expected a size such as 512MB or 2GiB, got {value!r}")
+    return v
+
+
 def parse_seconds(value: str) -> float:
     n = float(value)
     if n <= 0:
@@ -137,6 +146,8 @@ SETTINGS: tuple[Setting, ...] = (
             parse_positive_int),
     Setting("capture_max_body", "8M", "Largest JSON response body copied for capture (bigger ones are "
             "relayed whole, not captured, and counted).", parse_size),
+    Setting("db_memory_limit", "512MB", "Bound on DuckDB's buffer pool inside the sidecar (it spills to disk "
+            "beyond); DuckDB's own default is 80% of RAM.", parse_db_size),
     Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
             parse_positive_int),
     Setting("store_prompts", "false", "Also store run instructions and additional_messages (prompt "
@@ -173,6 +184,7 @@ class Settings:
     max_header_bytes: int = 16 << 10
     max_connections: int = 512
     capture_max_body: int = 8 << 20
+    db_memory_limit: str = "512MB"
     queue_size: int = 100_000
     store_prompts: bool = False
     metrics_label_assistant: bool = False
@@ -198,7 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: Sequence[str] | None =
     for s in SETTINGS:
         if names is not None and s.name not in names:
             continue
-        help_text = f"{s.help} [env {s.env}; default {s.default or 'see text'}]"
+        help_text = f"{s.help} [env {s.env}; default {s.default or 'see text'}]".replace("%", "%%")
         if s.flag_only_bool:
             parser.add_argument(s.flag, dest=s.name, action="store_const", const="true", default=None,
                                 help=help_text)

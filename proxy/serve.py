@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from proxy import errors
 from proxy.admin import create_admin_app
 from proxy.app import Runtime, build_runtime, create_app
 from proxy.config import Settings
@@ -38,6 +39,11 @@ def _url(runner: web.AppRunner) -> str:
 
 
 async def start(settings: Settings, *, runtime: Runtime | None = None) -> Running:
+    # aiohttp logs the start of an oversized header value when it rejects a request: for
+    # Authorization that is the API key. Filter it out before any listener starts.
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, errors.RedactParserErrors) for f in server_log.filters):
+        server_log.addFilter(errors.RedactParserErrors())
     rt = runtime or build_runtime(settings)
     proxy_app = create_app(settings, runtime=rt)
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream

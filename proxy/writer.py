@@ -71,7 +71,7 @@ class CaptureWriter:
     def __init__(self, *, db_path: str, spool_path: str | None = None, spool_max_bytes: int = 256 << 20,
                  queue_size: int = 100_000, queue_max_bytes: int = 512 << 20, batch_max: int = 5_000,
                  flush_interval_s: float = 0.2, reopen_interval_s: float = 5.0,
-                 max_event_bytes: int = 1 << 20, store_prompts: bool = False,
+                 max_event_bytes: int = 1 << 20, store_prompts: bool = False, db_memory_limit: str | None = None,
                  on_effects: OnEffects | None = None, on_health: OnHealth | None = None,
                  on_sse_events: Callable[[Mapping[str, int]], None] | None = None,
                  store_factory: Callable[[], Store] | None = None) -> None:
@@ -91,7 +91,7 @@ class CaptureWriter:
         self._on_sse_events = on_sse_events
         self._reported_events: Counter[str] = Counter()
         self._factory: Callable[[], Store] = store_factory or (
-            lambda: Store(db_path, store_prompts=store_prompts))
+            lambda: Store(db_path, store_prompts=store_prompts, memory_limit=db_memory_limit))
         self._decoder = CaptureDecoder(max_event_bytes=max_event_bytes, store_prompts=store_prompts)
         self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None

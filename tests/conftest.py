@@ -13,6 +13,9 @@ from proxy.config import HostPort, Settings, settings_for
 from proxy.serve import Running, start
 from proxy.sim import SimConfig, start_sim
 
+# Fails any test whose code blocks the event loop (see tests/loopguard.py).
+pytest_plugins = ["tests.conftest_loopguard"]
+
 
 @dataclasses.dataclass
 class Stack:
