@@ -164,6 +164,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "info", "debug, info, warning or error.", parse_log_level),
     Setting("event_loop", "auto", "auto (uvloop when installed, else asyncio), uvloop or asyncio. uvloop "
             "cuts runtap's CPU per request; asyncio is the fallback if it misbehaves.", parse_event_loop),
+    Setting("workers", "1", "Proxy processes sharing the --listen port (SO_REUSEPORT, Linux): one per core "
+            "to use every core. Worker i > 0 captures into DB-i (runtap-1.duckdb...), serves admin on the "
+            "admin port + i and exports as instance INSTANCE-i.", parse_positive_int),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -195,6 +198,7 @@ class Settings:
     export_interval: float = 300.0
     log_level: str = "INFO"
     event_loop: str = "auto"
+    workers: int = 1
 
     @property
     def spool_path(self) -> str:

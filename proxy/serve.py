@@ -57,7 +57,7 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
     await admin_runner.setup()
     try:
         await web.TCPSite(proxy_runner, settings.listen.host, settings.listen.port,
-                          reuse_port=False, backlog=1024).start()
+                          reuse_port=settings.workers > 1, backlog=1024).start()
         await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
     except OSError:
         await proxy_runner.cleanup()
@@ -67,7 +67,9 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
 
 
 async def serve_forever(settings: Settings,
-                        on_ready: Callable[[Running], Awaitable[None] | None] | None = None) -> None:
+                        on_ready: Callable[[Running], Awaitable[None] | None] | None = None,
+                        on_stop: Callable[[], None] | None = None) -> None:
+    """`on_stop` runs when SIGTERM/SIGINT arrives, before draining (to pass it on to workers)."""
     running = await start(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,6 +82,8 @@ async def serve_forever(settings: Settings,
         if res is not None:
             await res
     await stop.wait()
+    if on_stop is not None:
+        on_stop()
     log.info("shutting down: draining %d in-flight request(s), grace period %.0fs",
              running.runtime.forwarder.inflight, settings.grace_period)
     await running.stop()

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from proxy import workers
 from proxy.config import ConfigError, add_arguments, resolve
 from proxy.serve import Running, serve_forever
 
@@ -64,14 +65,24 @@ def tune_gc(_: Running | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = resolve(vars(args))
+    raw = vars(args)
+    index = workers.worker_index()
+    settings = workers.for_worker(resolve(raw), index)
     logging.getLogger().setLevel(settings.log_level)
     factory = loop_factory(settings.event_loop)
     logging.getLogger("runtap").debug("event loop: %s", "uvloop" if factory else "asyncio")
+    children = workers.start_workers(settings, raw) if index == 0 and settings.workers > 1 else []
+    signalled: set[int] = set()
+    rc = 0
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve_forever(settings, on_ready=tune_gc))
+            runner.run(serve_forever(settings, on_ready=tune_gc,
+                                     on_stop=lambda: workers.signal_workers(children, signalled)))
     except OSError as exc:
         logging.getLogger("runtap").error("cannot listen: %s", exc)
-        return 1
-    return 0
+        rc = 1
+    finally:
+        if children:
+            workers.signal_workers(children, signalled)
+            rc = workers.wait_workers(children, settings.grace_period + 30.0) or rc
+    return rc
