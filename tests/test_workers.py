@@ -22,6 +22,20 @@ def _free_port() -> int:
         return port
 
 
+def _free_port_pair() -> int:
+    """A port p with p+1 free too: worker i's admin listener is the admin port + i."""
+    for _ in range(100):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            p: int = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+            return p
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
+
+
 def test_each_worker_gets_its_own_db_spool_admin_port_and_instance() -> None:
     s = settings_for(db="/data/runtap.duckdb", listen=HostPort("0.0.0.0", 8080), workers=3,
                      admin=HostPort("127.0.0.1", 9464), instance="pod-a")
@@ -40,7 +54,7 @@ def test_workers_need_a_fixed_listen_port() -> None:
 @pytest.mark.timeout(120)
 async def test_two_workers_share_the_port_and_together_capture_every_request(tmp_path: Path) -> None:
     runner, url = await start_sim(SimConfig())
-    port, admin = _free_port(), _free_port()
+    port, admin = _free_port(), _free_port_pair()
     db = tmp_path / "runtap.duckdb"
     try:
         proc = await start_runtap(url.removesuffix("/v1"), db, tmp_path / "runtap.log", "--workers", "2",
