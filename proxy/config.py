@@ -8,6 +8,7 @@ line naming the flag and the variable.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import socket
@@ -65,7 +66,10 @@ def parse_size(value: str) -> int:
     if v and v[-1] in "KMG":
         mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[v[-1]]
         v = v[:-1]
-    n = int(float(v) * mult)
+    f = float(v) * mult
+    if not math.isfinite(f):
+        raise ValueError(f"expected a finite size, got {value!r}")
+    n = int(f)
     if n <= 0:
         raise ValueError(f"expected a positive size, got {value!r}")
     return n
@@ -88,7 +92,7 @@ def parse_db_size(value: str) -> str:
 
 def parse_seconds(value: str) -> float:
     n = float(value)
-    if n <= 0:
+    if not math.isfinite(n) or n <= 0:
         raise ValueError(f"expected a positive number of seconds, got {value!r}")
     return n
 
@@ -134,7 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("spool", "", "Spool file for snapshots the DB could not take (default: DB path + .spool.jsonl).",),
     Setting("spool_max_bytes", "256M", "Bound on the spool file; snapshots beyond it are dropped and "
             "counted.", parse_size),
-    Setting("connect_timeout", "10", "Seconds to connect to the upstream before answering 502.", parse_seconds),
+    Setting("connect_timeout", "10", "Seconds to connect to the upstream before answering 504 "
+            "(a refused connection is a 502 at once).", parse_seconds),
     Setting("read_timeout", "600", "Idle seconds waiting for upstream bytes (headers or body) before "
             "giving up (504 before headers; stream closed after). No total timeout: runs can stream for "
             "minutes.", parse_seconds),

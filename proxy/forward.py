@@ -154,9 +154,6 @@ class Forwarder:
             key_fingerprint=self._fingerprints.of(headers), started_at=wall0,
         )
         length = request.content_length
-        if length is not None and length > self._settings.max_body_bytes:
-            return errors.too_large(self._settings.max_body_bytes)
-
         span = self._tracing.start_request(request, op_label, exchange)
         status: int | None = None
         streamed = False
@@ -168,6 +165,10 @@ class Forwarder:
         error: str | None = None
         self.inflight += 1
         try:
+            if length is not None and length > self._settings.max_body_bytes:
+                # Refused before any upstream work, but still a request: it gets its row and metrics.
+                status, error = 413, "request_too_large"
+                return errors.too_large(self._settings.max_body_bytes)
             out_headers, skip = upstream_headers(headers)
             self._tracing.inject(span, out_headers)
             body_state = _BodyState()

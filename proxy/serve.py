@@ -46,9 +46,11 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
         server_log.addFilter(errors.RedactParserErrors())
     rt = runtime or build_runtime(settings)
     proxy_app = create_app(settings, runtime=rt)
+    # auto_decompress=False: a gzip request body must reach the upstream as the app compressed it
+    # (aiohttp's server would inflate it and leave Content-Encoding/Content-Length claiming otherwise).
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
     # request at once instead of at the next chunk (a stream can be idle for minutes).
-    proxy_runner = web.AppRunner(proxy_app, access_log=None, handler_cancellation=True,
+    proxy_runner = web.AppRunner(proxy_app, access_log=None, handler_cancellation=True, auto_decompress=False,
                                  shutdown_timeout=settings.grace_period,
                                  max_line_size=settings.max_header_bytes,
                                  max_field_size=settings.max_header_bytes)

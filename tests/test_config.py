@@ -37,6 +37,9 @@ def test_flag_beats_env_beats_default() -> None:
     ({"RUNTAP_MAX_BODY_BYTES": "-1"}, "RUNTAP_MAX_BODY_BYTES"),
     ({"RUNTAP_CONNECT_TIMEOUT": "soon"}, "RUNTAP_CONNECT_TIMEOUT"),
     ({"RUNTAP_STORE_PROMPTS": "maybe"}, "RUNTAP_STORE_PROMPTS"),
+    ({"RUNTAP_MAX_BODY_BYTES": "inf"}, "RUNTAP_MAX_BODY_BYTES"),
+    ({"RUNTAP_CONNECT_TIMEOUT": "nan"}, "RUNTAP_CONNECT_TIMEOUT"),
+    ({"RUNTAP_DB_MEMORY_LIMIT": "lots"}, "RUNTAP_DB_MEMORY_LIMIT"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):

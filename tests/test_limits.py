@@ -26,6 +26,27 @@ async def test_body_over_the_limit_with_content_length_is_413_and_never_sent(tmp
         ok = await raw_exchange(px.port, request_bytes("POST", "/v1/files", body=b"y" * LIMIT))
         assert parse_response(ok).status == 200
     assert [r.body for r in up.requests] == [b"y" * LIMIT]
+    # The refused request is still a request: it has its row, like every other.
+    rows = query(px.settings.db, "SELECT status_code, error FROM requests ORDER BY started_at")
+    assert rows == [(413, "request_too_large"), (200, None)]
+
+
+async def test_a_gzip_request_body_reaches_the_upstream_byte_for_byte(tmp_path: Path) -> None:
+    """The app compressed the body: runtap must not inflate it (aiohttp's server would by default)."""
+    import gzip
+    body = gzip.compress(b'{"assistant_id": "asst_1", "metadata": {"k": "' + b"v" * 300 + b'"}}')
+    async with FaultyUpstream(echo_target()) as up, proxy_to(tmp_path, up.url) as px:
+        for framing in ("length", "chunked"):
+            if framing == "length":
+                wire = request_bytes("POST", "/v1/threads/t1/runs", body=body,
+                                     headers={"Content-Encoding": "gzip"})
+            else:
+                head = (f"POST /v1/threads/t1/runs HTTP/1.1\r\nHost: runtap.test\r\n"
+                        f"Authorization: Bearer {API_KEY}\r\nContent-Encoding: gzip\r\n"
+                        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+                wire = head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            assert parse_response(await asyncio.wait_for(raw_exchange(px.port, wire), 10)).status == 200
+    assert [r.body for r in up.requests] == [body, body]
 
 
 async def test_chunked_body_over_the_limit_is_413_and_the_upstream_never_gets_a_whole_request(
