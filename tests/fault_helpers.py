@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 import httpx2 as httpx
 
+from proxy import sim as simulator
 from proxy.app import Runtime
 from proxy.config import Settings
 from proxy.forward import Forwarder
@@ -36,7 +37,7 @@ API_KEY = "sk-fault-7d1e0c55aa9b4f03b2c6e81f94d0a7c3"
 
 
 class Health:
-    """Records the capture writer's on_health events (thread-safe; waits on a condition, not sleeps)."""
+    """Records the capture writer's on_health events (thread-safe; `wait_for` waits on a condition, not a sleep)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, int]] = []
@@ -50,6 +51,13 @@ class Health:
     def total(self, what: str, label: str | None = None) -> int:
         with self._cond:
             return sum(n for w, lab, n in self.calls if w == what and (label is None or lab == label))
+
+    def wait_for(self, what: str, label: str, n: int, timeout: float = 30.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.total_unlocked(what, label) >= n, timeout)
+
+    def total_unlocked(self, what: str, label: str) -> int:
+        return sum(n for w, lab, n in self.calls if w == what and lab == label)
 
 
 def runtime_with_health(settings: Settings, health: Health, **writer_kwargs: Any) -> Runtime:
@@ -302,3 +310,13 @@ def flushed_stats(log_text: str) -> dict[str, int]:
     lines = _FLUSHED.findall(log_text)
     assert lines, "runtap did not log its capture counters on exit"
     return {k: int(v) for k, v in (kv.split("=") for kv in lines[-1].split(", "))}
+
+
+@contextlib.asynccontextmanager
+async def sim() -> AsyncIterator[str]:
+    """The simulated upstream for a subprocess runtap: yields its origin (runtap appends /v1/...)."""
+    runner, url = await simulator.start_sim(simulator.SimConfig())
+    try:
+        yield url.removesuffix("/v1")
+    finally:
+        await runner.cleanup()

@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ import pytest
 
 from analytics.store import Store
 from proxy import workload as w
-from proxy.sim import SimConfig, start_sim
 from tests.fault_helpers import (
     API_KEY,
     Proxy,
@@ -27,18 +24,10 @@ from tests.fault_helpers import (
     proxy_to,
     query,
     requests_total,
+    sim,
     start_runtap,
     terminate,
 )
-
-
-@asynccontextmanager
-async def sim() -> AsyncIterator[str]:
-    runner, url = await start_sim(SimConfig())
-    try:
-        yield url.removesuffix("/v1")
-    finally:
-        await runner.cleanup()
 
 
 def _runs(db: Path) -> dict[str, str]:

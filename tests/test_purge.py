@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,19 +9,9 @@ import pytest
 
 from proxy import workload as w
 from proxy.__main__ import main
-from proxy.sim import SimConfig, start_sim
-from tests.fault_helpers import API_KEY, locked, proxy_to, query
+from tests.fault_helpers import API_KEY, locked, proxy_to, query, sim
 
 MARKERS = (b"PROMPT-MARKER-additional-instructions", b"PROMPT-MARKER-additional-message", b"You are helpful.")
-
-
-@asynccontextmanager
-async def sim() -> AsyncIterator[str]:
-    runner, url = await start_sim(SimConfig())
-    try:
-        yield url.removesuffix("/v1")
-    finally:
-        await runner.cleanup()
 
 
 async def _runs_with_prompts(tmp_path: Path, upstream: str, n: int = 3) -> dict[str, str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +13,19 @@ import orjson
 import pytest
 
 from proxy import workload as w
-from proxy.sim import SimConfig, start_sim
 from tests.fault_helpers import (
     API_KEY,
     flushed_stats,
     get_json,
     locked,
     query,
+    sim,
     start_runtap,
     terminate,
 )
 from tests.fault_helpers import start_sim as start_sim_process
 
 STREAMS = 50
-
-
-@asynccontextmanager
-async def sim() -> AsyncIterator[str]:
-    runner, url = await start_sim(SimConfig())
-    try:
-        yield url.removesuffix("/v1")
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,30 +15,7 @@ from analytics.merge import Transition
 from analytics.store import Store, StoreError
 from proxy.records import CaptureItem, Exchange, RequestRecord, ResponseBody, StreamChunk, StreamEnd
 from proxy.writer import CaptureWriter
-
-
-class Health:
-    """Collects on_health calls; `wait_for` blocks on an event, not a sleep."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, int]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, what: str, label: str, n: int) -> None:
-        with self._cond:
-            self.calls.append((what, label, n))
-            self._cond.notify_all()
-
-    def total(self, what: str, label: str | None = None) -> int:
-        with self._cond:
-            return sum(n for w, lab, n in self.calls if w == what and (label is None or lab == label))
-
-    def wait_for(self, what: str, label: str, n: int, timeout: float = 30.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.total_unlocked(what, label) >= n, timeout)
-
-    def total_unlocked(self, what: str, label: str) -> int:
-        return sum(n for w, lab, n in self.calls if w == what and lab == label)
+from tests.fault_helpers import Health
 
 
 def exchange(xid: str, op: str = "runs.retrieve") -> Exchange:
