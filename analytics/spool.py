@@ -5,6 +5,10 @@ how items were batched, and a line is the unit a crash can tear. The file is bou
 not fit is dropped and counted, never blocks capture. Replay is idempotent (merges ignore what
 they already hold, requests are inserted OR IGNORE), so a crash between replay and truncation
 only replays again.
+
+A line the store refuses while the store itself is healthy (the merge raised on odd data) would
+fail every replay and hold back everything spooled after it, so replay moves it to
+``<spool>.rejected.jsonl`` (same format: append it back to the spool to retry) and goes on.
 """
 
 from __future__ import annotations
@@ -13,14 +17,12 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import fields
-from typing import TYPE_CHECKING
 
+import duckdb
 import orjson
 
+from analytics.store import Store, StoreError
 from proxy.records import RequestRecord, Snapshot
-
-if TYPE_CHECKING:
-    from analytics.store import Store
 
 REPLAY_BATCH = 5_000
 _SNAPSHOT_FIELDS = frozenset(f.name for f in fields(Snapshot))
@@ -36,6 +38,22 @@ def _decode(line: bytes) -> Snapshot | RequestRecord:
     return RequestRecord(**{k: v for k, v in item["r"].items() if k in _REQUEST_FIELDS})
 
 
+def _store_failed(exc: Exception) -> bool:
+    """True when the store, not the batch, is at fault: retrying the same lines later may work.
+
+    StoreError wraps what went wrong; one without a cause is the store's own refusal (closed,
+    read-only). DuckDB's DataError/IntegrityError are about the values written, any other DuckDB or
+    OS error about the database (locked, invalidated, disk full). Anything else came out of the
+    merge (a bug or data it cannot handle) and will fail the same way on every retry.
+    """
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    if cause is None:
+        return True
+    if isinstance(cause, duckdb.DataError | duckdb.IntegrityError):
+        return False
+    return isinstance(cause, duckdb.Error | OSError | MemoryError)
+
+
 class Spool:
     def __init__(self, path: str, *, max_bytes: int) -> None:
         if max_bytes <= 0:
@@ -43,6 +61,7 @@ class Spool:
         self._path = path
         self._max_bytes = max_bytes
         self.skipped_lines = 0  # unreadable lines met by replay (a torn last line after a crash)
+        self.rejected_lines = 0  # lines replay moved to rejected_path
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         self._size = 0
@@ -59,6 +78,10 @@ class Spool:
     @property
     def path(self) -> str:
         return self._path
+
+    @property
+    def rejected_path(self) -> str:
+        return self._path.removesuffix(".jsonl") + ".rejected.jsonl"
 
     @property
     def size(self) -> int:
@@ -116,12 +139,12 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _read(self) -> Iterator[Snapshot | RequestRecord]:
+    def _read(self) -> Iterator[tuple[bytes, Snapshot | RequestRecord]]:
         with open(self._path, "rb") as f:
             for line in f:
                 if line.strip():
                     try:
-                        yield _decode(line)
+                        yield line, _decode(line)
                     except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
                         self.skipped_lines += 1
                         log.warning("spool %s: skipping an unreadable line (%s)", self._path, exc)
@@ -130,31 +153,77 @@ class Spool:
         """Apply every spooled item (``replay=True``, in batches), then empty the file.
 
         Returns the number of items applied. If the store fails, its StoreError propagates and
-        the file is kept whole for the next attempt.
+        the file is kept whole for the next attempt. Items the store refuses for what they hold
+        go to ``rejected_path`` (counted in ``rejected_lines``) once the rest is applied.
         """
         if not self.pending():
             return 0
         applied = 0
-        snaps: list[Snapshot] = []
-        reqs: list[RequestRecord] = []
-        for item in self._read():
-            if isinstance(item, Snapshot):
-                snaps.append(item)
-            else:
-                reqs.append(item)
-            if len(snaps) + len(reqs) >= REPLAY_BATCH:
-                store.apply(snaps, reqs, replay=True)
-                applied += len(snaps) + len(reqs)
-                snaps, reqs = [], []
-        if snaps or reqs:
-            store.apply(snaps, reqs, replay=True)
-            applied += len(snaps) + len(reqs)
+        rejected: list[bytes] = []
+        errors: list[Exception] = []
+        lines: list[bytes] = []
+        items: list[Snapshot | RequestRecord] = []
+        for line, item in self._read():
+            lines.append(line)
+            items.append(item)
+            if len(items) >= REPLAY_BATCH:
+                applied += self._apply(store, lines, items, rejected, errors)
+                lines, items = [], []
+        if items:
+            applied += self._apply(store, lines, items, rejected, errors)
+        if rejected:
+            # Before the truncation: a crash in between only rejects the same lines again.
+            self._append_rejected(b"".join(rejected))
+            self.rejected_lines += len(rejected)
+            log.warning("spool %s: moved %d item(s) the store refused to %s; first error: %s",
+                        self._path, len(rejected), self.rejected_path, errors[0])
         with open(self._path, "r+b") as f:
             f.truncate(0)
             os.fsync(f.fileno())
         self._size = 0
         self._torn_tail = False
         return applied
+
+    def _apply(self, store: Store, lines: list[bytes], items: list[Snapshot | RequestRecord],
+               rejected: list[bytes], errors: list[Exception]) -> int:
+        """Apply ``items``; when the batch is refused for its data, halve it until the items that
+        fail alone are found and rejected, so the good ones batched with them are kept. Halves go
+        in order, left first, as the merge of one object's snapshots may depend on the earlier ones."""
+        snaps = [i for i in items if isinstance(i, Snapshot)]
+        reqs = [i for i in items if isinstance(i, RequestRecord)]
+        try:
+            store.apply(snaps, reqs, replay=True)
+        except Exception as exc:
+            if _store_failed(exc):
+                raise
+            if len(items) == 1:
+                rejected.append(lines[0] if lines[0].endswith(b"\n") else lines[0] + b"\n")
+                errors.append(exc)
+                return 0
+            mid = len(items) // 2
+            return (self._apply(store, lines[:mid], items[:mid], rejected, errors)
+                    + self._apply(store, lines[mid:], items[mid:], rejected, errors))
+        return len(items)
+
+    def _append_rejected(self, data: bytes) -> None:
+        path = self.rejected_path
+        created = not os.path.exists(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                # whole lines only: the spool is kept and the next replay appends them again
+                os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
+        if created:
+            self._fsync_dir()
 
     def _fsync_dir(self) -> None:
         # the new file's directory entry must be durable too, or a crash can lose the whole file

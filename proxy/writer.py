@@ -11,6 +11,7 @@ Health events reported through `on_health(what, label, n)` (called from the writ
   ("dropped", "queue_full" | "queue_bytes_full" | "stopped" | "spool_full" | "spool_error", n)
   ("errors", "decode:<reason>", n)                 reasons: see CaptureDecoder.skipped
   ("errors", "<where>:<ExceptionType>", 1)   where: store_open, store, replay, spool, on_effects, internal
+  ("errors", "replay:rejected", n)   spooled items the store refused for their data, moved aside
   ("written", "runs" | "steps" | "requests", n)
   ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
 """
@@ -118,7 +119,7 @@ class CaptureWriter:
         # Keys never added later, so readers on other threads can iterate safely. Each key has one
         # writing thread: "submitted"/"dropped" the submitter, the rest the writer thread.
         self.stats: dict[str, int] = dict.fromkeys(
-            ("submitted", "dropped", "written", "spooled", "spool_dropped", "replayed", "errors",
+            ("submitted", "dropped", "written", "spooled", "spool_dropped", "replayed", "rejected", "errors",
              "decode_skipped"), 0)
 
     # --- any thread --------------------------------------------------------------------------------
@@ -425,6 +426,7 @@ class CaptureWriter:
         store = self._store
         if spool is None or store is None:
             return
+        rejected_before = spool.rejected_lines
         try:
             n = spool.replay(store)
             self._spool_pending = spool.pending()
@@ -434,6 +436,12 @@ class CaptureWriter:
             self._replay_backoff = min(self._replay_backoff * 2, _MAX_REPLAY_BACKOFF_S)
             return
         self._replay_backoff = self._reopen_s
+        rejected = spool.rejected_lines - rejected_before
+        if rejected:
+            # Not lost: kept in the spool's rejected file (logged there), and counted here.
+            self.stats["errors"] += 1
+            self.stats["rejected"] += rejected
+            self._health("errors", "replay:rejected", rejected)
         if n:
             self.stats["replayed"] += n
             self._health("replayed", "items", n)

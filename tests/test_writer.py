@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,8 +13,9 @@ import orjson
 import pytest
 
 from analytics.merge import Transition
+from analytics.spool import Spool
 from analytics.store import Store, StoreError
-from proxy.records import CaptureItem, Exchange, RequestRecord, ResponseBody, StreamChunk, StreamEnd
+from proxy.records import CaptureItem, Exchange, RequestRecord, ResponseBody, Snapshot, StreamChunk, StreamEnd
 from proxy.writer import CaptureWriter
 from tests.fault_helpers import Health
 
@@ -260,3 +262,40 @@ def test_failed_write_is_spooled_and_replayed(db: Path) -> None:
     assert count(db, "runs") == 3 and count(db, "requests") == 3
     # Metrics saw the batch once: when it failed, not again when the spool was replayed.
     assert effects == [SEEN]
+
+
+def seen(rid: str) -> Snapshot:
+    return Snapshot(kind="run", obj=run(rid), observed_at=1_700_000_000.0, source="response",
+                    operation="runs.retrieve", api_version="v2", key_fingerprint="fp0123456789")
+
+
+def test_a_spooled_batch_the_merge_cannot_take_is_set_aside_and_the_rest_replayed(db: Path) -> None:
+    spool = Spool(f"{db}.spool.jsonl", max_bytes=1 << 20)
+    spool.append([seen("run_a0"), seen("run_a1")], [record("req_a")])
+    # Left by a buggy or older writer: an observed_at the merge cannot order fails every replay.
+    poison = [dataclasses.replace(seen(f"run_p{i}"), observed_at="yesterday") for i in range(2)]
+    spool.append(poison, [])
+    spool.append([seen("run_b0"), seen("run_b1")], [record("req_b")])
+    health = Health()
+    writer = CaptureWriter(db_path=str(db), on_health=health)
+    writer.start()
+    try:
+        assert writer.flush(timeout=30)
+        assert writer.healthy()
+    finally:
+        writer.stop()
+    assert rows(db, "select id from runs order by id") == [("run_a0",), ("run_a1",), ("run_b0",), ("run_b1",)]
+    assert rows(db, "select id from requests order by id") == [("req_a",), ("req_b",)]
+    assert Path(spool.path).stat().st_size == 0
+    rejected = Path(spool.rejected_path).read_bytes().splitlines()
+    assert [orjson.loads(line)["s"]["obj"]["id"] for line in rejected] == ["run_p0", "run_p1"]
+    assert writer.stats["rejected"] == 2 and writer.stats["errors"] == 1 and writer.stats["replayed"] == 6
+    assert health.total("errors", "replay:rejected") == 2
+    assert health.total("replayed", "items") == 6
+
+    # Nothing is left to replay at the next start, and the rejected items stay where they are.
+    again = CaptureWriter(db_path=str(db))
+    again.start()
+    again.stop()
+    assert again.stats["replayed"] == 0 and again.stats["rejected"] == 0
+    assert Path(spool.rejected_path).read_bytes().splitlines() == rejected
