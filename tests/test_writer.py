@@ -1,10 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,7 @@ from analytics.spool import Spool
 from analytics.store import Store, StoreError
 from proxy.records import CaptureItem, Exchange, RequestRecord, ResponseBody, Snapshot, StreamChunk, StreamEnd
 from proxy.writer import CaptureWriter
-from tests.fault_helpers import Health
+from tests.fault_helpers import Health, locked
 
 
 def exchange(xid: str, op: str = "runs.retrieve") -> Exchange:
@@ -70,22 +66,6 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 def count(db: Path, table: str) -> int:
     return int(rows(db, f"select count(*) from {table}")[0][0])
 
-
-@contextmanager
-def locked(db: Path) -> Iterator[None]:
-    """Another process holds DuckDB's write lock on `db` for the duration."""
-    code = ("import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
-            "sys.stdin.read(); con.close()")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        assert proc.stdout.readline().strip() == b"ready"
-        yield
-    finally:
-        proc.stdin.close()
-        proc.wait(30)
-        proc.stdout.close()
 
 
 @pytest.fixture
