@@ -122,10 +122,7 @@ class Spool:
     def _write(self, data: bytes) -> None:
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            _write_all(fd, data)
         except OSError:
             # Disk full (ENOSPC, EFBIG) mid-batch: take the partial batch back out, so the file holds
             # whole lines only and the caller's count of dropped items is exact. A fragment left behind
@@ -212,10 +209,7 @@ class Spool:
         try:
             start = os.fstat(fd).st_size
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                _write_all(fd, data)
             except OSError:
                 # whole lines only: the spool is kept and the next replay appends them again
                 os.ftruncate(fd, start)
@@ -232,3 +226,11 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a signal, a nearly full disk): loop, then make it durable."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
