@@ -245,7 +245,8 @@ async def test_each_run_becomes_one_lifecycle_span_with_its_steps(traced: Traced
     assert _transitions(_run_span(spans, streamed.id)) == [
         ("none", "queued"), ("queued", "in_progress"), ("in_progress", "completed")]
     tool_span = _run_span(spans, tool.id)
-    assert ("in_progress", "requires_action") in _transitions(tool_span)
+    # Polled: which intermediate statuses a poll sees depends on timing, but the pause for tools is seen.
+    assert "requires_action" in [to for _, to in _transitions(tool_span)]
     assert [e.name for e in tool_span.events].count("openai.run.tool_outputs_submitted") == 1
     assert attrs(tool_span)["gen_ai.request.max_input_tokens"] == 2000
     assert attrs(tool_span)["gen_ai.request.max_output_tokens"] == 1000
