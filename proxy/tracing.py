@@ -12,6 +12,8 @@ import importlib.metadata
 import logging
 import os
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -19,9 +21,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from proxy import routes
@@ -48,6 +51,7 @@ _ROUTES: Final = {
 _MAX_REQUEST_CONTEXTS: Final = 10_000
 # Errors the forwarder reports after the upstream answered (the client span has a status code).
 _AFTER_RESPONSE: Final = ("upstream_", "client_disconnected")
+_UNSET: Final = Status(StatusCode.UNSET)
 
 
 def provider_from_env() -> TracerProvider | None:
@@ -75,8 +79,8 @@ def provider_from_env() -> TracerProvider | None:
             if protocol != "http/protobuf":
                 raise ConfigError(f"invalid {var}={protocol!r}: runtap exports OTLP over HTTP only "
                                   "(set http/protobuf)")
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            exporters.append(OTLPSpanExporter())
+            from proxy.otlp_export import FastOTLPSpanExporter
+            exporters.append(FastOTLPSpanExporter())
         elif name == "console":
             exporters.append(ConsoleSpanExporter())
         else:
@@ -96,14 +100,30 @@ def provider_from_env() -> TracerProvider | None:
 
 
 class _RequestSpan:
-    __slots__ = ("server", "client", "exchange", "name", "runs_call")
+    """One proxied request's two spans, kept as plain values until the request ends.
 
-    def __init__(self, server: Any, exchange: Exchange, name: str, runs_call: bool) -> None:
-        self.server = server
-        self.client: Any = None
-        self.exchange = exchange
+    The SDK's live spans (locks, attribute validation on every set, a processor call at start) cost
+    about as much CPU as the rest of the hot path; a request's spans are only ever complete at its
+    end, so they are built there, once, as the ReadableSpans the SDK itself would have produced.
+    """
+
+    __slots__ = ("attrs", "client_attrs", "client_id", "client_start", "context", "exchange", "links",
+                 "name", "parent", "runs_call", "sampled", "start")
+
+    def __init__(self, context: SpanContext, parent: SpanContext | None, sampled: bool, name: str,
+                 attrs: dict[str, Any], links: list[Link], exchange: Exchange, runs_call: bool) -> None:
+        self.context = context
+        self.parent = parent
+        self.sampled = sampled
         self.name = name
+        self.attrs = attrs
+        self.links = links
+        self.exchange = exchange
         self.runs_call = runs_call
+        self.start = time.time_ns()
+        self.client_id = 0
+        self.client_start = 0
+        self.client_attrs: dict[str, Any] | None = None
 
 
 def _path_ids(path: str) -> tuple[str, dict[str, str]]:
@@ -131,13 +151,19 @@ class Tracing:
         self._propagator = TraceContextTextMapPropagator()
         self._lock = threading.Lock()
         self._contexts: dict[str, SpanContext] = {}
+        self._max_value: int | None = None
         up = urlsplit(upstream)
         self._upstream = upstream
         self._upstream_host = up.hostname or ""
         self._upstream_port = up.port or (443 if up.scheme == "https" else 80)
         if tracer_provider is not None:
-            self._tracer = tracer_provider.get_tracer(TRACER_NAME)
+            tracer = tracer_provider.get_tracer(TRACER_NAME)
+            if not isinstance(tracer, SdkTracer):
+                raise TypeError("runtap needs an opentelemetry-sdk TracerProvider")
+            self._tracer = tracer
             self._runs = RunSpans(tracer_provider)
+            limit = tracer._span_limits.max_span_attribute_length  # noqa: SLF001 - pinned SDK
+            self._max_value = limit if limit is not None and limit >= 0 else None
 
     @property
     def enabled(self) -> bool:
@@ -146,8 +172,7 @@ class Tracing:
     # --- request spans (event loop) ----------------------------------------------------------------
 
     def start_request(self, request: web.Request, operation: str, exchange: Exchange) -> _RequestSpan | None:
-        tracer = self._tracer
-        if tracer is None:
+        if self._tracer is None:
             return None
         headers = request.headers
         method = request.method
@@ -185,52 +210,107 @@ class Tracing:
                 links.append(Link(run_span_context(ids["run_id"]), {"openai.link": "run"}))
             if "step_id" in ids:
                 attrs["openai.run.step.id"] = ids["step_id"]
+        tracer = self._tracer
         # W3C traceparent/tracestate of the app: the server span continues the app's trace.
-        parent = self._propagator.extract(headers)
-        span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attrs, links=links)
-        return _RequestSpan(span, exchange, name, runs_call)
+        parent_ctx = self._propagator.extract(headers) if "traceparent" in headers else None
+        parent: SpanContext | None = None
+        if parent_ctx is not None:
+            parent = trace.get_current_span(parent_ctx).get_span_context()
+            if not parent.is_valid:
+                parent, parent_ctx = None, None
+        generator = tracer.id_generator
+        if parent is None:
+            trace_id = generator.generate_trace_id()
+            random_id = generator.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random_id = parent.trace_flags.random_trace_id
+        # The configured sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
+        decision = tracer.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attrs, links)
+        sampled = decision.decision.is_sampled()
+        flags = (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (
+            TraceFlags.RANDOM_TRACE_ID if random_id else 0)
+        if decision.attributes:
+            attrs.update(decision.attributes)
+        context = SpanContext(trace_id, generator.generate_span_id(), is_remote=False,
+                              trace_flags=TraceFlags(flags), trace_state=decision.trace_state)
+        return _RequestSpan(context, parent, sampled and decision.decision.is_recording(), name, attrs, links,
+                            exchange, runs_call)
 
     def inject(self, span: _RequestSpan | None, headers: CIMultiDict[str]) -> None:
-        """Start the client span of the upstream call and put its traceparent in the upstream headers."""
+        """Start the client span of the upstream call and put its traceparent in the upstream headers.
+
+        The client span is the server span's child in the same trace, so it shares its sampling
+        decision (what every built-in sampler, parent-based or trace-id-ratio, would decide).
+        """
         if span is None:
             return
-        attrs: dict[str, Any] = {"http.request.method": span.exchange.method,
+        context = span.context
+        span.client_id = client_id = self._tracer.id_generator.generate_span_id()
+        span.client_start = time.time_ns()
+        if span.sampled:
+            span.client_attrs = {"http.request.method": span.exchange.method,
                                  "server.address": self._upstream_host, "server.port": self._upstream_port,
                                  "url.full": self._upstream + span.exchange.path}
-        context = trace.set_span_in_context(span.server)
-        client = self._tracer.start_span(span.name, context=context, kind=SpanKind.CLIENT, attributes=attrs)
-        span.client = client
-        self._propagator.inject(headers, context=trace.set_span_in_context(client))
+        headers["traceparent"] = f"00-{context.trace_id:032x}-{client_id:016x}-{context.trace_flags:02x}"
+        state = context.trace_state
+        if state:
+            headers["tracestate"] = state.to_header()
 
     def end_request(self, span: _RequestSpan | None, status: int | None, error: str | None) -> None:
         if span is None:
             return
-        server, client = span.server, span.client
-        if client is not None:
-            answered = error is None or error.startswith(_AFTER_RESPONSE)
-            if answered and status is not None:
-                client.set_attribute("http.response.status_code", status)
-            if error is not None or (status is not None and status >= 400):
-                kind = error or str(status)
-                client.set_attribute("error.type", kind)
-                client.set_status(Status(StatusCode.ERROR, kind))
-            client.end()
-        if status is not None:
-            server.set_attribute("http.response.status_code", status)
-        failed = status is not None and status >= 500
-        if error is not None:
-            server.set_attribute("error.type", error)
-        elif failed:
-            server.set_attribute("error.type", str(status))
-        if failed or (error is not None and error != "client_disconnected"):
-            server.set_status(Status(StatusCode.ERROR, error or str(status)))
-        server.end()
+        server = span.context
         if span.runs_call:
             contexts = self._contexts
             with self._lock:
                 if len(contexts) >= _MAX_REQUEST_CONTEXTS:
                     del contexts[next(iter(contexts))]
-                contexts[span.exchange.id] = server.get_span_context()
+                contexts[span.exchange.id] = server
+        if not span.sampled:
+            return
+        tracer = self._tracer
+        end = time.time_ns()
+        client_attrs = span.client_attrs
+        if client_attrs is not None:
+            client_status = _UNSET
+            answered = error is None or error.startswith(_AFTER_RESPONSE)
+            if answered and status is not None:
+                client_attrs["http.response.status_code"] = status
+            if error is not None or (status is not None and status >= 400):
+                kind = error or str(status)
+                client_attrs["error.type"] = kind
+                client_status = Status(StatusCode.ERROR, kind)
+            client = SpanContext(server.trace_id, span.client_id, is_remote=False, trace_flags=server.trace_flags,
+                                 trace_state=server.trace_state)
+            self._emit(tracer, span.name, client, server, SpanKind.CLIENT, client_attrs, (), client_status,
+                       span.client_start, end)
+        attrs = span.attrs
+        server_status = _UNSET
+        if status is not None:
+            attrs["http.response.status_code"] = status
+        failed = status is not None and status >= 500
+        if error is not None:
+            attrs["error.type"] = error
+        elif failed:
+            attrs["error.type"] = str(status)
+        if failed or (error is not None and error != "client_disconnected"):
+            server_status = Status(StatusCode.ERROR, error or str(status))
+        self._emit(tracer, span.name, server, span.parent, SpanKind.SERVER, attrs, span.links, server_status,
+                   span.start, end)
+
+    def _emit(self, tracer: SdkTracer, name: str, context: SpanContext, parent: SpanContext | None,
+              kind: SpanKind, attrs: dict[str, Any], links: Sequence[Link], status: Status, start: int,
+              end: int) -> None:
+        limit = self._max_value
+        if limit is not None:
+            for key, value in attrs.items():
+                if isinstance(value, str) and len(value) > limit:
+                    attrs[key] = value[:limit]
+        tracer.span_processor.on_end(ReadableSpan(
+            name, context, parent, tracer.resource, attrs, (), links, kind, tracer.instrumentation_info,
+            status, start, end, tracer._instrumentation_scope,  # noqa: SLF001 - pinned SDK
+        ))
 
     # --- run spans (capture writer thread) ---------------------------------------------------------
 

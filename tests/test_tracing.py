@@ -15,6 +15,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from proxy import workload as w
@@ -144,6 +145,37 @@ async def test_request_spans_continue_the_apps_trace_and_propagate_it_upstream(t
     other = next(s for s in spans if s.kind == SpanKind.SERVER and attrs(s)["url.path"] == "/v1/models")
     assert other.parent is None and other.name == "GET" and other.context.trace_id != APP_TRACE
     assert "traceparent" in upstream.headers[1]
+
+
+async def test_the_configured_sampler_decides_and_unsampled_traces_still_propagate(tmp_path: Path) -> None:
+    """An app trace it did not sample (flags 00) stays unsampled through runtap, the upstream still
+    gets a traceparent in it; with a ratio sampler some root requests are recorded, not all."""
+    upstream = HeaderRecorder()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False, sampler=ParentBased(TraceIdRatioBased(0.5)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = stack_settings(tmp_path, await upstream.start())
+    running = await start(settings, runtime=build_runtime(settings, tracer_provider=provider))
+    unsampled = f"00-{APP_TRACE:032x}-{APP_SPAN:016x}-00"
+    try:
+        assert await _get(running.proxy_url + "/v1/threads/t/runs/r", {"traceparent": unsampled}) == 200
+        for _ in range(40):
+            assert await _get(running.proxy_url + "/v1/models") == 200
+    finally:
+        await running.stop()
+        await upstream.close()
+    sent = upstream.headers[0]["traceparent"].split("-")
+    assert sent[1] == f"{APP_TRACE:032x}" and sent[2] != f"{APP_SPAN:016x}" and sent[3] == "00"
+    spans = exporter.get_finished_spans()
+    assert not [s for s in spans if s.context.trace_id == APP_TRACE]
+    recorded = {s.context.trace_id for s in spans if s.kind == SpanKind.SERVER}
+    assert 0 < len(recorded) < 40  # 40 fair coins: all heads or all tails has odds 2 in 10^12
+    # A recorded request's upstream call is recorded too, and the upstream saw it as sampled.
+    for header in upstream.headers[1:]:
+        trace_id, span_id, flags = header["traceparent"].split("-")[1:]
+        assert (int(trace_id, 16) in recorded) == (int(flags, 16) & 1 == 1)
+        if int(trace_id, 16) in recorded:
+            assert any(s.kind == SpanKind.CLIENT and s.context.span_id == int(span_id, 16) for s in spans)
 
 
 async def test_upstream_errors_mark_the_spans(tmp_path: Path) -> None:

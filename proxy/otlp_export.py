@@ -1,0 +1,45 @@
+"""The OTLP/HTTP span exporter with runtap's encoder (proxy/otlp_encode.py) in place of the SDK's.
+
+Everything else is the SDK exporter's own: endpoint, headers, compression, timeout, TLS and retry
+all come from the standard OTEL_EXPORTER_OTLP_* variables as before. `export` mirrors the pinned
+SDK's (opentelemetry-exporter-otlp-proto-http 1.45.x) step for step, with one line changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http._common import _is_request_too_large
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from proxy.otlp_encode import encode_request
+
+log = logging.getLogger("runtap.tracing")
+
+
+class FastOTLPSpanExporter(OTLPSpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        with self._metrics.export_operation(len(spans)) as result:
+            try:
+                data = encode_request(spans)
+            except Exception as exc:  # the SDK's encoder is the reference; fall back to it
+                log.warning("fast OTLP encoding failed (%s: %s); using the SDK encoder", type(exc).__name__, exc)
+                try:
+                    data = encode_spans(spans).SerializePartialToString()
+                except Exception as error:
+                    result.error = error
+                    return SpanExportResult.FAILURE
+            if _is_request_too_large(data, self._max_request_size):
+                log.warning("dropping a span batch of %d bytes: over the OTLP max request size", len(data))
+                return SpanExportResult.FAILURE
+            outcome = self._client.export(data)
+            if not outcome.success:
+                result.error = outcome.error
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS

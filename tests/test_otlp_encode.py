@@ -1,0 +1,70 @@
+"""runtap's hand-written OTLP encoder against the SDK's: the same message for any span."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from proxy.otlp_encode import encode_request
+
+_text = st.text(max_size=12)
+_scalar = st.one_of(_text, st.booleans(), st.integers(-(1 << 63), (1 << 63) - 1),
+                    st.floats(allow_nan=False))
+_value = st.one_of(_scalar, st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=3),
+                   st.lists(_text, max_size=3).map(tuple))
+_attrs = st.dictionaries(st.text(min_size=1, max_size=8), _value, max_size=6)
+_ids = st.integers(1, (1 << 64) - 1)
+_trace_ids = st.integers(1, (1 << 128) - 1)
+
+
+@st.composite
+def _context(draw: Any, *, remote: bool | None = None) -> SpanContext:
+    state = draw(st.sampled_from([TraceState(), TraceState([("vendor", "v1")]),
+                                  TraceState([("a", "1"), ("b", "2")])]))
+    return SpanContext(draw(_trace_ids), draw(_ids), draw(st.booleans()) if remote is None else remote,
+                       TraceFlags(draw(st.sampled_from([0, 1, 3]))), state)
+
+
+_resources = [Resource.create({"service.name": "runtap"}), Resource({"a": 1}, schema_url="https://s/1")]
+_scopes = [None, InstrumentationScope("runtap.proxy"), InstrumentationScope("runtap.runs", "1.0", "https://s/2",
+                                                                                {"k": "v"})]
+
+
+@st.composite
+def _span(draw: Any) -> ReadableSpan:
+    events = [Event(draw(_text), draw(_attrs), timestamp=draw(st.integers(0, 1 << 63)))
+              for _ in range(draw(st.integers(0, 3)))]
+    links = [Link(draw(_context()), draw(_attrs)) for _ in range(draw(st.integers(0, 2)))]
+    code = draw(st.sampled_from(list(StatusCode)))
+    status = Status(code, draw(_text) if code == StatusCode.ERROR else None)
+    return ReadableSpan(
+        draw(_text), draw(_context(remote=False)), draw(st.one_of(st.none(), _context())),
+        draw(st.sampled_from(_resources)), draw(_attrs), events, links, draw(st.sampled_from(list(SpanKind))),
+        None, status, draw(st.integers(0, 1 << 63)), draw(st.integers(0, 1 << 63)),
+        draw(st.sampled_from(_scopes)),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_span(), min_size=1, max_size=6))
+def test_fast_encoding_parses_to_the_sdk_encoding(spans: list[ReadableSpan]) -> None:
+    ours = ExportTraceServiceRequest.FromString(encode_request(spans))
+    assert ours == encode_spans(spans)
+
+
+def test_cached_attribute_pairs_keep_their_types() -> None:
+    """1, 1.0 and True are equal as dict keys; each must still be encoded as its own type."""
+    ctx = SpanContext(1, 2, False)
+    spans = [ReadableSpan("s", ctx, attributes={"k": v}) for v in (1, 1.0, True, "1")]
+    decoded = ExportTraceServiceRequest.FromString(encode_request(spans))
+    values = [s.attributes[0].value for s in decoded.resource_spans[0].scope_spans[0].spans]
+    assert [v.WhichOneof("value") for v in values] == ["int_value", "double_value", "bool_value", "string_value"]
+    assert decoded == encode_spans(spans)
