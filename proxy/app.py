@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from analytics.lake import export_periodically
+from proxy import looplag
 from proxy.config import Settings
 from proxy.forward import Forwarder
 from proxy.metrics import Metrics
@@ -84,7 +85,8 @@ async def _lifecycle(runtime: Runtime) -> AsyncIterator[None]:
             runtime.writer.cursor, settings.export_dir, instance=settings.instance_id,
             interval_s=settings.export_interval, on_result=_log_export))
     try:
-        yield
+        async with looplag.probing(runtime.metrics.loop_lag.observe):
+            yield
     finally:
         if exporter is not None:
             exporter.cancel()

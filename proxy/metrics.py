@@ -22,6 +22,10 @@ REQUEST_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 # runtap's own time per request: sub-millisecond is the goal, so the resolution sits there.
 OVERHEAD_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 
+# Event-loop lag: healthy is well under a millisecond; the bar is 10 ms; GC pauses and
+# saturation reach tens to hundreds of ms, so the buckets resolve the 1-10 ms range and then coarsen.
+LAG_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
 _DECODE: Final = "decode:"
 
 
@@ -71,6 +75,9 @@ class Metrics:
         self.capture_store_open = Gauge(
             "runtap_capture_store_open", "1 while the capture writer holds the DuckDB store open.",
             registry=r)
+        self.loop_lag = Histogram(
+            "runtap_event_loop_lag_seconds", "How late a 100 ms timer on the proxy's event loop fires: the "
+            "delay any proxied byte would have had at that moment.", buckets=LAG_BUCKETS, registry=r)
         self.runs = RunMetrics(r, label_assistant=label_assistant)
         # Values reported by the writer (event names, skip reasons, stages) come partly from upstream
         # data; cap them like every other such label.

@@ -6,6 +6,7 @@ the SDK received from the upstream (final run objects, usage, steps), never from
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -396,6 +397,23 @@ async def test_metrics_are_served_in_the_classic_text_format(stack: Stack) -> No
         text = await r.text()
     assert "# TYPE runtap_runs_finished_total counter" in text
     assert "# TYPE gen_ai_client_token_usage histogram" in text
+
+
+async def test_a_stalled_event_loop_shows_in_the_lag_histogram(stack: Stack) -> None:
+    """The proxy shares this test's loop: stall it past the probe's 100 ms period and the probe's next
+    wake-up is late by at least the overlap, which lands above the 25 ms bucket."""
+    def late(m: Scrape) -> float:
+        return (m.get("runtap_event_loop_lag_seconds_count")
+                - m.get("runtap_event_loop_lag_seconds_bucket", le="0.025"))
+
+    before = late(await scrape(stack.admin_url))
+    time.sleep(0.15)  # noqa: ASYNC251 - the stall under test
+    # The late timer fires in the loop's first iteration after the stall, before a scrape can finish;
+    # a few scrapes only allow for the probe having been between two sleeps.
+    for _ in range(5):
+        if late(await scrape(stack.admin_url)) > before:
+            break
+    assert late(await scrape(stack.admin_url)) >= before + 1
 
 
 async def test_sse_events_are_counted_by_name(stack: Stack) -> None:

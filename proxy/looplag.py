@@ -1,0 +1,37 @@
+"""Event-loop lag: how late a timer that should fire every PERIOD actually fires.
+
+Everything on the hot path shares one loop, so any call that holds it (a GC pause, a slow callback,
+code that should have been in the writer thread) delays every proxied byte by as much. A timer's
+lateness measures exactly that delay, at the cost of ten wake-ups a second. Under saturation the
+lag also includes queueing behind ready work (the loop is busy, not blocked); read it at moderate load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+PERIOD_S: Final = 0.1
+
+
+async def probe(observe: Callable[[float], None], period_s: float = PERIOD_S) -> None:
+    """Forever: sleep `period_s`, report how much later than asked the loop woke us (seconds)."""
+    clock = time.perf_counter
+    while True:
+        t0 = clock()
+        await asyncio.sleep(period_s)
+        observe(max(clock() - t0 - period_s, 0.0))
+
+
+@contextlib.asynccontextmanager
+async def probing(observe: Callable[[float], None], period_s: float = PERIOD_S) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(probe(observe, period_s), name="runtap-loop-lag")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
