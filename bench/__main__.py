@@ -102,6 +102,15 @@ def wait_drain(admin_port: int, bound_s: float) -> float | None:
     return None
 
 
+def _scrape_or_none(admin: int | None) -> dict[str, float] | None:
+    if admin is None:
+        return None
+    try:
+        return targets.scrape(admin)
+    except OSError:
+        return None
+
+
 class Bench:
     def __init__(self, plan: Plan, workloads: list[load.Workload], names: list[str], workdir: Path,
                  place: targets.Placement, *, install: bool) -> None:
@@ -226,6 +235,7 @@ class Bench:
         before, up0, sys0 = procstats.try_sample(pid), procstats.try_sample(self.upstream.pid), \
             procstats.system_sample()
         admin = proc.admin_port if proc is not None and name == "runtap" else None
+        lag0 = _scrape_or_none(admin)
         try:
             if admin is not None:
                 with DepthSampler(admin) as sampler:
@@ -240,6 +250,11 @@ class Bench:
             return cell
         after, up1, sys1 = procstats.try_sample(pid), procstats.try_sample(self.upstream.pid), \
             procstats.system_sample()
+        lag1 = _scrape_or_none(admin)
+        if lag0 is not None and lag1 is not None:
+            lag = targets.lag_summary(lag0, lag1)
+            if lag is not None:
+                cell.loop_lag_probes, cell.loop_lag_p99_ms, cell.loop_lag_max_ms, cell.loop_lag_over_10ms = lag
         if name == "runtap":
             self.runtap_requests += res.requests
         cell.load = res.to_json()

@@ -37,6 +37,11 @@ class Cell:
     fds: int | None = None
     capture_drain_ms: float | None = None  # load end -> runtap's capture queue empty
     capture_max_depth: float | None = None
+    # runtap's event-loop lag probe over the cell (runtap_event_loop_lag_seconds bucket deltas)
+    loop_lag_probes: int | None = None
+    loop_lag_p99_ms: float | None = None  # upper bound of the bucket holding the p99
+    loop_lag_max_ms: float | None = None  # upper bound of the highest bucket with an observation
+    loop_lag_over_10ms: int | None = None
 
 
 @dataclass
@@ -146,6 +151,13 @@ def checks(doc: dict[str, Any]) -> list[str]:
             ok = rel["p99_us"] <= 1000 and rel["held_back"] == 0
             out.append(f"SSE relay p99 <= 1 ms, no event a gap late ({rel['events_per_stream']} events): "
                        f"{rel['p99_us']:.0f} us, {rel['held_back']} late {'PASS' if ok else 'MISS'}")
+    quiet = [c for c in doc["results"] if c["target"] == "runtap" and c["concurrency"] == 1
+             and c.get("loop_lag_probes")]
+    if quiet:
+        worst = max(c["loop_lag_max_ms"] or 0 for c in quiet)
+        over = sum(c["loop_lag_over_10ms"] or 0 for c in quiet)
+        out.append(f"event loop never blocked > 10 ms (c=1 cells, lag probe): worst bucket <= {worst:g} ms, "
+                   f"{over} probes over 10 ms {'PASS' if over == 0 else 'MISS'}")
     cap = doc.get("capture")
     if cap and cap.get("check_received") is not None and cap.get("check_missing") is not None:
         ok = cap["check_missing"] == 0 and cap["check_received"] == cap["check_sent"]
@@ -245,6 +257,15 @@ def markdown(doc: dict[str, Any]) -> str:
     cap = doc.get("capture")
     if cap:
         out += ["", "Capture (runtap):", ""] + _capture_lines(cap, [x for x in cells if x.target == "runtap"])
+    lagged = [x for x in cells if x.target == "runtap" and x.loop_lag_probes]
+    if lagged:
+        out += ["", "runtap's event-loop lag during each cell (a 100 ms timer's lateness, "
+                "`runtap_event_loop_lag_seconds`; bucket upper bounds; at c=50 the loop is saturated, so "
+                "lag there includes queueing behind ready work, not only blocking):", "",
+                "| workload | c | probes | p99 ≤ ms | max ≤ ms | probes > 10 ms |", "|---|--:|--:|--:|--:|--:|"]
+        for x in lagged:
+            out.append(f"| {x.workload} | {x.concurrency} | {x.loop_lag_probes} | {_f(x.loop_lag_p99_ms, 1)} | "
+                       f"{_f(x.loop_lag_max_ms, 1)} | {x.loop_lag_over_10ms} |")
     bg = [x.background_cores for x in cells if x.background_cores is not None]
     if bg:
         out += ["", f"Other load on the machine during cells: mean {sum(bg) / len(bg):.2f}, max "

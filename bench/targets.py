@@ -232,12 +232,31 @@ def scrape(admin_port: int, timeout: float = 2.0) -> dict[str, float]:
 
 def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float | None:
     """Upper bound of the bucket holding quantile q, as Prometheus would estimate (no interpolation)."""
-    buckets = sorted((float(k.split("le=")[1].rstrip("}")), v) for k, v in metrics.items()
-                     if k.startswith(name + "_bucket{"))
-    if not buckets or buckets[-1][1] <= 0:
+    found = buckets(metrics, name)
+    if not found or found[-1][1] <= 0:
         return None
-    rank = q * buckets[-1][1]
-    return next(le for le, v in buckets if v >= rank)
+    rank = q * found[-1][1]
+    return next(le for le, v in found if v >= rank)
+
+
+def buckets(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
+    """(le, cumulative count) of a histogram in a scrape, ascending."""
+    return sorted((float(k.split("le=")[1].rstrip("}")), v) for k, v in metrics.items()
+                  if k.startswith(name + "_bucket{"))
+
+
+def lag_summary(before: dict[str, float], after: dict[str, float],
+                name: str = "runtap_event_loop_lag_seconds") -> tuple[int, float | None, float | None, int] | None:
+    """(probes, p99 bucket bound ms, max bucket bound ms, probes over 10 ms) between two scrapes."""
+    b0 = dict(buckets(before, name))
+    delta = [(le, v - b0.get(le, 0.0)) for le, v in buckets(after, name)]
+    if not delta or delta[-1][1] <= 0:
+        return None
+    total = delta[-1][1]
+    p99 = next(le for le, v in delta if v >= 0.99 * total)
+    top = next(le for le, v in delta if v >= total)
+    at_10ms = next((v for le, v in delta if le >= 0.01), total)
+    return int(total), p99 * 1e3, top * 1e3, int(total - at_10ms)
 
 
 @dataclass

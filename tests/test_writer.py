@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,37 @@ def test_items_reach_duckdb(db: Path) -> None:
     assert writer.stats["written"] == 10 and writer.stats["dropped"] == 0 and writer.stats["errors"] == 0
     assert effects  # the store reported what the batch changed
     assert not writer.healthy()
+
+
+def test_a_batch_triggers_no_cyclic_collection_in_the_writer(db: Path) -> None:
+    """Each collection during a batch walks the batch's objects with the GIL held, pausing the event
+    loop; the writer holds them off until the batch is done (here with a threshold that a batch of
+    2,000 items crosses dozens of times)."""
+    collected_by: list[str] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collected_by.append(threading.current_thread().name)
+
+    writer = CaptureWriter(db_path=str(db))
+    writer.start()
+    assert writer.flush(timeout=30)  # the store is open
+    items = retrieved(1000)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50, *thresholds[1:])
+    gc.callbacks.append(on_gc)
+    try:
+        submit_all(writer, items)
+        assert writer.flush(timeout=60)
+    finally:
+        gc.callbacks.remove(on_gc)
+        gc.set_threshold(*thresholds)
+        writer.stop()
+    assert count(db, "runs") == 1000
+    assert gc.isenabled()
+    # What the batch leaves alive (cache entries, the test's own items) may trigger one collection as
+    # soon as it ends; without the pause there are dozens during it.
+    assert collected_by.count("runtap-capture-writer") <= 1
 
 
 def test_full_queue_refuses_and_counts(db: Path) -> None:
