@@ -229,7 +229,9 @@ class Forwarder:
                 resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                           headers=client_headers(upstream.headers))
                 clen = upstream.content_length
-                if clen is not None and method != "HEAD":
+                if clen is not None:
+                    # For HEAD too: it is the length a GET would have had (RFC 9110 §9.3.2), and
+                    # aiohttp sends no body for HEAD whatever the length says.
                     resp.content_length = clen
                 ctype = upstream.headers.get("Content-Type", "")
                 streamed = ctype.startswith(SSE_TYPE)
