@@ -358,7 +358,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench/results", type=Path, help="directory for JSON and markdown")
     p.add_argument("--seconds", type=float, help="override seconds per cell")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    p.add_argument("--no-install", action="store_true", help="never apt-get install nginx")
+    p.add_argument("--no-install", action="store_true", help="never apt-get install nginx or wrk")
     return p.parse_args(argv)
 
 
@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [t for t in report.TARGETS if t in names]
     workloads = [load.WORKLOADS[w] for w in (only or load.WORKLOADS)]
     place = targets.placement(not args.no_pin)
+    # Before the generator is named: on a fresh machine this installs wrk (and nginx) first.
+    if "nginx" in names or not load.have_wrk():
+        nginx.ensure_nginx(install=not args.no_install)
     generator = "wrk " + subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1] \
         if load.have_wrk() else "python closed loop (wrk not found: apt-get install wrk)"
     started = time.time()

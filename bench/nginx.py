@@ -63,25 +63,29 @@ def find_nginx() -> str | None:
 
 
 def ensure_nginx(*, install: bool = True, timeout: float = 300.0) -> tuple[str | None, str]:
-    """(path, note). Installs the Debian package when missing and we are root; otherwise (None, why)."""
+    """(path, note). Installs the Debian packages the bench uses (nginx, wrk) when missing and we are
+    root; otherwise (None, why)."""
     path = find_nginx()
-    if path:
+    if path and shutil.which("wrk"):
         return path, ""
     if not install:
-        return None, "nginx not found (install the Debian package: apt-get install -y nginx)"
+        return path, "" if path else "nginx not found (install the Debian package: apt-get install -y nginx)"
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None, ("nginx not found and not root (or no apt-get): skipping nginx; "
-                      "run `apt-get install -y nginx`")
-    print("bench: nginx missing; running apt-get install -y nginx wrk", flush=True)
+        return path, "" if path else ("nginx not found and not root (or no apt-get): skipping nginx; "
+                                      "run `apt-get install -y nginx`")
+    missing = [name for name, found in (("nginx", path), ("wrk", shutil.which("wrk"))) if not found]
+    print(f"bench: {' and '.join(missing)} missing; running apt-get install -y {' '.join(missing)}", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install_cmd = ["apt-get", "install", "-y", "-q", "nginx", "wrk"]
+    install_cmd = ["apt-get", "install", "-y", "-q", *missing]
     try:
         if subprocess.run(install_cmd, env=env, timeout=timeout, capture_output=True).returncode != 0:
             # Package lists may be empty on a fresh image: refresh once, then retry.
             subprocess.run(["apt-get", "update", "-q"], env=env, timeout=timeout, capture_output=True)
             subprocess.run(install_cmd, check=True, env=env, timeout=timeout, capture_output=True)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        return None, f"apt-get install nginx failed ({exc}); skipping nginx"
+        return path, "" if path else f"apt-get install nginx failed ({exc}); skipping nginx"
+    if path:
+        return path, ""
     path = find_nginx()
     return (path, "installed with apt-get") if path else (None, "nginx still missing after apt-get; skipping")
 
