@@ -59,6 +59,15 @@ async def _assistant(client: AsyncOpenAI, result: WorkloadResult, model: str, he
     return result.assistants[key]
 
 
+_TENANTS = ("acme", "globex", "initech")
+
+
+def _tags(scenario: str) -> dict[str, str]:
+    """Run metadata: the simulator's scenario, and a tenant, as apps tag runs for cost reports
+    (`runtap report cost --by metadata.tenant`)."""
+    return {"sim_scenario": scenario, "tenant": _TENANTS[len(scenario) % len(_TENANTS)]}
+
+
 async def _thread(client: AsyncOpenAI, headers: dict[str, str], text: str) -> Any:
     return await client.beta.threads.create(messages=[{"role": "user", "content": text}],
                                             extra_headers=headers)
@@ -70,7 +79,7 @@ async def polled_run(client: AsyncOpenAI, result: WorkloadResult, *, model: str,
     a = await _assistant(client, result, model, headers, f"{scenario}-bot", tools or [])
     t = await _thread(client, headers, f"Please do the {scenario} thing for me.")
     run = await client.beta.threads.runs.create_and_poll(
-        thread_id=t.id, assistant_id=a.id, metadata={"sim_scenario": scenario}, extra_headers=headers,
+        thread_id=t.id, assistant_id=a.id, metadata=_tags(scenario), extra_headers=headers,
         poll_interval_ms=20, **run_kwargs)
     result.calls += 3
     if run.status == "requires_action" and run.required_action is not None:
@@ -93,7 +102,7 @@ async def streamed_run(client: AsyncOpenAI, result: WorkloadResult, *, model: st
     a = await _assistant(client, result, model, headers, f"{scenario}-streamer", tools or [])
     t = await _thread(client, headers, f"Stream the {scenario} thing.")
     async with client.beta.threads.runs.stream(
-            thread_id=t.id, assistant_id=a.id, metadata={"sim_scenario": scenario}, extra_headers=headers,
+            thread_id=t.id, assistant_id=a.id, metadata=_tags(scenario), extra_headers=headers,
             **run_kwargs) as stream:
         await stream.until_done()
         run = await stream.get_final_run()
@@ -143,7 +152,7 @@ async def raw_streamed_run(client: AsyncOpenAI, result: WorkloadResult, *, model
     a = await _assistant(client, result, model, headers, "raw-streamer", [])
     t = await _thread(client, headers, "stream raw")
     stream = await client.beta.threads.runs.create(thread_id=t.id, assistant_id=a.id, stream=True,
-                                                   metadata={"sim_scenario": scenario}, extra_headers=headers)
+                                                   metadata=_tags(scenario), extra_headers=headers)
     final = None
     async for event in stream:
         if event.event.startswith("thread.run.") and not event.event.startswith("thread.run.step"):
@@ -159,7 +168,7 @@ async def cancelled_run(client: AsyncOpenAI, result: WorkloadResult, *, model: s
     a = await _assistant(client, result, model, headers, "slow-bot", [])
     t = await _thread(client, headers, "take your time")
     run = await client.beta.threads.runs.create(thread_id=t.id, assistant_id=a.id,
-                                                metadata={"sim_scenario": "slow"}, extra_headers=headers)
+                                                metadata=_tags("slow"), extra_headers=headers)
     await client.beta.threads.runs.cancel(run_id=run.id, thread_id=t.id, extra_headers=headers)
     run = await client.beta.threads.runs.poll(run.id, thread_id=t.id, extra_headers=headers,
                                               poll_interval_ms=20)
@@ -177,7 +186,7 @@ async def browse(client: AsyncOpenAI, result: WorkloadResult, run: Any, headers:
         await client.beta.threads.runs.steps.retrieve(step_id=step.id, run_id=run.id,
                                                       thread_id=run.thread_id, extra_headers=headers)
     await client.beta.threads.runs.update(run_id=run.id, thread_id=run.thread_id,
-                                          metadata={"sim_scenario": "complete", "reviewed": "yes"},
+                                          metadata={**(run.metadata or {}), "reviewed": "yes"},
                                           extra_headers=headers)
     result.calls += 4
 

@@ -111,6 +111,7 @@ DuckDB file : {settings.db}   (tables runs, run_steps, run_events, requests)
 admin       : {running.admin_url}/metrics  {running.admin_url}/healthz  {running.admin_url}/readyz
 proxy       : {running.proxy_url}/v1  (OpenAI(base_url=...) points here)
 reports     : runtap report cost --url {running.admin_url}   (while this runs; --db {settings.db} after)
+by tenant   : runtap report cost --by metadata.tenant --db {settings.db}   (the demo tags runs with a tenant)
 html        : runtap report --html runtap-report.html --db {settings.db}   (after this process exits)""",
               flush=True)
         if not args.once:
