@@ -45,6 +45,7 @@ _REOPEN_AFTER: Final = 3
 # Replaying a spool that keeps failing re-reads it every time: back off up to this long.
 _MAX_REPLAY_BACKOFF_S: Final = 300.0
 _MAX_LOGGED: Final = 256
+_DROP_LOG_S: Final = 10.0
 
 OnEffects = Callable[[list[Any]], None]
 OnHealth = Callable[[str, str, int], None]
@@ -137,6 +138,8 @@ class CaptureWriter:
         self._failures = 0
         self._open_failed = False
         self._reported_skips: Counter[str] = Counter()
+        self._drops_unlogged: dict[str, int] = {}  # by the submitting thread, as "dropped" is
+        self._drop_logged_at: dict[str, float] = {}
         self._logged: set[str] = set()
         # Keys never added later, so readers on other threads can iterate safely. Each key has one
         # writing thread: "submitted"/"dropped" the submitter, the rest the writer thread.
@@ -241,6 +244,15 @@ class CaptureWriter:
     def _dropped(self, reason: str) -> None:
         self.stats["dropped"] += 1
         self._health("dropped", reason, 1)
+        # Logged at the first drop and then at most every _DROP_LOG_S with the count since, so an
+        # overload shows in the log without a line per request.
+        pending = self._drops_unlogged[reason] = self._drops_unlogged.get(reason, 0) + 1
+        now = time.monotonic()
+        if now >= self._drop_logged_at.get(reason, 0.0) + _DROP_LOG_S:
+            self._drop_logged_at[reason] = now
+            self._drops_unlogged[reason] = 0
+            log.warning("capture dropped %d snapshot item(s): %s (runtap_capture_dropped_total counts them all)",
+                        pending, reason)
 
     def _health(self, what: str, label: str, n: int) -> None:
         if self._on_health is None:

@@ -72,6 +72,9 @@ async def test_every_runs_operation_is_relayed_byte_for_byte_and_captured(
     assert len(got) >= 30
     for rid, digest in got.items():
         assert sent.get(rid) == digest, f"body of {rid} differs between upstream and client"
+    # The SDK asks for gzip and the simulator compresses bodies of 256 bytes or more: compressed
+    # bodies are among those compared, still compressed on both sides.
+    assert "gzip" in {witnessed["recorder"].encodings[rid] for rid in got}
     statuses = witnessed["transport"].statuses
     assert 404 in statuses.values() and 429 in statuses.values()
 
@@ -98,7 +101,8 @@ async def test_every_runs_operation_is_relayed_byte_for_byte_and_captured(
 
 async def test_gzip_bodies_pass_through_compressed(witnessed: dict[str, Any]) -> None:
     running = witnessed["running"]
-    async with httpx.AsyncClient() as raw:
+    transport, recorder = witnessed["transport"], witnessed["recorder"]
+    async with httpx.AsyncClient(transport=transport) as raw:
         r = await raw.post(running.proxy_url + "/v1/assistants",
                            json={"model": "gpt-4o", "instructions": "be brief. " * 60},
                            headers={"Authorization": f"Bearer {API_KEY}", "Accept-Encoding": "gzip"})
@@ -108,6 +112,11 @@ async def test_gzip_bodies_pass_through_compressed(witnessed: dict[str, Any]) ->
                               headers={"Authorization": f"Bearer {API_KEY}", "Accept-Encoding": "identity"})
         assert "content-encoding" not in plain.headers
         assert plain.json()["id"] == r.json()["id"]
+    # The compressed bytes the client received are the ones the upstream sent (not re-compressed).
+    for resp, encoding in ((r, "gzip"), (plain, "identity")):
+        rid = resp.headers["x-request-id"]
+        assert recorder.encodings[rid] == encoding
+        assert transport.digests[rid] == recorder.digests[rid]
 
 
 async def test_unreachable_upstream_gives_openai_shaped_502(tmp_path: Path) -> None:

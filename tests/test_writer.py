@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -130,13 +131,17 @@ def test_a_batch_triggers_no_cyclic_collection_in_the_writer(db: Path) -> None:
     assert collected_by.count("runtap-capture-writer") <= 1
 
 
-def test_full_queue_refuses_and_counts(db: Path) -> None:
+def test_full_queue_refuses_counts_and_logs(db: Path, caplog: pytest.LogCaptureFixture) -> None:
     health = Health()
     writer = CaptureWriter(db_path=str(db), queue_size=2, on_health=health)
     items = retrieved(2)  # four items: two fit
-    assert [writer.submit(item) for item in items] == [True, True, False, False]
+    with caplog.at_level(logging.WARNING, logger="runtap.writer"):
+        assert [writer.submit(item) for item in items] == [True, True, False, False]
     assert writer.depth() == 2 and writer.stats["dropped"] == 2
     assert health.total("dropped", "queue_full") == 2
+    # The first drop is logged at once; the second waits for the next log interval (no line per drop).
+    assert [r.getMessage() for r in caplog.records] == [
+        "capture dropped 1 snapshot item(s): queue_full (runtap_capture_dropped_total counts them all)"]
     writer.start()
     writer.stop()
     assert count(db, "runs") == 1 and count(db, "requests") == 1

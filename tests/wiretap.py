@@ -19,9 +19,10 @@ import httpx2 as httpx
 class _ResponseParser:
     """Minimal HTTP/1.1 response-stream parser: Content-Length and chunked bodies, keep-alive."""
 
-    def __init__(self, sink: dict[str, str]) -> None:
+    def __init__(self, sink: dict[str, str], encodings: dict[str, str]) -> None:
         self.buf = bytearray()
         self.sink = sink
+        self.encodings = encodings
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -63,6 +64,7 @@ class _ResponseParser:
         rid = headers.get("x-request-id")
         if rid:
             self.sink[rid] = hashlib.sha256(body).hexdigest()
+            self.encodings[rid] = headers.get("content-encoding", "identity")
         del self.buf[:pos]
         return True
 
@@ -71,6 +73,7 @@ class UpstreamRecorder:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.digests: dict[str, str] = {}
+        self.encodings: dict[str, str] = {}  # x-request-id -> Content-Encoding the upstream sent
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -94,7 +97,7 @@ class UpstreamRecorder:
     async def _conn(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         ureader, uwriter = await asyncio.open_connection(*self.target)
         up = asyncio.create_task(self._pipe(creader, uwriter, None))
-        down = asyncio.create_task(self._pipe(ureader, cwriter, _ResponseParser(self.digests)))
+        down = asyncio.create_task(self._pipe(ureader, cwriter, _ResponseParser(self.digests, self.encodings)))
         self._tasks |= {up, down}
         await asyncio.gather(up, down)
         self._tasks -= {up, down}

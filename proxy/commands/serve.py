@@ -25,6 +25,12 @@ Forward every request to --upstream unchanged and capture Runs API traffic.
 
 SIGTERM/SIGINT stop accepting, let in-flight requests and streams finish (--grace-period), flush the
 capture queue and close the DuckDB file.
+
+Traces (OpenTelemetry) are configured by the standard OTEL_* variables, not by flags: on with
+OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), OTLP over HTTP/protobuf;
+off without an endpoint, with OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true. Also read:
+OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_EXPORTER_OTLP_HEADERS,
+OTEL_BSP_* (see the README's "Traces" section).
 """
 
 
