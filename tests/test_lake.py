@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -123,11 +124,8 @@ def test_three_sidecars_one_lake_totals_are_the_sum(tmp_path: Path) -> None:
     assert (runs, tokens) == (sum(p[0] for p in parts), sum(p[1] for p in parts))
     # each report row is rounded to the micro-dollar; thousands of rows leave well under a cent
     assert usd == pytest.approx(sum(p[2] for p in parts), abs=1e-3)
-    # the README one-liner: plain DuckDB, no runtap, latest version of each run
-    one_liner = (f"SELECT model, count(*) AS runs, sum(total_tokens) AS tokens FROM (FROM read_parquet("
-                 f"'{lake}/table=runs/*/*/*.parquet', hive_partitioning = true) QUALIFY row_number() OVER "
-                 "(PARTITION BY id ORDER BY last_seen_at DESC, _exported_at DESC) = 1) GROUP BY model")
-    assert duckdb.sql(f"SELECT sum(runs), sum(tokens) FROM ({one_liner})").fetchone() == (runs, tokens)
+    # the README's plain-DuckDB query, as printed there: no runtap, one version of each run
+    assert duckdb.sql(f"SELECT sum(runs), sum(tokens) FROM ({readme_lake_query(lake)})").fetchone() == (runs, tokens)
     instances = duckdb.sql(f"SELECT DISTINCT instance FROM read_parquet('{lake}/**/*.parquet', "
                            "hive_partitioning=true) ORDER BY 1").fetchall()
     assert instances == [("sidecar-0",), ("sidecar-1",), ("sidecar-2",)]
@@ -237,3 +235,30 @@ def test_s3_export_and_lake(tmp_path: Path, s3_endpoint: str, monkeypatch: pytes
     assert totals(remote)[:2] == (1_000, sum(totals(db_report(db))[1] for db in dbs))
     assert main(["report", "cost", "--lake", "s3://runtap-lake/fleet/**/*.parquet", "--format", "csv"]) == 0
     assert os.environ["AWS_ENDPOINT_URL"] == s3_endpoint
+
+
+def readme_lake_query(lake: Path) -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"The same query without runtap, in DuckDB.*?```sql\n(.*?)```", readme, re.S)
+    assert block is not None, "README lost its plain-DuckDB lake query"
+    return block[1].strip().rstrip(";").replace("/mnt/lake", str(lake))
+
+
+def test_the_readme_lake_query_takes_the_finished_version_like_runtap(tmp_path: Path) -> None:
+    """A run exported completed, then seen again by a late poll as in_progress (a later last_seen_at):
+    runtap's reader and the README's query both keep the finished version."""
+    lake = tmp_path / "lake"
+    db = str(tmp_path / "s.duckdb")
+    create_db(db)
+    conn = duckdb.connect(db)
+    insert_runs(conn, [RunSpec("run_1", "gpt-4o", "2024-11-01T10:00:00Z", 1_000, 500)])
+    conn.close()
+    export(db, str(lake), instance="a")
+    conn = duckdb.connect(db)
+    conn.execute("""UPDATE runs SET status = 'in_progress', total_tokens = NULL,
+                    last_seen_at = TIMESTAMPTZ '2024-11-02 10:00:00+00' WHERE id = 'run_1'""")
+    conn.close()
+    export(db, str(lake), instance="b")
+    status = {r["status"]: r["runs"] for r in lake_report(f"{lake}/**/*.parquet", "status").records()}
+    assert status == {"completed": 1}
+    assert duckdb.sql(readme_lake_query(lake)).fetchall() == [("gpt-4o", 1, 1_500)]
