@@ -118,6 +118,10 @@ class UsageKnown:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int
+    # The run's caps, from its stored row: the budget ratio needs them even when the usage comes
+    # after a restart of the proxy (the row, not process memory, is what survives).
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -409,6 +413,8 @@ def merge_run(
                         row["prompt_tokens"],
                         row["completion_tokens"],
                         row["total_tokens"],
+                        row["max_prompt_tokens"],
+                        row["max_completion_tokens"],
                     )
                 )
     return row

@@ -43,9 +43,6 @@ NONE: Final = "none"  # from_status of a run's first sighting; tool of a message
 
 _STEP_END = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at",
              "expired": "expired_at"}
-# Runs whose usage arrives after they finished: their caps, until UsageKnown comes. Bounded because
-# usage may never arrive (a cancelled run has none).
-_MAX_PENDING_CAPS: Final = 10_000
 
 
 class LabelValues:
@@ -148,7 +145,6 @@ class RunMetrics:
         self._statuses = LabelValues(32)
         self._codes = LabelValues(64)
         self._kinds = LabelValues(64)
-        self._pending_caps: dict[str, tuple[Any, Any]] = {}
 
     def on_effects(self, effects: list[Any]) -> None:
         for e in effects:
@@ -185,21 +181,14 @@ class RunMetrics:
             self.incomplete.labels(model, self._codes(row.get("incomplete_reason")), *who).inc()
         elif status == "failed":
             self.errors.labels(model, self._codes(row.get("last_error_code")), *who).inc()
-        caps = (row.get("max_prompt_tokens"), row.get("max_completion_tokens"))
         if row.get("total_tokens") is not None:
-            self._tokens(model, who, row.get("prompt_tokens"), row.get("completion_tokens"), caps)
-        elif caps != (None, None):
-            pending = self._pending_caps
-            if len(pending) >= _MAX_PENDING_CAPS:
-                del pending[next(iter(pending))]
-            pending[row["id"]] = caps
+            self._tokens(model, who, row.get("prompt_tokens"), row.get("completion_tokens"),
+                         (row.get("max_prompt_tokens"), row.get("max_completion_tokens")))
+        # else: the usage comes later as UsageKnown, which carries the caps itself
 
     def _usage_known(self, e: UsageKnown) -> None:
-        caps = self._pending_caps.pop(e.run_id, None)
-        if caps is None:
-            caps = (getattr(e, "max_prompt_tokens", None), getattr(e, "max_completion_tokens", None))
         self._tokens(self._models(e.model), self._assistant(e.assistant_id), e.prompt_tokens,
-                     e.completion_tokens, caps)
+                     e.completion_tokens, (e.max_prompt_tokens, e.max_completion_tokens))
 
     def _tokens(self, model: str, who: list[str], prompt: Any, completion: Any,
                 caps: tuple[Any, Any]) -> None:

@@ -217,7 +217,8 @@ def test_usage_arriving_after_the_terminal_snapshot_is_emitted_once() -> None:
     )
     finished = [e for e in effects if isinstance(e, RunFinished)]
     assert finished[0].row["total_tokens"] is None
-    assert [e for e in effects if isinstance(e, UsageKnown)] == [UsageKnown("run_1", "gpt-4o", "asst_1", 812, 97, 909)]
+    assert [e for e in effects if isinstance(e, UsageKnown)] == [
+        UsageKnown("run_1", "gpt-4o", "asst_1", 812, 97, 909, max_prompt_tokens=4000)]
     assert tokens_counted(effects) == 909
     assert row["usage_counted"] is True
 

@@ -13,11 +13,13 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from analytics.merge import Effect, RunFinished, StepFinished, Transition, UsageKnown
 from analytics.spool import Spool
 from analytics.store import SCHEMA_VERSION, Store, StoreError
 from proxy.records import RequestRecord, Snapshot
+from proxy.run_metrics import RunMetrics
 from tests.test_merge import FINAL, T0, USAGE, lifecycle, run_obj, snap, step_obj, tokens_counted
 
 RUN_COLS = (
@@ -185,15 +187,24 @@ def test_stored_structures_survive_a_later_merge_that_did_not_read_them(tmp_path
         store.close()
 
 
-def test_usage_after_restart_is_counted_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache_rows", [50_000, 0], ids=["cached", "from-db"])
+def test_usage_after_restart_is_counted_once_with_the_runs_caps(tmp_path: Path, cache_rows: int) -> None:
     path = str(tmp_path / "capture.duckdb")
     store = Store(path)
-    first = store.apply([snap(run_obj("completed"), T0 + 9)], [])
-    store = reopen(path, store, 50_000)
-    later = store.apply([snap(run_obj("completed", usage=USAGE), T0 + 9.5)] * 2, [])
+    caps = {"max_prompt_tokens": 1_000, "max_completion_tokens": 100}
+    first = store.apply([snap(run_obj("completed", **caps), T0 + 9)], [])
+    store = reopen(path, store, cache_rows)
+    later = store.apply([snap(run_obj("completed", usage=USAGE, **caps), T0 + 9.5)] * 2, [])
     store.close()
     assert [type(e) for e in first] == [Transition, RunFinished]
-    assert later == [UsageKnown("run_1", "gpt-4o", "asst_1", 812, 97, 909)]
+    assert later == [UsageKnown("run_1", "gpt-4o", "asst_1", 812, 97, 909, 1_000, 100)]
+    # A fresh process's metrics (nothing in memory about the run) still see its budget use.
+    registry = CollectorRegistry()
+    RunMetrics(registry).on_effects(later)
+    for kind, ratio in (("prompt", 0.812), ("completion", 0.97)):
+        labels = {"model": "gpt-4o", "type": kind}
+        assert registry.get_sample_value("runtap_token_budget_ratio_count", labels) == 1
+        assert registry.get_sample_value("runtap_token_budget_ratio_sum", labels) == pytest.approx(ratio)
 
 
 def test_replay_writes_everything_but_returns_no_effects(store: Store) -> None:
