@@ -54,7 +54,7 @@ def create_admin_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    if runtime.writer is not None:
+    if runtime.writer is not None and runtime.settings.admin_reports:
         try:
             prices = load_price_book(runtime.settings.prices or None)
         except (OSError, ValueError) as exc:

@@ -159,6 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
             "content). Off by default.", parse_bool, flag_only_bool=True),
     Setting("metrics_label_assistant", "false", "Add assistant_id as a metric label (raises series "
             "cardinality with the number of assistants).", parse_bool, flag_only_bool=True),
+    Setting("admin_reports", "true", "Serve the named SQL reports at /reports/NAME on the admin listener "
+            "(aggregates by model, assistant, thread and key fingerprint; each request is a query on the "
+            "sidecar's CPU). false: only /healthz, /readyz and /metrics.", parse_bool),
     Setting("key_salt", "runtap", "Salt for key fingerprints (sha256(salt+key), first 12 hex). Set one "
             "secret value per fleet so fingerprints group spend across sidecars."),
     Setting("instance", "", "Instance id written with exports (default: the host name)."),
@@ -196,6 +199,7 @@ class Settings:
     queue_size: int = 100_000
     store_prompts: bool = False
     metrics_label_assistant: bool = False
+    admin_reports: bool = True
     key_salt: str = "runtap"
     instance: str = ""
     prices: str = ""

@@ -19,6 +19,7 @@ import duckdb
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
 
 from analytics.formats import FORMATS, render
 from analytics.prices import load_price_book
@@ -35,7 +36,10 @@ from analytics.reports import (
 from analytics.store import Store
 from analytics.synth import GENERATED_MODELS, TERMINAL, RunSpec, create_db, generate, insert_runs
 from proxy.__main__ import main
+from proxy.admin import create_admin_app
 from proxy.admin_reports import add_report_routes
+from proxy.app import build_runtime
+from proxy.config import settings_for
 from proxy.sim import SimConfig, start_sim
 from proxy.workload import run_workload
 
@@ -268,6 +272,16 @@ async def test_admin_serves_named_reports_not_sql(tmp_path: Path, aiohttp_client
         assert views == []
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_admin_reports_can_be_turned_off(tmp_path: Path, aiohttp_client: Any, enabled: bool) -> None:
+    runtime = build_runtime(settings_for(db=str(tmp_path / "r.duckdb"), admin_reports=enabled),
+                            registry=CollectorRegistry())
+    client = await aiohttp_client(create_admin_app(runtime))
+    assert (await client.get("/reports")).status == (200 if enabled else 404)
+    assert (await client.get("/reports/cost")).status in ((200, 503) if enabled else (404,))
+    assert (await client.get("/metrics")).status == 200
 
 
 def test_params_round_trip_as_query() -> None:
