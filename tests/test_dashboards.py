@@ -214,17 +214,19 @@ def test_cost_dashboard_is_labelled_an_estimate_and_prices_the_workload_models()
         assert {(model, "prompt"), (model, "completion")} <= priced, f"no price for {model}"
 
 
-def test_layout_picture_in_docs_is_rendered_from_the_current_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["runs-overview", "cost"])
+def test_layout_picture_in_docs_is_rendered_from_the_current_json(tmp_path: Path, name: str) -> None:
     out = tmp_path / "layout.svg"
     subprocess.run([sys.executable, str(DASHBOARDS / "render_layout.py"),
-                    str(DASHBOARDS / "runs-overview.json"), "-o", str(out)], check=True, cwd=ROOT)
-    committed = ROOT / "docs" / "dashboard-runs-overview.svg"
+                    str(DASHBOARDS / f"{name}.json"), "-o", str(out)], check=True, cwd=ROOT)
+    committed = ROOT / "docs" / f"dashboard-{name}.svg"
     assert committed.read_text() == out.read_text(), (
-        "docs/dashboard-runs-overview.svg is stale: python dashboards/render_layout.py "
-        "dashboards/runs-overview.json -o docs/dashboard-runs-overview.svg")
+        f"docs/dashboard-{name}.svg is stale: python dashboards/render_layout.py "
+        f"dashboards/{name}.json -o docs/dashboard-{name}.svg")
     svg = out.read_text()
-    for panel in iter_panels(load("runs-overview.json")["panels"]):
+    for panel in iter_panels(load(f"{name}.json")["panels"]):
         assert _xml_escape(panel["title"]) in svg
+    assert f"docs/dashboard-{name}.svg" in (ROOT / "README.md").read_text()
 
 
 def _xml_escape(s: str) -> str:
