@@ -399,3 +399,24 @@ async def test_the_run_span_links_to_the_request_that_created_it(traced: Traced)
                   if s.kind == SpanKind.SERVER and attrs(s)["openai.operation"] == "runs.create")
     links = [(lk.context.trace_id, lk.context.span_id) for lk in _run_span(spans, run.id).links]
     assert (create.context.trace_id, create.context.span_id) in links
+
+
+async def test_cancelled_and_incomplete_runs_end_their_spans_without_an_error_status(traced: Traced) -> None:
+    sdk = w.client_for(traced.running.proxy_url + "/v1")
+    result = w.WorkloadResult()
+    cancelled = await w.cancelled_run(sdk, result, model="gpt-4o", headers=V2)
+    incomplete = await w.polled_run(sdk, result, model="gpt-4o-mini", scenario="incomplete", headers=V2,
+                                    max_completion_tokens=256)
+    await sdk.close()
+    traced.flush()
+    spans = traced.spans()
+    assert (cancelled.status, incomplete.status) == ("cancelled", "incomplete")
+    # The API's own end fields: cancelled_at; an incomplete run stops at completed_at.
+    for run, end in ((cancelled, cancelled.cancelled_at), (incomplete, incomplete.completed_at)):
+        span = _run_span(spans, run.id)
+        assert attrs(span)["openai.run.status"] == run.status
+        assert span.status.status_code == StatusCode.UNSET  # stopped on purpose or by a cap: not a failure
+        assert "error.type" not in attrs(span)
+        assert span.end_time is not None and end * 10**9 <= span.end_time < (end + 1) * 10**9
+        assert _transitions(span)[-1][1] == run.status
+    assert attrs(_run_span(spans, incomplete.id))["gen_ai.request.max_output_tokens"] == 256
