@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -52,6 +52,8 @@ _MAX_REQUEST_CONTEXTS: Final = 10_000
 # Errors the forwarder reports after the upstream answered (the client span has a status code).
 _AFTER_RESPONSE: Final = ("upstream_", "client_disconnected")
 _UNSET: Final = Status(StatusCode.UNSET)
+_EXPORT_BATCH: Final = 2048
+_QUEUE_SIZE: Final = 8192
 
 
 def provider_from_env() -> TracerProvider | None:
@@ -95,8 +97,30 @@ def provider_from_env() -> TracerProvider | None:
         pass
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
     for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        queue, batch = _batch_defaults(env)
+        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch))
     return provider
+
+
+def _batch_defaults(env: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """(queue size, export batch size) where OTEL_BSP_* leave them to runtap; None: the SDK's reading.
+
+    A sidecar emits two spans per request; at the SDK's 512 per batch the exporter thread POSTs
+    several times a second under load. Batches of 2,048 (a queue of 8,192) measured 6 interleaved
+    pairs of create c=50: mean 24 us (~6%) less CPU per request; a batch stays far under the
+    exporter's 64 MiB request bound.
+    """
+    queue = env.get("OTEL_BSP_MAX_QUEUE_SIZE")
+    if env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") is not None:
+        batch = None
+    elif queue is None:
+        batch = _EXPORT_BATCH
+    else:
+        try:
+            batch = max(1, min(_EXPORT_BATCH, int(queue)))  # the SDK refuses a batch above the queue
+        except ValueError:
+            batch = None  # the SDK reports the bad value itself
+    return (_QUEUE_SIZE if queue is None else None), batch
 
 
 class _RequestSpan:

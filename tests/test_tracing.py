@@ -378,6 +378,30 @@ def test_tracing_is_off_without_an_endpoint_or_when_disabled(env: dict[str, str]
     assert not Tracing(None).enabled
 
 
+@pytest.mark.parametrize("env,expected", [
+    ({}, (8192, 2048)),
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "1000"}, (1000, 1000)),
+    ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}, (8192, 100)),
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "4096", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64"}, (4096, 64)),
+], ids=["runtap-defaults", "queue-set", "batch-set", "both-set"])
+def test_span_export_batches_default_larger_unless_otel_bsp_says(env: dict[str, str], expected: tuple[int, int],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_BSP_MAX_QUEUE_SIZE",
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    provider = provider_from_env()
+    assert provider is not None
+    try:
+        (processor,) = provider._active_span_processor._span_processors  # noqa: SLF001 - pinned SDK
+        batch = processor._batch_processor  # type: ignore[attr-defined]  # noqa: SLF001
+        assert (batch._max_queue_size, batch._max_export_batch_size) == expected  # noqa: SLF001
+    finally:
+        provider.shutdown()
+
+
 @pytest.mark.parametrize("var,value", [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
                                        ("OTEL_TRACES_EXPORTER", "zipkin")])
 def test_unsupported_otel_settings_fail_fast_naming_the_variable(var: str, value: str,
