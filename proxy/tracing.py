@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -176,6 +176,7 @@ class Tracing:
         self._lock = threading.Lock()
         self._contexts: dict[str, SpanContext] = {}
         self._max_value: int | None = None
+        self._default_sampler = False
         up = urlsplit(upstream)
         self._upstream = upstream
         self._upstream_host = up.hostname or ""
@@ -185,6 +186,9 @@ class Tracing:
             if not isinstance(tracer, SdkTracer):
                 raise TypeError("runtap needs an opentelemetry-sdk TracerProvider")
             self._tracer = tracer
+            sampler = tracer.sampler
+            self._default_sampler = (type(sampler) is sampling.ParentBased
+                                     and sampler._root is sampling.ALWAYS_ON)  # noqa: SLF001 - pinned SDK
             self._runs = RunSpans(tracer_provider)
             limit = tracer._span_limits.max_span_attribute_length  # noqa: SLF001 - pinned SDK
             self._max_value = limit if limit is not None and limit >= 0 else None
@@ -249,17 +253,22 @@ class Tracing:
         else:
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
-        # The configured sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
-        decision = tracer.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attrs, links)
-        sampled = decision.decision.is_sampled()
+        if parent is None and self._default_sampler:
+            # The SDK's default (parent-based, always-on root) samples and records every trace that
+            # starts here, with no attributes or trace state of its own: its answer is known.
+            sampled, recording, state = True, True, None
+        else:
+            # The configured sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
+            decision = tracer.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attrs, links)
+            sampled, recording, state = (decision.decision.is_sampled(), decision.decision.is_recording(),
+                                         decision.trace_state)
+            if decision.attributes:
+                attrs.update(decision.attributes)
         flags = (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (
             TraceFlags.RANDOM_TRACE_ID if random_id else 0)
-        if decision.attributes:
-            attrs.update(decision.attributes)
         context = SpanContext(trace_id, generator.generate_span_id(), is_remote=False,
-                              trace_flags=TraceFlags(flags), trace_state=decision.trace_state)
-        return _RequestSpan(context, parent, sampled and decision.decision.is_recording(), name, attrs, links,
-                            exchange, runs_call)
+                              trace_flags=TraceFlags(flags), trace_state=state)
+        return _RequestSpan(context, parent, sampled and recording, name, attrs, links, exchange, runs_call)
 
     def inject(self, span: _RequestSpan | None, headers: CIMultiDict[str]) -> None:
         """Start the client span of the upstream call and put its traceparent in the upstream headers.
