@@ -96,8 +96,8 @@ def provider_from_env() -> TracerProvider | None:
     except importlib.metadata.PackageNotFoundError:
         pass
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
+    queue, batch = _batch_defaults(env)
     for exporter in exporters:
-        queue, batch = _batch_defaults(env)
         provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch))
     return provider
 
