@@ -255,6 +255,11 @@ class Bench:
             lag = targets.lag_summary(lag0, lag1)
             if lag is not None:
                 cell.loop_lag_probes, cell.loop_lag_p99_ms, cell.loop_lag_max_ms, cell.loop_lag_over_10ms = lag
+            # lag1 is scraped after the queue drained, so the delta holds the cell's requests (but for a
+            # batch still committing, which the next runtap cell counts)
+            captured = targets.lag_summary(lag0, lag1, "runtap_capture_lag_seconds")
+            if captured is not None:
+                cell.capture_lag_p99_ms = captured[1]
         if name == "runtap":
             self.runtap_requests += res.requests
         cell.load = res.to_json()

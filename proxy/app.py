@@ -61,7 +61,7 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
         queue_size=settings.queue_size, store_prompts=settings.store_prompts,
         db_memory_limit=settings.db_memory_limit,
         flush_interval_s=CAPTURE_FLUSH_INTERVAL_S, on_effects=on_effects, on_health=metrics.on_health,
-        on_sse_events=metrics.on_sse_events,
+        on_sse_events=metrics.on_sse_events, on_capture_lag=metrics.on_capture_lag,
     ) if capture else None
     forwarder = Forwarder(settings, metrics=metrics, writer=writer, tracing=tracing)
     return Runtime(settings, metrics, tracing, writer, forwarder)

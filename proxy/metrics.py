@@ -8,7 +8,7 @@ a LabelValues cap (see run_metrics.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -25,6 +25,10 @@ OVERHEAD_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 
 # Event-loop lag: healthy is well under a millisecond; the issue's bar is 10 ms; GC pauses and
 # saturation reach tens to hundreds of ms, so the buckets resolve the 1-10 ms range and then coarsen.
 LAG_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+# Capture lag (request done -> its row committed): batches close every 0.5 s, so healthy is under a
+# second; a backlog or a reopening store shows as seconds to minutes.
+CAPTURE_LAG_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
 
 _DECODE: Final = "decode:"
 
@@ -75,6 +79,10 @@ class Metrics:
         self.capture_store_open = Gauge(
             "runtap_capture_store_open", "1 while the capture writer holds the DuckDB store open.",
             registry=r)
+        self.capture_lag = Histogram(
+            "runtap_capture_lag_seconds", "From a proxied request's last byte to the commit that made its rows "
+            "(its requests row, and the runs and steps it showed) visible in DuckDB; spooled ones are not observed.",
+            buckets=CAPTURE_LAG_BUCKETS, registry=r)
         self.loop_lag = Histogram(
             "runtap_event_loop_lag_seconds", "How late a 100 ms timer on the proxy's event loop fires: the "
             "delay any proxied byte would have had at that moment.", buckets=LAG_BUCKETS, registry=r)
@@ -118,6 +126,11 @@ class Metrics:
 
     def on_effects(self, effects: list[Any]) -> None:
         self.runs.on_effects(effects)
+
+    def on_capture_lag(self, lags: Sequence[float]) -> None:
+        observe = self.capture_lag.observe
+        for lag in lags:
+            observe(max(lag, 0.0))
 
     def on_sse_events(self, counts: Mapping[str, int]) -> None:
         """Events decoded since the last call, by event name (the writer passes deltas)."""

@@ -98,6 +98,7 @@ class CaptureWriter:
                  max_event_bytes: int = 1 << 20, store_prompts: bool = False, db_memory_limit: str | None = None,
                  on_effects: OnEffects | None = None, on_health: OnHealth | None = None,
                  on_sse_events: Callable[[Mapping[str, int]], None] | None = None,
+                 on_capture_lag: Callable[[list[float]], None] | None = None,
                  store_factory: Callable[[], Store] | None = None) -> None:
         if queue_size < 1 or queue_max_bytes < 1 or batch_max < 1:
             raise ValueError("queue_size, queue_max_bytes and batch_max must be positive")
@@ -113,6 +114,7 @@ class CaptureWriter:
         self._on_effects = on_effects
         self._on_health = on_health
         self._on_sse_events = on_sse_events
+        self._on_capture_lag = on_capture_lag
         self._reported_events: Counter[str] = Counter()
         self._factory: Callable[[], Store] = store_factory or (
             lambda: Store(db_path, store_prompts=store_prompts, memory_limit=db_memory_limit))
@@ -396,6 +398,7 @@ class CaptureWriter:
             else:
                 self._failures = 0
                 self._written(snapshots, requests)
+                self._lag(requests)
                 self._emit(effects)
                 return
         self._to_spool(snapshots, requests)
@@ -406,6 +409,19 @@ class CaptureWriter:
                 self._on_effects(effects)
             except Exception as exc:
                 self._error("on_effects", exc, stack=True)
+
+    def _lag(self, requests: list[RequestRecord]) -> None:
+        """Each request's time from its last byte to the commit just made (wall clock: the records
+        carry their start as epoch seconds)."""
+        if self._on_capture_lag is None:
+            return
+        now = time.time()
+        lags = [now - r.started_at - r.duration_ms / 1000.0 for r in requests]
+        if lags:
+            try:
+                self._on_capture_lag(lags)
+            except Exception as exc:
+                self._error("on_capture_lag", exc)
 
     def _written(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
         runs = sum(1 for s in snapshots if s.kind == "run")

@@ -60,6 +60,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("runtap_capture_written_total", "counter", "table"),
         # added by runtap beyond the table
         ("runtap_event_loop_lag_seconds", "histogram", ""),
+        ("runtap_capture_lag_seconds", "histogram", ""),
     )
 }
 # Recording rules that dashboards/alerts.yml defines (the cost estimate's price table).

@@ -221,6 +221,12 @@ async def test_sdk_workload_metrics_equal_what_the_upstream_reported(stack: Stac
     assert m.get("runtap_capture_dropped_total") == 0
     assert m.get("runtap_capture_errors_total") == 0
     assert m.get("runtap_capture_store_open") == 1
+    # Every request's row became visible once: one lag observation each, none of them stale (a batch
+    # closes within 0.5 s, or at once when flushed).
+    requests = sum(client.seen.values())
+    assert m.get("runtap_capture_lag_seconds_count") == requests
+    assert m.get("runtap_capture_lag_seconds_bucket", le="30.0") == requests
+    assert m.get("runtap_capture_lag_seconds_sum") > 0
 
     # Nothing identifies a run, thread, step or assistant in any label.
     assert not [v for v in m.label_values() if v.startswith(IDS)]
