@@ -12,16 +12,17 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
+from analytics.merge import RunFinished, StepFinished, Transition
 from proxy import workload as w
 from proxy.app import build_runtime
 from proxy.config import ConfigError
-from proxy.run_spans import run_span_id, run_trace_id, step_span_id
+from proxy.run_spans import RunSpans, run_span_id, run_trace_id, step_span_id
 from proxy.serve import Running, start
 from proxy.sim import SimConfig, start_sim
 from proxy.tracing import Tracing, provider_from_env
@@ -444,3 +445,32 @@ async def test_cancelled_and_incomplete_runs_end_their_spans_without_an_error_st
         assert span.end_time is not None and end * 10**9 <= span.end_time < (end + 1) * 10**9
         assert _transitions(span)[-1][1] == run.status
     assert attrs(_run_span(spans, incomplete.id))["gen_ai.request.max_output_tokens"] == 256
+
+
+def test_run_spans_apply_the_sdks_span_limits() -> None:
+    """Run spans are built without the SDK's live spans, so its limits are applied by runtap: the
+    newest events kept and the rest counted, long string values cut, lists kept as tuples."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_events=5, max_span_attribute_length=8))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = RunSpans(provider)
+    statuses = ["queued", "in_progress", "requires_action"] * 3 + ["completed"]
+    moves = list(zip([None, *statuses[:-1]], statuses, strict=True))
+    effects: list[Any] = [Transition("run_lim", "gpt-4o", "asst_long_assistant_id", prev, to, 1_700_000_000 + i,
+                                     "stream") for i, (prev, to) in enumerate(moves)]
+    row = {"id": "run_lim", "status": "completed", "model": "gpt-4o", "assistant_id": "asst_long_assistant_id",
+           "created_at": 1_700_000_000, "completed_at": 1_700_000_020}
+    step = {"id": "step_lim", "run_id": "run_lim", "type": "tool_calls", "status": "completed",
+            "created_at": 1_700_000_001, "completed_at": 1_700_000_002, "tool_types": ["function"],
+            "tool_names": ["get_weather"]}
+    spans.on_effects([*effects, RunFinished(row), StepFinished(step)])
+    finished = exporter.get_finished_spans()
+    (run,) = [s for s in finished if s.kind == SpanKind.CLIENT]
+    (child,) = [s for s in finished if s.kind == SpanKind.INTERNAL]
+    assert run.name == "invoke_agent asst_long_assistant_id"  # names are not attributes: not cut
+    assert [e.attributes["openai.run.to_status"] for e in run.events] == statuses[-5:]
+    assert run.dropped_events == len(statuses) - 5
+    assert run.attributes["gen_ai.agent.id"] == "asst_lon"
+    assert child.attributes["openai.run.step.tool_types"] == ("function",)
+    assert child.attributes["gen_ai.tool.name"] == "get_weat"
+    assert child.parent is not None and child.parent.span_id == run_span_id("run_lim")
