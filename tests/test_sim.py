@@ -284,7 +284,11 @@ async def test_expire_scenario(client: openai.AsyncOpenAI) -> None:
     assistant = await _assistant(client, metadata={"sim_scenario": "expire"})
     thread = await _thread(client)
     run = await client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
-    assert run.status == "requires_action" and run.expires_at is not None
+    # The run waits on tool outputs until its (short) deadline; a poll delayed past it on a loaded
+    # machine sees it expired already, which is the outcome under test too.
+    assert run.status in ("requires_action", "expired")
+    if run.status == "requires_action":
+        assert run.expires_at is not None
     deadline = time.monotonic() + 5
     while run.status == "requires_action" and time.monotonic() < deadline:
         await asyncio.sleep(0.02)  # polling, as the SDK's poll helper does, until the run's deadline passes

@@ -230,7 +230,8 @@ def create_run(
         prompt_base=_prompt_tokens(thread, instructions, run_tools, truncation),
     )
     if scenario == "expire":
-        run.expire_after_s = max(4 * sim.config.step_s, 0.05)
+        # Long enough for a poll to see requires_action first on a busy machine, short for tests.
+        run.expire_after_s = max(10 * sim.config.step_s, 0.3)
     run.stages.extend(_stages(sim, run))
     thread.runs.append(run)
     sim.runs[obj["id"]] = run
