@@ -145,11 +145,21 @@ class RunMetrics:
         self._statuses = LabelValues(32)
         self._codes = LabelValues(64)
         self._kinds = LabelValues(64)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """metric.labels(*values), memoised: labels() takes a lock and validates on every call, and this
+        runs several times per captured run. Values are bounded (LabelValues), so the memo is too."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def on_effects(self, effects: list[Any]) -> None:
         for e in effects:
             if type(e) is Transition:
-                self.transitions.labels(self._statuses(e.from_status) if e.from_status is not None else NONE,
+                self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None else NONE,
                                         self._statuses(e.to_status), self._models(e.model)).inc()
             elif type(e) is RunFinished:
                 self._finished(e.row)
@@ -158,7 +168,7 @@ class RunMetrics:
             elif type(e) is StepFinished:
                 self._step(e.row)
             elif type(e) is ToolTurnaround:
-                self.turnaround.labels(self._models(e.model)).observe(max(e.seconds, 0.0))
+                self._child(self.turnaround, self._models(e.model)).observe(max(e.seconds, 0.0))
 
     def _assistant(self, value: Any) -> list[str]:
         return [self._assistants(value)] if self._with_assistant else []
@@ -167,20 +177,20 @@ class RunMetrics:
         model = self._models(row.get("model"))
         status = self._statuses(row.get("status"))
         who = self._assistant(row.get("assistant_id"))
-        self.finished.labels(status, model, *who).inc()
+        self._child(self.finished, status, model, *who).inc()
         queued = _elapsed(row.get("created_at"), row.get("started_at"))
         if queued is not None:
-            self.queue.labels(model).observe(queued)
+            self._child(self.queue, model).observe(queued)
         lasted = _elapsed(row.get("created_at"), row.get("ended_at"))
         if lasted is not None:
-            self.duration.labels(status, model).observe(lasted)
+            self._child(self.duration, status, model).observe(lasted)
             error_type = "" if status == "completed" else (
                 self._codes(row.get("last_error_code")) if status == "failed" else status)
-            self.genai_duration.labels(INVOKE_AGENT, PROVIDER, model, error_type).observe(lasted)
+            self._child(self.genai_duration, INVOKE_AGENT, PROVIDER, model, error_type).observe(lasted)
         if status == "incomplete":
-            self.incomplete.labels(model, self._codes(row.get("incomplete_reason")), *who).inc()
+            self._child(self.incomplete, model, self._codes(row.get("incomplete_reason")), *who).inc()
         elif status == "failed":
-            self.errors.labels(model, self._codes(row.get("last_error_code")), *who).inc()
+            self._child(self.errors, model, self._codes(row.get("last_error_code")), *who).inc()
         if row.get("total_tokens") is not None:
             self._tokens(model, who, row.get("prompt_tokens"), row.get("completion_tokens"),
                          (row.get("max_prompt_tokens"), row.get("max_completion_tokens")))
@@ -197,17 +207,17 @@ class RunMetrics:
             n = _num(used)
             if n is None:
                 continue
-            self.tokens.labels(model, kind, *who).inc(n)
-            self.genai_tokens.labels(INVOKE_AGENT, PROVIDER, model, genai_type).observe(n)
+            self._child(self.tokens, model, kind, *who).inc(n)
+            self._child(self.genai_tokens, INVOKE_AGENT, PROVIDER, model, genai_type).observe(n)
             limit = _num(cap)
             if limit:
-                self.budget.labels(model, kind).observe(n / limit)
+                self._child(self.budget, model, kind).observe(n / limit)
 
     def _step(self, row: dict[str, Any]) -> None:
         kind = self._kinds(row.get("type"))
         status = self._statuses(row.get("status"))
-        self.steps.labels(kind, self._kinds(_step_tool(row)), status).inc()
+        self._child(self.steps, kind, self._kinds(_step_tool(row)), status).inc()
         end = _STEP_END.get(row.get("status") or "")
         lasted = _elapsed(row.get("created_at"), row.get(end)) if end else None
         if lasted is not None:
-            self.step_duration.labels(kind).observe(lasted)
+            self._child(self.step_duration, kind).observe(lasted)

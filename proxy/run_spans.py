@@ -23,6 +23,7 @@ import time
 from typing import Any, Final
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -176,7 +177,10 @@ class RunSpans:
               status: Status, start: int | None, end: int | None) -> None:
         """One finished span: asked of the configured sampler as Tracer.start_span would, then handed
         to the span processors; the SDK's span limits applied as its live spans apply them."""
-        context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else None
+        # An explicit empty base context: without one the API reads the current context first, which
+        # on this (writer) thread is always empty anyway.
+        context = (trace.set_span_in_context(trace.NonRecordingSpan(parent), Context()) if parent is not None
+                   else None)
         if not self._sdk:
             with self._lock:
                 self._ids.trace_id, self._ids.span_id = trace_id, span_id
