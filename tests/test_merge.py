@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.merge import (
@@ -137,7 +137,7 @@ FINAL = {
 }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order=st.permutations(range(9)), dups=st.lists(st.integers(0, 8), max_size=6))
 def test_any_arrival_order_and_duplicates_end_in_the_same_row_with_effects_once(
     order: list[int], dups: list[int]
@@ -315,7 +315,7 @@ def step_obj(status: str, **over: Any) -> dict[str, Any]:
     return obj
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order=st.permutations(range(4)))
 def test_steps_follow_the_same_rules(order: list[int]) -> None:
     base = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -53,7 +53,7 @@ def _span(draw: Any) -> ReadableSpan:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_span(), min_size=1, max_size=6))
 def test_fast_encoding_parses_to_the_sdk_encoding(spans: list[ReadableSpan]) -> None:
     ours = ExportTraceServiceRequest.FromString(encode_request(spans))

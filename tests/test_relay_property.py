@@ -132,7 +132,8 @@ async def _exchange(port: int, run_id: str) -> bytes:
             await writer.wait_closed()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_chunking_is_relayed_byte_for_byte_and_captured(stack: Stack, data: st.DataObject) -> None:
     run_id, final, body = data.draw(streams())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.sse import SSEEvent, SSEParser
@@ -154,13 +154,13 @@ def check_stream(data: st.DataObject, limit: int) -> None:
         assert (parser.comments, parser.oversized, parser.invalid_utf8) == (want.comments, want.oversized, 0)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_any_chunking_gives_the_events_written(data: st.DataObject) -> None:
     check_stream(data, 1 << 20)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), st.integers(8, 120))
 def test_any_chunking_gives_the_same_events_under_a_small_limit(data: st.DataObject, limit: int) -> None:
     check_stream(data, limit)

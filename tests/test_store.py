@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
@@ -129,7 +129,7 @@ def reopen(path: str, store: Store, cache_rows: int) -> Store:
     return Store(path, cache_rows=cache_rows)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     order=st.permutations(range(9)),
     cuts=st.lists(st.integers(1, 8), max_size=3),
