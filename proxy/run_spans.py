@@ -20,6 +20,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -115,6 +116,25 @@ class _OpenRun:
 _UNSET: Final = Status(StatusCode.UNSET)
 
 
+def emit_finished(tracer: SdkTracer, name: str, context: SpanContext, parent: SpanContext | None,
+                  kind: SpanKind, attrs: dict[str, Any], events: Sequence[Event], links: Sequence[Link],
+                  status: Status, start: int, end: int, *, max_value: int | None) -> None:
+    """Hand the span processors the ReadableSpan an SDK span built live would have ended as.
+
+    Request spans (proxy/tracing.py) and run spans both skip the SDK's live spans, whose attribute
+    validation on every call costs more than the span is worth here; `max_value` is the SDK's
+    attribute value length limit (None: unlimited), applied to strings as the SDK applies it.
+    """
+    if max_value is not None:
+        for key, value in attrs.items():
+            if type(value) is str and len(value) > max_value:
+                attrs[key] = value[:max_value]
+    tracer.span_processor.on_end(ReadableSpan(
+        name, context, parent, tracer.resource, attrs, events, links, kind, tracer.instrumentation_info,
+        status, start, end, tracer._instrumentation_scope,  # noqa: SLF001 - pinned SDK
+    ))
+
+
 class RunSpans:
     def __init__(self, tracer_provider: Any) -> None:
         self._tracer = tracer_provider.get_tracer(TRACER_NAME)
@@ -198,12 +218,9 @@ class RunSpans:
         if decision.attributes:
             attrs.update(decision.attributes)
         limits = tracer._span_limits  # noqa: SLF001 - pinned SDK
-        longest = limits.max_span_attribute_length
         for key, value in attrs.items():
             if type(value) is list:
                 attrs[key] = tuple(value)  # the SDK keeps sequences as tuples
-            elif longest is not None and type(value) is str and len(value) > longest:
-                attrs[key] = value[:longest]
         span_events: Any = [Event(n, a, at) for n, a, at in events]
         if limits.max_events is not None and len(span_events) > limits.max_events:
             bounded: Any = BoundedList(limits.max_events)  # keeps the newest and counts the rest, as the SDK
@@ -217,10 +234,8 @@ class RunSpans:
         flags = TraceFlags.SAMPLED if decision.decision.is_sampled() else TraceFlags.DEFAULT
         ctx = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags),
                           trace_state=decision.trace_state)
-        tracer.span_processor.on_end(ReadableSpan(
-            name, ctx, parent, tracer.resource, attrs, span_events, links, kind, tracer.instrumentation_info,
-            status, start, end, tracer._instrumentation_scope,  # noqa: SLF001 - pinned SDK
-        ))
+        emit_finished(tracer, name, ctx, parent, kind, attrs, span_events, links, status, start, end,
+                      max_value=limits.max_span_attribute_length)
 
     def _run_span(self, row: dict[str, Any]) -> None:
         run_id: str = row["id"]

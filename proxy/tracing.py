@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -21,8 +21,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -30,7 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy import routes
 from proxy.config import ConfigError
 from proxy.records import Exchange
-from proxy.run_spans import PROVIDER, RunSpans, run_span_context
+from proxy.run_spans import PROVIDER, RunSpans, emit_finished, run_span_context
 
 log = logging.getLogger("runtap.tracing")
 
@@ -316,8 +316,8 @@ class Tracing:
                 client_status = Status(StatusCode.ERROR, kind)
             client = SpanContext(server.trace_id, span.client_id, is_remote=False, trace_flags=server.trace_flags,
                                  trace_state=server.trace_state)
-            self._emit(tracer, span.name, client, server, SpanKind.CLIENT, client_attrs, (), client_status,
-                       span.client_start, end)
+            emit_finished(tracer, span.name, client, server, SpanKind.CLIENT, client_attrs, (), (), client_status,
+                          span.client_start, end, max_value=self._max_value)
         attrs = span.attrs
         server_status = _UNSET
         if status is not None:
@@ -329,21 +329,8 @@ class Tracing:
             attrs["error.type"] = str(status)
         if failed or (error is not None and error != "client_disconnected"):
             server_status = Status(StatusCode.ERROR, error or str(status))
-        self._emit(tracer, span.name, server, span.parent, SpanKind.SERVER, attrs, span.links, server_status,
-                   span.start, end)
-
-    def _emit(self, tracer: SdkTracer, name: str, context: SpanContext, parent: SpanContext | None,
-              kind: SpanKind, attrs: dict[str, Any], links: Sequence[Link], status: Status, start: int,
-              end: int) -> None:
-        limit = self._max_value
-        if limit is not None:
-            for key, value in attrs.items():
-                if isinstance(value, str) and len(value) > limit:
-                    attrs[key] = value[:limit]
-        tracer.span_processor.on_end(ReadableSpan(
-            name, context, parent, tracer.resource, attrs, (), links, kind, tracer.instrumentation_info,
-            status, start, end, tracer._instrumentation_scope,  # noqa: SLF001 - pinned SDK
-        ))
+        emit_finished(tracer, span.name, server, span.parent, SpanKind.SERVER, attrs, (), span.links,
+                      server_status, span.start, end, max_value=self._max_value)
 
     # --- run spans (capture writer thread) ---------------------------------------------------------
 
