@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -177,7 +177,7 @@ class CaptureDecoder:
         self._max_streams = max_open_streams
         self._max_body = max_body_bytes
         self._streams: dict[str, _Stream] = {}
-        self._pending_extra: dict[str, dict[str, Any]] = {}
+        self._pending_extra: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.skipped: Counter[str] = Counter()
         self.events_seen: Counter[str] = Counter()
         self.streams_incomplete = 0
@@ -293,7 +293,7 @@ class CaptureDecoder:
         pending = self._pending_extra
         if len(pending) >= self._max_streams:
             # Exchanges that never ended (a lost item) must not accumulate: forget the oldest.
-            del pending[next(iter(pending))]
+            pending.popitem(last=False)
             self.skipped["prompt_evicted"] += 1
         pending[item.exchange.id] = extra
 

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -153,14 +154,15 @@ class RunSpans:
                 log.warning("tracer provider %s is not the OpenTelemetry SDK's: run span ids will be random",
                             type(tracer_provider).__name__)
         self._lock = threading.Lock()
-        self._open: dict[str, _OpenRun] = {}
-        self._finished: dict[str, str | None] = {}  # run id -> model, for late steps
+        # OrderedDicts: bounded by evicting the oldest, O(1) by popitem (proxy/tracing.py says why)
+        self._open: OrderedDict[str, _OpenRun] = OrderedDict()
+        self._finished: OrderedDict[str, str | None] = OrderedDict()  # run id -> model, for late steps
 
     def _run(self, run_id: str) -> _OpenRun:
         run = self._open.get(run_id)
         if run is None:
             if len(self._open) >= MAX_OPEN_RUNS:
-                del self._open[next(iter(self._open))]
+                self._open.popitem(last=False)
             run = self._open[run_id] = _OpenRun()
         return run
 
@@ -243,7 +245,7 @@ class RunSpans:
         model = row.get("model") or run.model
         finished = self._finished
         if len(finished) >= MAX_FINISHED_RUNS:
-            del finished[next(iter(finished))]
+            finished.popitem(last=False)
         finished[run_id] = model
         status = row.get("status") or "unknown"
         start = _ns(row.get("created_at")) or _ns(row.get("first_seen_at"))

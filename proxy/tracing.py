@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -174,7 +175,9 @@ class Tracing:
         self._runs: RunSpans | None = None
         self._propagator = TraceContextTextMapPropagator()
         self._lock = threading.Lock()
-        self._contexts: dict[str, SpanContext] = {}
+        # OrderedDict: evicting the oldest of a plain dict is O(deleted slots) (next(iter()) walks
+        # them), ~3.5 us a request once full; popitem(last=False) is O(1).
+        self._contexts: OrderedDict[str, SpanContext] = OrderedDict()
         self._max_value: int | None = None
         self._default_sampler = False
         up = urlsplit(upstream)
@@ -298,7 +301,7 @@ class Tracing:
             contexts = self._contexts
             with self._lock:
                 if len(contexts) >= _MAX_REQUEST_CONTEXTS:
-                    del contexts[next(iter(contexts))]
+                    contexts.popitem(last=False)
                 contexts[span.exchange.id] = server
         if not span.sampled:
             return

@@ -72,7 +72,7 @@ def _size(item: CaptureItem) -> int:
 
 
 @contextlib.contextmanager
-def _automatic_gc_paused() -> Iterator[None]:
+def automatic_gc_paused() -> Iterator[None]:
     """No automatic cyclic collection while a batch is processed.
 
     A batch holds thousands of freshly built dicts and lists at once, so it pushes the collector's
@@ -293,7 +293,7 @@ class CaptureWriter:
                 size = sum(_size(item) for item in items)
                 if not items:
                     self._maintain()
-                with _automatic_gc_paused():
+                with automatic_gc_paused():
                     try:
                         for i in range(0, len(items), self._batch_max):
                             self._batch(items[i:i + self._batch_max])

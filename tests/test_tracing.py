@@ -474,3 +474,30 @@ def test_run_spans_apply_the_sdks_span_limits() -> None:
     assert child.attributes["openai.run.step.tool_types"] == ("function",)
     assert child.attributes["gen_ai.tool.name"] == "get_weat"
     assert child.parent is not None and child.parent.span_id == run_span_id("run_lim")
+
+
+def test_open_runs_are_bounded_and_the_oldest_are_forgotten_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sidecar sees runs it never sees finish: their pending transitions must not grow memory for
+    ever. Past the bound the oldest runs are forgotten (their span, if they finish, has no earlier
+    transitions) while the newest keep theirs."""
+    import proxy.run_spans as run_spans_module
+
+    monkeypatch.setattr(run_spans_module, "MAX_OPEN_RUNS", 3)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = RunSpans(provider)
+    t0 = 1_700_000_000
+    spans.on_effects([Transition(f"run_{i}", "gpt-4o", "asst_1", None, "queued", t0 + i, "response")
+                      for i in range(5)])
+
+    def finish(run_id: str) -> ReadableSpan:
+        spans.on_effects([RunFinished({"id": run_id, "status": "completed", "model": "gpt-4o",
+                                       "assistant_id": "asst_1", "created_at": t0, "completed_at": t0 + 9})])
+        (span,) = [s for s in exporter.get_finished_spans() if s.context.span_id == run_span_id(run_id)]
+        return span
+
+    assert [to for _, to in _transitions(finish("run_4"))] == ["queued"]
+    assert [to for _, to in _transitions(finish("run_2"))] == ["queued"]  # the oldest still kept
+    assert _transitions(finish("run_1")) == []  # forgotten: evicted as the oldest
+    assert _transitions(finish("run_0")) == []
