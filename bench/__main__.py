@@ -113,9 +113,10 @@ def _scrape_or_none(admin: int | None) -> dict[str, float] | None:
 
 class Bench:
     def __init__(self, plan: Plan, workloads: list[load.Workload], names: list[str], workdir: Path,
-                 place: targets.Placement, *, install: bool) -> None:
+                 place: targets.Placement, *, install: bool, bare_loop: str = "asyncio") -> None:
         self.plan, self.workloads, self.names = plan, workloads, names
         self.workdir, self.place, self.install = workdir, place, install
+        self.bare_loop = bare_loop
         self.cells: list[report.Cell] = []
         self.relays: list[report.Relay] = []
         self.capture: report.Capture | None = None
@@ -182,7 +183,8 @@ class Bench:
             if name == "direct":
                 proc = None
             elif name == "bare":
-                proc = targets.start_bare(self.workdir, self.upstream.port, self.place.proxy)
+                proc = targets.start_bare(self.workdir, self.upstream.port, self.place.proxy,
+                                          uvloop=self.bare_loop == "uvloop")
             elif name == "nginx":
                 binary, note = nginx.ensure_nginx(install=self.install)
                 if binary is None:
@@ -364,6 +366,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="override seconds per cell")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--no-install", action="store_true", help="never apt-get install nginx or wrk")
+    p.add_argument("--bare-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                   help="event loop of the bare forwarder [asyncio]; runtap runs on uvloop when the fast extra "
+                        "is installed, so uvloop compares like with like")
     return p.parse_args(argv)
 
 
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {plan.mode} mode, {plan.seconds:g} s per cell, workloads {[w.name for w in workloads]}, "
           f"targets {names}\nbench: generator {generator}\nbench: placement {place.describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="runtap-bench-") as tmp:
-        bench = Bench(plan, workloads, names, Path(tmp), place, install=not args.no_install)
+        bench = Bench(plan, workloads, names, Path(tmp), place, install=not args.no_install,
+                      bare_loop=args.bare_loop)
         try:
             bench.run()
         except StartError as exc:
@@ -401,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_epoch": started, "elapsed_s": round(time.time() - started, 1),
         "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "generator": generator, "seconds": plan.seconds,
-        "placement": place.describe(), "python": platform.python_version(), "aiohttp": aiohttp.__version__,
+        "placement": place.describe(), "bare_loop": args.bare_loop, "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
         "polls_per_create": load.POLLS_PER_CREATE, "loadavg_end": os.getloadavg(),
         "workloads": {w.name: w.about for w in workloads},
     }

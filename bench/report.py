@@ -212,7 +212,8 @@ def markdown(doc: dict[str, Any]) -> str:
     cells = [Cell(**c) for c in doc["results"]]
     out = [f"### runtap benchmark, {meta['mode']} ({meta['started']})", "",
            f"`{meta['command']}` · {meta['cpus']} CPUs ({meta['cpu_model']}) · generator "
-           f"{meta['generator']} · {meta['seconds']:g} s per cell · placement: {meta['placement']}", ""]
+           f"{meta['generator']} · {meta['seconds']:g} s per cell · bare forwarder on "
+           f"{meta.get('bare_loop', 'asyncio')} · placement: {meta['placement']}", ""]
     for name, t in doc["targets"].items():
         if t["status"] != "ok":
             out.append(f"- **{name}: {t['status']}** — {_headline(t['note'])}")

@@ -171,10 +171,10 @@ def upstream_stats(port: int) -> dict[str, Any]:
     return stats
 
 
-def start_bare(workdir: Path, upstream_port: int, cpus: Sequence[int] | None) -> Proc:
+def start_bare(workdir: Path, upstream_port: int, cpus: Sequence[int] | None, *, uvloop: bool = False) -> Proc:
     port = free_port()
     cmd = [sys.executable, "-m", "bench.bare_forwarder", "--upstream", f"http://{HOST}:{upstream_port}",
-           "--port", str(port)]
+           "--port", str(port), *(["--uvloop"] if uvloop else [])]
     proc = _spawn("bare", cmd, workdir, port, cpus=cpus)
     wait_ready(proc, port, "/__bench/stats")
     return proc
