@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from proxy import routes
@@ -151,6 +151,21 @@ class _RequestSpan:
         self.client_attrs: dict[str, Any] | None = None
 
 
+# The SDK's own samplers (OTEL_TRACES_SAMPLER's every value): none reads a span's attributes or links.
+_ATTRIBUTE_FREE: Final = (sampling.StaticSampler, sampling.TraceIdRatioBased, sampling.ParentBased,
+                          sampling.AlwaysRecordSampler)
+_DELEGATES: Final = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+                     "_local_parent_not_sampled")
+
+
+def _attribute_free(sampler: Any) -> bool:
+    """True when `sampler` and every sampler it delegates to are the SDK's own classes (exactly: a
+    subclass written elsewhere may read attributes)."""
+    if type(sampler).__module__ != sampling.__name__ or not isinstance(sampler, _ATTRIBUTE_FREE):
+        return False
+    return all(_attribute_free(getattr(sampler, d)) for d in _DELEGATES if hasattr(sampler, d))
+
+
 def _path_ids(path: str) -> tuple[str, dict[str, str]]:
     """(path prefix before `/threads/`, {thread_id, run_id, step_id} present in the path)."""
     i = path.rfind("/threads/")
@@ -180,6 +195,8 @@ class Tracing:
         self._contexts: OrderedDict[str, SpanContext] = OrderedDict()
         self._max_value: int | None = None
         self._default_sampler = False
+        self._attribute_free = False
+        self._root_bound: int | None = None
         up = urlsplit(upstream)
         self._upstream = upstream
         self._upstream_host = up.hostname or ""
@@ -192,6 +209,11 @@ class Tracing:
             sampler = tracer.sampler
             self._default_sampler = (type(sampler) is sampling.ParentBased
                                      and sampler._root is sampling.ALWAYS_ON)  # noqa: SLF001 - pinned SDK
+            self._attribute_free = _attribute_free(sampler)
+            root = getattr(sampler, "_root", None)
+            if (isinstance(sampler, sampling.ParentBased) and self._attribute_free
+                    and type(root) is sampling.TraceIdRatioBased):
+                self._root_bound = root.bound
             self._runs = RunSpans(tracer_provider)
             limit = tracer._span_limits.max_span_attribute_length  # noqa: SLF001 - pinned SDK
             self._max_value = limit if limit is not None and limit >= 0 else None
@@ -205,8 +227,49 @@ class Tracing:
     def start_request(self, request: web.Request, operation: str, exchange: Exchange) -> _RequestSpan | None:
         if self._tracer is None:
             return None
+        tracer = self._tracer
         headers = request.headers
         method = request.method
+        # W3C traceparent/tracestate of the app: the server span continues the app's trace.
+        parent_ctx = self._propagator.extract(headers) if "traceparent" in headers else None
+        parent: SpanContext | None = None
+        if parent_ctx is not None:
+            parent = trace.get_current_span(parent_ctx).get_span_context()
+            if not parent.is_valid:
+                parent, parent_ctx = None, None
+        generator = tracer.id_generator
+        if parent is None:
+            trace_id = generator.generate_trace_id()
+            random_id = generator.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random_id = parent.trace_flags.random_trace_id
+        runs_call = exchange.operation is not None
+        decided = True
+        state: TraceState | None = None
+        if parent is None and self._default_sampler:
+            # The SDK's default (parent-based, always-on root) samples and records every trace that
+            # starts here, with no attributes or trace state of its own: its answer is known.
+            sampled, recording = True, True
+        elif parent is None and self._root_bound is not None:
+            # Parent-based with a trace-id-ratio root, for a trace that starts here: TraceIdRatioBased's
+            # own rule, without the two sampler calls.
+            sampled = recording = trace_id & sampling.TraceIdRatioBased.TRACE_ID_LIMIT < self._root_bound
+        elif self._attribute_free:
+            # The SDK's own samplers read neither attributes nor links: ask before building them, so
+            # a request that is not sampled costs no attribute work.
+            decision = tracer.sampler.should_sample(parent_ctx, trace_id, method, SpanKind.SERVER)
+            sampled, recording, state = (decision.decision.is_sampled(), decision.decision.is_recording(),
+                                         decision.trace_state)
+        else:
+            decided = False
+            sampled = recording = False
+        if decided and not (sampled and recording):
+            context = SpanContext(trace_id, generator.generate_span_id(), is_remote=False,
+                                  trace_flags=TraceFlags((TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+                                                         | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)),
+                                  trace_state=state)
+            return _RequestSpan(context, parent, False, method, {}, [], exchange, runs_call)
         path = exchange.path
         version = request.version
         attrs: dict[str, Any] = {
@@ -225,7 +288,6 @@ class Tracing:
             attrs["user_agent.original"] = agent
         links: list[Link] = []
         name = method
-        runs_call = exchange.operation is not None
         if runs_call:
             prefix, ids = _path_ids(path)
             route = prefix + _ROUTES[operation]
@@ -241,27 +303,8 @@ class Tracing:
                 links.append(Link(run_span_context(ids["run_id"]), {"openai.link": "run"}))
             if "step_id" in ids:
                 attrs["openai.run.step.id"] = ids["step_id"]
-        tracer = self._tracer
-        # W3C traceparent/tracestate of the app: the server span continues the app's trace.
-        parent_ctx = self._propagator.extract(headers) if "traceparent" in headers else None
-        parent: SpanContext | None = None
-        if parent_ctx is not None:
-            parent = trace.get_current_span(parent_ctx).get_span_context()
-            if not parent.is_valid:
-                parent, parent_ctx = None, None
-        generator = tracer.id_generator
-        if parent is None:
-            trace_id = generator.generate_trace_id()
-            random_id = generator.is_trace_id_random()
-        else:
-            trace_id = parent.trace_id
-            random_id = parent.trace_flags.random_trace_id
-        if parent is None and self._default_sampler:
-            # The SDK's default (parent-based, always-on root) samples and records every trace that
-            # starts here, with no attributes or trace state of its own: its answer is known.
-            sampled, recording, state = True, True, None
-        else:
-            # The configured sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
+        if not decided:
+            # Any other sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
             decision = tracer.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attrs, links)
             sampled, recording, state = (decision.decision.is_sampled(), decision.decision.is_recording(),
                                          decision.trace_state)

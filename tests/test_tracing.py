@@ -15,8 +15,19 @@ from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    Decision,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from analytics.merge import RunFinished, StepFinished, Transition
 from proxy import workload as w
@@ -501,3 +512,68 @@ def test_open_runs_are_bounded_and_the_oldest_are_forgotten_first(monkeypatch: p
     assert [to for _, to in _transitions(finish("run_2"))] == ["queued"]  # the oldest still kept
     assert _transitions(finish("run_1")) == []  # forgotten: evicted as the oldest
     assert _transitions(finish("run_0")) == []
+
+
+class _CreatesOnly(Sampler):
+    """A sampler of the kind users write: it decides from the span's attributes."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:
+        wanted = (attributes or {}).get("openai.operation") == "runs.create"
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if wanted else Decision.DROP, {"picked": True})
+
+    def get_description(self) -> str:
+        return "CreatesOnly"
+
+
+@pytest.mark.parametrize("sampler", [
+    ParentBasedTraceIdRatio(0.3), TraceIdRatioBased(0.3), ParentBased(TraceIdRatioBased(0.5)), ALWAYS_OFF,
+    DEFAULT_OFF, ParentBased(ALWAYS_ON, remote_parent_sampled=TraceIdRatioBased(0.5)),
+], ids=lambda s: s.get_description())
+def test_request_sampling_decisions_match_the_sdks_sampler(sampler: Sampler) -> None:
+    """runtap decides for the SDK's own samplers without building attributes first (and for a
+    parent-based ratio sampler without calling it): the decision must be the sampler's own."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from proxy.records import Exchange
+
+    tracing = Tracing(TracerProvider(sampler=sampler), upstream="http://127.0.0.1:9")
+    seen = set()
+    for i in range(400):
+        headers = {"Host": "127.0.0.1:8080"}
+        if i % 2:
+            headers["traceparent"] = f"00-{(i * 0x9E3779B97F4A7C15) % (1 << 128) or 1:032x}-{i + 1:016x}-0{i % 4 // 2}"
+        request = make_mocked_request("POST", "/v1/threads/thread_1/runs", headers=headers)
+        exchange = Exchange(id=f"{i:032x}", method="POST", path="/v1/threads/thread_1/runs",
+                            operation="runs.create", api_version="v2", key_fingerprint=None, started_at=0.0)
+        span = tracing.start_request(request, "runs.create", exchange)
+        assert span is not None
+        parent = TraceContextTextMapPropagator().extract(headers) if "traceparent" in headers else None
+        expected = sampler.should_sample(parent, span.context.trace_id, span.name, SpanKind.SERVER)
+        assert span.sampled == (expected.decision.is_sampled() and expected.decision.is_recording())
+        assert span.context.trace_flags.sampled == expected.decision.is_sampled()
+        seen.add(span.sampled)
+        if span.sampled:
+            assert span.attrs["http.route"] == "/v1/threads/{thread_id}/runs"
+    if sampler.get_description() not in (ALWAYS_OFF.get_description(), DEFAULT_OFF.get_description()):
+        assert seen == {True, False}  # both outcomes were exercised
+
+
+def test_a_sampler_that_reads_attributes_still_gets_them() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from proxy.records import Exchange
+
+    tracing = Tracing(TracerProvider(sampler=_CreatesOnly()), upstream="http://127.0.0.1:9")
+    decided = {}
+    for op, method, path in (("runs.create", "POST", "/v1/threads/t/runs"),
+                             ("runs.retrieve", "GET", "/v1/threads/t/runs/run_1")):
+        request = make_mocked_request(method, path, headers={"Host": "127.0.0.1:8080"})
+        exchange = Exchange(id=op, method=method, path=path, operation=op, api_version=None,
+                            key_fingerprint=None, started_at=0.0)
+        span = tracing.start_request(request, op, exchange)
+        assert span is not None
+        decided[op] = span.sampled
+        if span.sampled:
+            assert span.attrs["picked"] is True  # the sampler's own attributes are kept
+    assert decided == {"runs.create": True, "runs.retrieve": False}
