@@ -88,8 +88,12 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
             sk = (key, value)
             hit = strings.get(sk)
             if hit is None:
-                raw = value.encode()
-                pair = _field(0x0A, key.encode()) + b"\x12" + _varint(len(raw) + 1 + len(_varint(len(raw)))) \
+                try:
+                    raw = value.encode()
+                    name = key.encode()
+                except UnicodeEncodeError:  # a lone surrogate (undecodable header bytes): left out, as the SDK does
+                    continue
+                pair = _field(0x0A, name) + b"\x12" + _varint(len(raw) + 1 + len(_varint(len(raw)))) \
                     + b"\x0a" + _varint(len(raw)) + raw
                 hit = bytes((tag,)) + _varint(len(pair)) + pair
                 if len(strings) >= _MAX_CACHE:
@@ -203,12 +207,14 @@ def encode_span(span: ReadableSpan) -> bytes:
         out += b"\x39" + _pack_fixed64(start)
     elif end:
         out += b"\x41" + _pack_fixed64(end)
+    # A limit of 0 leaves a container empty but counting what it dropped: the counts are written
+    # whether or not anything was kept.
     attributes = span._attributes  # noqa: SLF001
     if attributes:
         out += _attributes(0x4A, attributes)
-        dropped = getattr(attributes, "dropped", 0)
-        if dropped:
-            out += b"\x50" + _varint(dropped)
+    dropped = getattr(attributes, "dropped", 0)
+    if dropped:
+        out += b"\x50" + _varint(dropped)
     events = span._events  # noqa: SLF001
     if events:
         for event in events:
@@ -221,16 +227,16 @@ def encode_span(span: ReadableSpan) -> bytes:
             if event.dropped_attributes:
                 body += b"\x20" + _varint(event.dropped_attributes)
             out += _field(0x5A, body)
-        dropped = getattr(events, "dropped", 0)
-        if dropped:
-            out += b"\x60" + _varint(dropped)
+    dropped = getattr(events, "dropped", 0)
+    if dropped:
+        out += b"\x60" + _varint(dropped)
     links = span._links  # noqa: SLF001
     if links:
         for link in links:
             out += _link(link)
-        dropped = getattr(links, "dropped", 0)
-        if dropped:
-            out += b"\x70" + _varint(dropped)
+    dropped = getattr(links, "dropped", 0)
+    if dropped:
+        out += b"\x70" + _varint(dropped)
     out += _status_field(span._status)  # noqa: SLF001
     return out + (_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
 

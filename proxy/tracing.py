@@ -158,12 +158,13 @@ _DELEGATES: Final = ("_root", "_remote_parent_sampled", "_remote_parent_not_samp
                      "_local_parent_not_sampled")
 
 
-def _attribute_free(sampler: Any) -> bool:
+def _attribute_free(sampler: Any, depth: int = 0) -> bool:
     """True when `sampler` and every sampler it delegates to are the SDK's own classes (exactly: a
-    subclass written elsewhere may read attributes)."""
-    if type(sampler).__module__ != sampling.__name__ or not isinstance(sampler, _ATTRIBUTE_FREE):
+    subclass written elsewhere may read attributes). A delegation deeper than 8 (or a cycle) is not
+    the SDK's: it gets the general path."""
+    if depth > 8 or type(sampler).__module__ != sampling.__name__ or not isinstance(sampler, _ATTRIBUTE_FREE):
         return False
-    return all(_attribute_free(getattr(sampler, d)) for d in _DELEGATES if hasattr(sampler, d))
+    return all(_attribute_free(getattr(sampler, d), depth + 1) for d in _DELEGATES if hasattr(sampler, d))
 
 
 def _path_ids(path: str) -> tuple[str, dict[str, str]]:

@@ -68,3 +68,30 @@ def test_cached_attribute_pairs_keep_their_types() -> None:
     values = [s.attributes[0].value for s in decoded.resource_spans[0].scope_spans[0].spans]
     assert [v.WhichOneof("value") for v in values] == ["int_value", "double_value", "bool_value", "string_value"]
     assert decoded == encode_spans(spans)
+
+
+def test_dropped_counts_survive_a_limit_of_zero() -> None:
+    """A span limit of 0 keeps nothing but still counts what it dropped (OTEL_SPAN_EVENT_COUNT_LIMIT=0
+    and the like): the counts must be encoded though the containers are empty."""
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=0, max_events=0, max_links=0))
+    span = provider.get_tracer("t").start_span(
+        "s", attributes={"a": 1}, links=[Link(SpanContext(3, 4, False), {})])
+    span.add_event("e", {"k": "v"})
+    span.end()
+    assert (span.dropped_attributes, span.dropped_events, span.dropped_links) == (1, 1, 1)
+    decoded = ExportTraceServiceRequest.FromString(encode_request([span]))
+    (out,) = decoded.resource_spans[0].scope_spans[0].spans
+    assert (out.dropped_attributes_count, out.dropped_events_count, out.dropped_links_count) == (1, 1, 1)
+    assert decoded == encode_spans([span])
+
+
+def test_an_unencodable_string_leaves_out_that_attribute_only() -> None:
+    """Header bytes that are not UTF-8 reach attributes as lone surrogates (aiohttp's parser): like
+    the SDK's encoder, the attribute is left out and the rest of the span is kept."""
+    spans = [ReadableSpan("s", SpanContext(1, 2, False), attributes={"user_agent.original": "a\udcffb", "ok": "x"})]
+    decoded = ExportTraceServiceRequest.FromString(encode_request(spans))
+    (out,) = decoded.resource_spans[0].scope_spans[0].spans
+    assert [a.key for a in out.attributes] == ["ok"]
+    assert decoded == encode_spans(spans)

@@ -577,3 +577,9 @@ def test_a_sampler_that_reads_attributes_still_gets_them() -> None:
         if span.sampled:
             assert span.attrs["picked"] is True  # the sampler's own attributes are kept
     assert decided == {"runs.create": True, "runs.retrieve": False}
+
+
+def test_a_sampler_that_delegates_to_itself_does_not_stop_start_up() -> None:
+    looped = ParentBased(ALWAYS_ON)
+    looped._remote_parent_sampled = looped  # noqa: SLF001 - a hand-built cycle
+    assert Tracing(TracerProvider(sampler=looped), upstream="http://127.0.0.1:9").enabled
