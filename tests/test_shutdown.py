@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import workload as w
 from tests.fault_helpers import (
@@ -110,9 +112,12 @@ async def test_sigkill_mid_write_then_the_next_start_opens_the_db_from_its_wal(t
         before: dict[str, str] = {}
         traffic = asyncio.create_task(_traffic(proc.url, stop, before))
         try:
-            # runtap checkpoints only when it closes: until then every commit lives in the WAL.
-            await _wait_for(lambda: len(before) >= 20 and wal.exists() and wal.stat().st_size > 64 << 10,
-                            60, "committed work in the WAL")
+            # runtap checkpoints only when it closes: until then every commit lives in the WAL. The
+            # finished-runs counter moves only after a batch has committed; the WAL's size is no proof
+            # (a batch being written when the kill lands is in it too, uncommitted: an earlier version
+            # of this test waited on the size and, 1 run in ~35, killed before the first commit).
+            await _wait_committed_finished_runs(proc.admin_url, 10, 60)
+            assert wal.exists() and wal.stat().st_size > 0
             stop.set()  # the clients' in-flight calls still run: their errors from here on are expected
             proc.popen.kill()  # SIGKILL while the writer commits and the clients keep going
             await proc.wait(30)
@@ -139,6 +144,18 @@ async def test_sigkill_mid_write_then_the_next_start_opens_the_db_from_its_wal(t
     # Each batch is one transaction: a run row and the transition that set its status commit together.
     reached = query(db, "SELECT run_id, list(to_status) FROM run_events GROUP BY 1")
     assert {r for r, statuses in reached if runs.get(r) in statuses} == set(runs)
+
+
+async def _wait_committed_finished_runs(admin_url: str, n: int, timeout: float) -> None:
+    """Until `runtap_runs_finished_total` (counted from committed batches only) reaches n."""
+    async with asyncio.timeout(timeout), httpx.AsyncClient(timeout=10) as client:
+        while True:
+            text = (await client.get(admin_url + "/metrics")).text
+            finished = sum(s.value for f in text_string_to_metric_families(text) if f.name == "runtap_runs_finished"
+                           for s in f.samples if s.name == "runtap_runs_finished_total")
+            if finished >= n:
+                return
+            await asyncio.sleep(0.05)
 
 
 async def _wait_ready(admin_url: str, timeout: float) -> None:
