@@ -93,8 +93,7 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
                     name = key.encode()
                 except UnicodeEncodeError:  # a lone surrogate (undecodable header bytes): left out, as the SDK does
                     continue
-                pair = _field(0x0A, name) + b"\x12" + _varint(len(raw) + 1 + len(_varint(len(raw)))) \
-                    + b"\x0a" + _varint(len(raw)) + raw
+                pair = _field(0x0A, name) + _field(0x12, _field(0x0A, raw))  # AnyValue.string_value
                 hit = bytes((tag,)) + _varint(len(pair)) + pair
                 if len(strings) >= _MAX_CACHE:
                     strings.clear()
@@ -179,6 +178,14 @@ def _status_field(status: Status | None) -> bytes:
     return hit
 
 
+def _dropped(tag: int, container: Any) -> bytes:
+    """The dropped-count field for a span's attributes, events or links (the SDK's bounded containers
+    count what their limit refused). Written whether or not anything was kept: a limit of 0 leaves the
+    container empty but counting."""
+    dropped = getattr(container, "dropped", 0)
+    return bytes((tag,)) + _varint(dropped) if dropped else b""
+
+
 def encode_span(span: ReadableSpan) -> bytes:
     """One `Span` message (without its field tag).
 
@@ -207,36 +214,24 @@ def encode_span(span: ReadableSpan) -> bytes:
         out += b"\x39" + _pack_fixed64(start)
     elif end:
         out += b"\x41" + _pack_fixed64(end)
-    # A limit of 0 leaves a container empty but counting what it dropped: the counts are written
-    # whether or not anything was kept.
     attributes = span._attributes  # noqa: SLF001
-    if attributes:
-        out += _attributes(0x4A, attributes)
-    dropped = getattr(attributes, "dropped", 0)
-    if dropped:
-        out += b"\x50" + _varint(dropped)
+    out += _attributes(0x4A, attributes) + _dropped(0x50, attributes)
     events = span._events  # noqa: SLF001
-    if events:
-        for event in events:
-            body = b""
-            if event.timestamp:
-                body += b"\x09" + _pack_fixed64(event.timestamp)
-            if event.name:
-                body += _field(0x12, event.name.encode())
-            body += _attributes(0x1A, event.attributes)
-            if event.dropped_attributes:
-                body += b"\x20" + _varint(event.dropped_attributes)
-            out += _field(0x5A, body)
-    dropped = getattr(events, "dropped", 0)
-    if dropped:
-        out += b"\x60" + _varint(dropped)
+    for event in events:
+        body = b""
+        if event.timestamp:
+            body += b"\x09" + _pack_fixed64(event.timestamp)
+        if event.name:
+            body += _field(0x12, event.name.encode())
+        body += _attributes(0x1A, event.attributes)
+        if event.dropped_attributes:
+            body += b"\x20" + _varint(event.dropped_attributes)
+        out += _field(0x5A, body)
+    out += _dropped(0x60, events)
     links = span._links  # noqa: SLF001
-    if links:
-        for link in links:
-            out += _link(link)
-    dropped = getattr(links, "dropped", 0)
-    if dropped:
-        out += b"\x70" + _varint(dropped)
+    for link in links:
+        out += _link(link)
+    out += _dropped(0x70, links)
     out += _status_field(span._status)  # noqa: SLF001
     return out + (_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
 
