@@ -167,6 +167,12 @@ def _attribute_free(sampler: Any, depth: int = 0) -> bool:
     return all(_attribute_free(getattr(sampler, d), depth + 1) for d in _DELEGATES if hasattr(sampler, d))
 
 
+def _server_context(trace_id: int, span_id: int, sampled: bool, random_id: bool,
+                    state: TraceState | None) -> SpanContext:
+    flags = (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
+    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
+
+
 def _path_ids(path: str) -> tuple[str, dict[str, str]]:
     """(path prefix before `/threads/`, {thread_id, run_id, step_id} present in the path)."""
     i = path.rfind("/threads/")
@@ -266,10 +272,7 @@ class Tracing:
             decided = False
             sampled = recording = False
         if decided and not (sampled and recording):
-            context = SpanContext(trace_id, generator.generate_span_id(), is_remote=False,
-                                  trace_flags=TraceFlags((TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
-                                                         | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)),
-                                  trace_state=state)
+            context = _server_context(trace_id, generator.generate_span_id(), sampled, random_id, state)
             return _RequestSpan(context, parent, False, method, {}, [], exchange, runs_call)
         path = exchange.path
         version = request.version
@@ -311,10 +314,7 @@ class Tracing:
                                          decision.trace_state)
             if decision.attributes:
                 attrs.update(decision.attributes)
-        flags = (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (
-            TraceFlags.RANDOM_TRACE_ID if random_id else 0)
-        context = SpanContext(trace_id, generator.generate_span_id(), is_remote=False,
-                              trace_flags=TraceFlags(flags), trace_state=state)
+        context = _server_context(trace_id, generator.generate_span_id(), sampled, random_id, state)
         return _RequestSpan(context, parent, sampled and recording, name, attrs, links, exchange, runs_call)
 
     def inject(self, span: _RequestSpan | None, headers: CIMultiDict[str]) -> None:

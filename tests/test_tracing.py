@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,10 +30,12 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+import proxy.run_spans as run_spans_module
 from analytics.merge import RunFinished, StepFinished, Transition
 from proxy import workload as w
 from proxy.app import build_runtime
 from proxy.config import ConfigError
+from proxy.records import Exchange
 from proxy.run_spans import RunSpans, run_span_id, run_trace_id, step_span_id
 from proxy.serve import Running, start
 from proxy.sim import SimConfig, start_sim
@@ -491,8 +494,6 @@ def test_open_runs_are_bounded_and_the_oldest_are_forgotten_first(monkeypatch: p
     """A sidecar sees runs it never sees finish: their pending transitions must not grow memory for
     ever. Past the bound the oldest runs are forgotten (their span, if they finish, has no earlier
     transitions) while the newest keep theirs."""
-    import proxy.run_spans as run_spans_module
-
     monkeypatch.setattr(run_spans_module, "MAX_OPEN_RUNS", 3)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -533,10 +534,6 @@ class _CreatesOnly(Sampler):
 def test_request_sampling_decisions_match_the_sdks_sampler(sampler: Sampler) -> None:
     """runtap decides for the SDK's own samplers without building attributes first (and for a
     parent-based ratio sampler without calling it): the decision must be the sampler's own."""
-    from aiohttp.test_utils import make_mocked_request
-
-    from proxy.records import Exchange
-
     tracing = Tracing(TracerProvider(sampler=sampler), upstream="http://127.0.0.1:9")
     seen = set()
     for i in range(400):
@@ -560,10 +557,6 @@ def test_request_sampling_decisions_match_the_sdks_sampler(sampler: Sampler) -> 
 
 
 def test_a_sampler_that_reads_attributes_still_gets_them() -> None:
-    from aiohttp.test_utils import make_mocked_request
-
-    from proxy.records import Exchange
-
     tracing = Tracing(TracerProvider(sampler=_CreatesOnly()), upstream="http://127.0.0.1:9")
     decided = {}
     for op, method, path in (("runs.create", "POST", "/v1/threads/t/runs"),
