@@ -9,10 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import workload as w
 from tests.fault_helpers import (
@@ -26,6 +24,7 @@ from tests.fault_helpers import (
     terminate,
 )
 from tests.fault_helpers import start_sim as start_sim_process
+from tests.metrics_scrape import scrape
 
 STREAMS = 50
 
@@ -148,13 +147,8 @@ async def test_sigkill_mid_write_then_the_next_start_opens_the_db_from_its_wal(t
 
 async def _wait_committed_finished_runs(admin_url: str, n: int, timeout: float) -> None:
     """Until `runtap_runs_finished_total` (counted from committed batches only) reaches n."""
-    async with asyncio.timeout(timeout), httpx.AsyncClient(timeout=10) as client:
-        while True:
-            text = (await client.get(admin_url + "/metrics")).text
-            finished = sum(s.value for f in text_string_to_metric_families(text) if f.name == "runtap_runs_finished"
-                           for s in f.samples if s.name == "runtap_runs_finished_total")
-            if finished >= n:
-                return
+    async with asyncio.timeout(timeout):
+        while (await scrape(admin_url)).get("runtap_runs_finished_total") < n:
             await asyncio.sleep(0.05)
 
 
