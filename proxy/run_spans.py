@@ -114,7 +114,15 @@ class _OpenRun:
         self.model: str | None = None
 
 
-_UNSET: Final = Status(StatusCode.UNSET)
+UNSET: Final = Status(StatusCode.UNSET)
+
+
+def local_context(trace_id: int, span_id: int, sampled: bool, state: Any = None, *,
+                  random_trace_id: bool = False) -> SpanContext:
+    """A span's own context, as the SDK builds it from a sampling decision."""
+    flags = (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (
+        TraceFlags.RANDOM_TRACE_ID if random_trace_id else 0)
+    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
 
 
 def emit_finished(tracer: SdkTracer, name: str, context: SpanContext, parent: SpanContext | None,
@@ -233,9 +241,7 @@ class RunSpans:
         if start is None or end is None:  # a live span would have taken the time of its start or end call
             now = time.time_ns()
             start, end = start or now, end or now
-        flags = TraceFlags.SAMPLED if decision.decision.is_sampled() else TraceFlags.DEFAULT
-        ctx = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags),
-                          trace_state=decision.trace_state)
+        ctx = local_context(trace_id, span_id, decision.decision.is_sampled(), decision.trace_state)
         emit_finished(tracer, name, ctx, parent, kind, attrs, span_events, links, status, start, end,
                       max_value=limits.max_span_attribute_length)
 
@@ -287,7 +293,7 @@ class RunSpans:
         self._emit(f"invoke_agent {assistant}" if assistant else "invoke_agent", run_trace_id(run_id),
                    run_span_id(run_id), None, SpanKind.CLIENT, attrs, events,
                    [Link(c, {"openai.link": "request"}) for c in run.links],
-                   Status(StatusCode.ERROR, row.get("last_error_message") or status) if error else _UNSET,
+                   Status(StatusCode.ERROR, row.get("last_error_message") or status) if error else UNSET,
                    start, max(end, start) if end is not None and start is not None else end)
 
     def _step_span(self, row: dict[str, Any]) -> None:
@@ -332,5 +338,5 @@ class RunSpans:
             attrs["error.type"] = row.get("last_error_code") or status
         self._emit(name, run_trace_id(run_id), step_span_id(step_id), run_span_context(run_id), SpanKind.INTERNAL,
                    attrs, [], [],
-                   Status(StatusCode.ERROR, row.get("last_error_message") or status) if failed else _UNSET,
+                   Status(StatusCode.ERROR, row.get("last_error_message") or status) if failed else UNSET,
                    start, max(end, start) if end is not None and start is not None else end)

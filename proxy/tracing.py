@@ -25,13 +25,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from proxy import routes
 from proxy.config import ConfigError
 from proxy.records import Exchange
-from proxy.run_spans import PROVIDER, RunSpans, emit_finished, run_span_context
+from proxy.run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
 
 log = logging.getLogger("runtap.tracing")
 
@@ -52,7 +52,6 @@ _ROUTES: Final = {
 _MAX_REQUEST_CONTEXTS: Final = 10_000
 # Errors the forwarder reports after the upstream answered (the client span has a status code).
 _AFTER_RESPONSE: Final = ("upstream_", "client_disconnected")
-_UNSET: Final = Status(StatusCode.UNSET)
 _EXPORT_BATCH: Final = 2048
 _QUEUE_SIZE: Final = 8192
 
@@ -167,12 +166,6 @@ def _attribute_free(sampler: Any, depth: int = 0) -> bool:
     return all(_attribute_free(getattr(sampler, d), depth + 1) for d in _DELEGATES if hasattr(sampler, d))
 
 
-def _server_context(trace_id: int, span_id: int, sampled: bool, random_id: bool,
-                    state: TraceState | None) -> SpanContext:
-    flags = (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
-    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
-
-
 def _path_ids(path: str) -> tuple[str, dict[str, str]]:
     """(path prefix before `/threads/`, {thread_id, run_id, step_id} present in the path)."""
     i = path.rfind("/threads/")
@@ -272,7 +265,7 @@ class Tracing:
             decided = False
             sampled = recording = False
         if decided and not (sampled and recording):
-            context = _server_context(trace_id, generator.generate_span_id(), sampled, random_id, state)
+            context = local_context(trace_id, generator.generate_span_id(), sampled, state, random_trace_id=random_id)
             return _RequestSpan(context, parent, False, method, {}, [], exchange, runs_call)
         path = exchange.path
         version = request.version
@@ -314,7 +307,7 @@ class Tracing:
                                          decision.trace_state)
             if decision.attributes:
                 attrs.update(decision.attributes)
-        context = _server_context(trace_id, generator.generate_span_id(), sampled, random_id, state)
+        context = local_context(trace_id, generator.generate_span_id(), sampled, state, random_trace_id=random_id)
         return _RequestSpan(context, parent, sampled and recording, name, attrs, links, exchange, runs_call)
 
     def inject(self, span: _RequestSpan | None, headers: CIMultiDict[str]) -> None:
@@ -353,7 +346,7 @@ class Tracing:
         end = time.time_ns()
         client_attrs = span.client_attrs
         if client_attrs is not None:
-            client_status = _UNSET
+            client_status = UNSET
             answered = error is None or error.startswith(_AFTER_RESPONSE)
             if answered and status is not None:
                 client_attrs["http.response.status_code"] = status
@@ -366,7 +359,7 @@ class Tracing:
             emit_finished(tracer, span.name, client, server, SpanKind.CLIENT, client_attrs, (), (), client_status,
                           span.client_start, end, max_value=self._max_value)
         attrs = span.attrs
-        server_status = _UNSET
+        server_status = UNSET
         if status is not None:
             attrs["http.response.status_code"] = status
         failed = status is not None and status >= 500
