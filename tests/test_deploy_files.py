@@ -9,8 +9,10 @@ import asyncio
 import fnmatch
 import json
 import re
+import subprocess
 import sys
 import tomllib
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -123,7 +125,7 @@ def test_image_installs_the_package_with_the_readme_extras_and_no_test_tools() -
 def test_health_check_needs_no_curl_and_probes_healthz() -> None:
     args = one(final_stage(), "HEALTHCHECK")
     assert "curl" not in args and "wget" not in args
-    cmd = json.loads(args[args.index("CMD") + 3:].strip())
+    cmd = json.loads(args[args.index("CMD") + 3 :].strip())
     assert cmd[:2] == ["python", "-c"] and "/healthz" in cmd[2]
     compile(cmd[2], "HEALTHCHECK", "exec")
 
@@ -186,22 +188,22 @@ def test_build_context_holds_everything_the_package_build_needs() -> None:
         assert not f.endswith((".duckdb", ".pyc")), f
 
 
-def test_every_python_package_is_in_the_distribution() -> None:
-    # The image installs a built wheel, not the source tree: a subpackage missing from
-    # [tool.setuptools] packages would be missing from the container (an editable install hides it).
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    setuptools_cfg = pyproject["tool"]["setuptools"]
-    declared = setuptools_cfg.get("packages")
-    if isinstance(declared, dict) or declared is None:
-        pytest.skip("packages are discovered by setuptools' find, which includes subpackages")
-    packages = {
-        ".".join(p.parent.relative_to(ROOT).parts)
+def test_every_python_package_and_data_file_is_in_the_wheel(tmp_path: Path) -> None:
+    # The image installs a built wheel, not the source tree: a subpackage or SQL file missing from the
+    # wheel would be missing from the container (an editable install hides it), so build the real wheel.
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+    subprocess.run([*pip_wheel, "-w", str(tmp_path), str(ROOT)], check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("runtap-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    wanted = [
+        p.relative_to(ROOT).as_posix()
         for top in ("proxy", "analytics")
-        for p in (ROOT / top).rglob("__init__.py")
-        if "__pycache__" not in p.parts
-    }
-    missing = sorted(packages - set(declared))
-    assert missing == [], f"pyproject [tool.setuptools] packages lacks {missing}"
+        for p in (ROOT / top).rglob("*")
+        if p.suffix in (".py", ".sql", ".csv", ".html") and "__pycache__" not in p.parts
+    ]
+    assert wanted
+    missing = [w for w in wanted if not any(n == w or n.endswith("/" + w) for n in names)]
+    assert missing == [], f"the wheel lacks {missing}"
 
 
 @pytest.fixture
@@ -210,9 +212,13 @@ async def admin_url(tmp_path: Path) -> AsyncIterator[str]:
     from proxy.config import HostPort, settings_for
     from proxy.serve import start
 
-    settings = settings_for(upstream="http://127.0.0.1:9", listen=HostPort("127.0.0.1", 0),
-                            admin=HostPort("127.0.0.1", 0), db=str(tmp_path / "runtap.duckdb"),
-                            grace_period=1.0)
+    settings = settings_for(
+        upstream="http://127.0.0.1:9",
+        listen=HostPort("127.0.0.1", 0),
+        admin=HostPort("127.0.0.1", 0),
+        db=str(tmp_path / "runtap.duckdb"),
+        grace_period=1.0,
+    )
     running = await start(settings, runtime=build_runtime(settings))
     try:
         yield running.admin_url
@@ -221,15 +227,15 @@ async def admin_url(tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def _run(cmd: list[str], env: dict[str, str]) -> int:
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
     return await asyncio.wait_for(proc.wait(), 30)
 
 
-async def test_health_check_command_passes_against_a_live_runtap_and_fails_without_one(
-        admin_url: str) -> None:
+async def test_health_check_command_passes_against_a_live_runtap_and_fails_without_one(admin_url: str) -> None:
     args = one(final_stage(), "HEALTHCHECK")
-    cmd = json.loads(args[args.index("CMD") + 3:].strip())
+    cmd = json.loads(args[args.index("CMD") + 3 :].strip())
     cmd[0] = sys.executable  # the image's `python`
     port = admin_url.rsplit(":", 1)[1]
     assert await _run(cmd, {"RUNTAP_ADMIN": f"0.0.0.0:{port}"}) == 0
@@ -286,8 +292,9 @@ def test_compose_wires_app_to_runtap_to_prometheus_to_grafana() -> None:
     listen_host, listen_port = hostport(env["RUNTAP_LISTEN"])
     admin_host, admin_port = hostport(env["RUNTAP_ADMIN"])
     assert listen_host == admin_host == "0.0.0.0"
-    assert re.fullmatch(r"\$\{RUNTAP_UPSTREAM:-http://sim:(\d+)\}", services["runtap"]["environment"]
-                        ["RUNTAP_UPSTREAM"])
+    assert re.fullmatch(
+        r"\$\{RUNTAP_UPSTREAM:-http://sim:(\d+)\}", services["runtap"]["environment"]["RUNTAP_UPSTREAM"]
+    )
     assert "/data" in [v.split(":")[1] for v in services["runtap"]["volumes"]]
     assert str(PurePosixPath(env["RUNTAP_DB"]).parent) == "/data"
     # The app reaches the proxy by service name on the listen port.
@@ -329,9 +336,14 @@ async def test_compose_sim_command_starts_the_simulated_upstream() -> None:
     port = free_port()
     args = [a.replace("0.0.0.0", "127.0.0.1").replace("8000", str(port)) for a in sim["command"]]
     assert sim["entrypoint"][:3] == ["python", "-m", "proxy.sim"]
-    proc = await asyncio.create_subprocess_exec(sys.executable, *sim["entrypoint"][1:], *args, cwd=ROOT,
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *sim["entrypoint"][1:],
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         deadline = asyncio.get_running_loop().time() + 20
         while True:

@@ -45,11 +45,10 @@ def test_other_calls_are_not_runs_operations(method: str, path: str) -> None:
 def test_spec_paths_cover_exactly_the_nine_operations() -> None:
     """Every Runs path in the official spec maps to an operation (the spec's paths carry no /v1)."""
     import re
-    from pathlib import Path
 
-    spec = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
-    if not spec.exists():
-        pytest.skip(f"spec not found at {spec}")
+    from tests import spec_files
+
+    spec = spec_files.v2_spec()
     paths = re.findall(r"^  (/threads[^:]*):$", spec.read_text(), flags=re.M)
     found = set()
     for p in paths:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,16 +20,14 @@ import pytest
 import yaml
 
 from proxy.sim import SimConfig, start_sim
+from tests import spec_files
 
 # The SDK's @deprecated wrappers warn "deprecated" attributed to the caller (this module), which the
 # pyproject filters (module openai.*, or "The Assistants API is deprecated") do not match.
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
-SPEC_DIR = Path(
-    os.environ.get("RUNTAP_OPENAPI_DIR", Path(__file__).resolve().parents[2] / "shared" / "openai-openapi")
-)
-V2_SPEC = SPEC_DIR / "openapi.yaml"
-V1_SPEC = SPEC_DIR / "openapi-af97d0a6f1fcc5dcbb6e8135b3b8a7b8e22b7d0a-assistants-v1.yaml"
+V2_SPEC = spec_files.v2_spec()
+V1_SPEC = spec_files.v1_spec()
 V1 = {"OpenAI-Beta": "assistants=v1"}
 WEATHER_TOOL = {
     "type": "function",
@@ -49,7 +46,7 @@ WEATHER_TOOL = {
 
 
 class _LenientLoader(yaml.SafeLoader):
-    """The v1 spec repeats YAML anchors (see shared/openai-openapi/README.md); let a later one win."""
+    """The v1 spec repeats YAML anchors (see tests/data/openai-openapi/README.md); let a later one win."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if not self.check_event(yaml.events.AliasEvent):

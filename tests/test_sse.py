@@ -5,7 +5,6 @@ import re
 import tracemalloc
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.sse import SSEEvent, SSEParser
+from tests import spec_files
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
+SPEC = spec_files.v2_spec()
 BOM = b"\xef\xbb\xbf"
 
 
