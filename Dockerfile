@@ -11,12 +11,16 @@ ARG PYTHON_VERSION=3.11
 # Build stage: wheels for runtap and its pinned runtime dependencies (no test tools).
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY proxy ./proxy
 COPY analytics ./analytics
-# Same package and extras as `bash scripts/setup.sh` (runtime only): runtap[fast,s3].
+COPY demo ./demo
+COPY dashboards ./dashboards
+# Same package, extras and exact pins (constraints.txt) as `bash scripts/setup.sh`: runtap[demo,fast,s3]
+# (demo: the simulator and workload docker-compose.yml runs from this image). The dashboards ship as
+# package data: `docker run runtap:0.1.0 dashboards export /out` writes them with Grafana provisioning.
 RUN python -m pip install --no-cache-dir --disable-pip-version-check --upgrade pip \
- && python -m pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels ".[fast,s3]"
+ && python -m pip wheel --no-cache-dir --disable-pip-version-check -c constraints.txt --wheel-dir /wheels ".[demo,fast,s3]"
 
 # Runtime stage: the wheels installed into a slim Python, run as an unprivileged user.
 FROM python:${PYTHON_VERSION}-slim-bookworm
@@ -30,7 +34,7 @@ RUN groupadd --system --gid 10001 runtap \
  && mkdir -p /data \
  && chown runtap:runtap /data
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir --disable-pip-version-check --no-index --find-links=/wheels "runtap[fast,s3]" \
+RUN python -m pip install --no-cache-dir --disable-pip-version-check --no-index --find-links=/wheels "runtap[demo,fast,s3]" \
  && rm -rf /wheels
 USER 10001:10001
 WORKDIR /data

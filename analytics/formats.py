@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import orjson
 
-from analytics.reports import ReportResult
+from .reports import ReportResult
 
 FORMATS: Final = ("table", "csv", "json", "markdown")
 

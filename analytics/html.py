@@ -14,8 +14,8 @@ from html import escape
 from pathlib import Path
 from typing import Any, Final
 
-from analytics.charts import bar_chart, color, column_chart, fmt_number, fmt_usd
-from analytics.reports import ReportParams, ReportResult
+from .charts import bar_chart, color, column_chart, fmt_number, fmt_usd
+from .reports import ReportParams, ReportResult
 
 Fetch = Callable[[str, ReportParams], ReportResult]
 

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 
 import duckdb
 
-from analytics.prices import PriceBook
-from analytics.reports import DatabaseLocked, open_db, prepare
+from .prices import PriceBook
+from .reports import DatabaseLocked, open_db, prepare
 
 TABLES: Final = ("runs", "run_steps", "run_events", "requests")
 _DAY_OF: Final = {"runs": "coalesce(created_at, first_seen_at)",
@@ -232,7 +232,7 @@ async def export_periodically(get_connection: Callable[[], duckdb.DuckDBPyConnec
 
 
 def _schema_sql() -> str:
-    return resources.files("analytics").joinpath("schema.sql").read_text(encoding="utf-8")
+    return resources.files("runtap.analytics").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 def _dedup_sql(table: str, files: list[str]) -> str:

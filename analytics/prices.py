@@ -116,7 +116,7 @@ def parse_prices(text: str, *, source: str) -> list[Price]:
 
 
 def builtin_prices() -> list[Price]:
-    text = resources.files("analytics").joinpath("prices.csv").read_text(encoding="utf-8")
+    text = resources.files("runtap.analytics").joinpath("prices.csv").read_text(encoding="utf-8")
     return parse_prices(text, source="builtin")
 
 

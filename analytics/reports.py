@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.prices import PriceBook
+from .prices import PriceBook
 
 BY_COLUMN: Final = "by_value"
 _BY_RE: Final = re.compile(r"^(key_fingerprint|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
@@ -120,7 +120,7 @@ def _parse_header(name: str, text: str) -> ReportSpec:
 
 @functools.cache
 def report_specs() -> dict[str, ReportSpec]:
-    folder = resources.files("analytics").joinpath("reports")
+    folder = resources.files("runtap.analytics").joinpath("reports")
     specs = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".sql"):
@@ -130,7 +130,7 @@ def report_specs() -> dict[str, ReportSpec]:
 
 
 def views_sql() -> str:
-    return resources.files("analytics").joinpath("views.sql").read_text(encoding="utf-8")
+    return resources.files("runtap.analytics").joinpath("views.sql").read_text(encoding="utf-8")
 
 
 def setup_script(prices: PriceBook) -> str:

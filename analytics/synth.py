@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from analytics.store import Store
+from .ingest.store import Store
 
 TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
 

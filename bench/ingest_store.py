@@ -11,7 +11,7 @@ worst case: one row written per snapshot); ``updates`` = the same runs re-polled
 (rows read back from DuckDB, cache disabled). Generation is not timed; the timed part is
 Store.apply for every batch plus the final close (CHECKPOINT), run as the capture writer runs it:
 the process tuned as `runtap serve` tunes it (frozen start-up heap, young-GC threshold) and automatic
-GC paused around each batch (proxy/writer.py), so the figure is the writer's, not CPython's defaults'
+GC paused around each batch (analytics/ingest/writer.py), so the figure is the writer's, not CPython's defaults'
 (those cost ~5% more: 46.1k vs 49.2k realistic, 22.3k vs 24.5k distinct snapshots/s, one run each).
 """
 
@@ -26,12 +26,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-
-from analytics.merge import Row, merge_run
-from analytics.store import Store
-from proxy.commands.serve import tune_runtime
-from proxy.records import Snapshot
-from proxy.writer import automatic_gc_paused
+from runtap.analytics.ingest.merge import Row, merge_run
+from runtap.analytics.ingest.records import Snapshot
+from runtap.analytics.ingest.store import Store
+from runtap.analytics.ingest.writer import automatic_gc_paused
+from runtap.proxy.commands.serve import tune_runtime
 
 T0 = 1_700_000_000
 

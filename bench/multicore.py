@@ -20,9 +20,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from runtap.proxy.workers import suffixed
+
 from bench import load, procstats, targets
 from bench.targets import HOST
-from proxy.workers import suffixed
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Phase:
 def _phase(workdir: Path, upstream: targets.Proc, sink: targets.Proc, workers: int, seconds: float) -> Phase:
     port, admin = targets.free_port(), targets.free_port()
     db = workdir / f"w{workers}.duckdb"
-    cmd = [sys.executable, "-m", "proxy", "serve", "--upstream", f"http://{HOST}:{upstream.port}",
+    cmd = [sys.executable, "-m", "runtap.proxy", "serve", "--upstream", f"http://{HOST}:{upstream.port}",
            "--listen", f"{HOST}:{port}", "--admin", f"{HOST}:{admin}", "--db", str(db),
            "--workers", str(workers), "--grace-period", "5", "--log-level", "warning"]
     proc = targets._spawn(f"runtap-w{workers}", cmd, workdir, port, env=targets.runtap_env(sink.port))

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
-
-from analytics.lake import export, open_lake
-from analytics.prices import load_price_book
-from analytics.reports import open_db, report_specs, run_report
-from analytics.synth import create_db, generate
+from runtap.analytics.lake import export, open_lake
+from runtap.analytics.prices import load_price_book
+from runtap.analytics.reports import open_db, report_specs, run_report
+from runtap.analytics.synth import create_db, generate
 
 T = TypeVar("T")
 

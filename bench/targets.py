@@ -207,7 +207,7 @@ def start_runtap(workdir: Path, upstream_port: int, sink_port: int | None,
                  cpus: Sequence[int] | None) -> Proc:
     port, admin = free_port(), free_port()
     db = workdir / "runtap.duckdb"
-    cmd = [sys.executable, "-m", "proxy", "serve", "--upstream", f"http://{HOST}:{upstream_port}",
+    cmd = [sys.executable, "-m", "runtap.proxy", "serve", "--upstream", f"http://{HOST}:{upstream_port}",
            "--listen", f"{HOST}:{port}", "--admin", f"{HOST}:{admin}", "--db", str(db),
            "--grace-period", "5", "--log-level", "warning"]
     proc = _spawn("runtap", cmd, workdir, port, env=runtap_env(sink_port), cpus=cpus)

@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from proxy.commands import COMMANDS
-from proxy.config import ConfigError
+from .commands import COMMANDS
+from .config import ConfigError
 
 DESCRIPTION = """\
 runtap: an observability sidecar for OpenAI-style Assistants Runs.

@@ -6,10 +6,10 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from analytics.prices import load_price_book
-from proxy.admin_reports import add_report_routes
-from proxy.app import Runtime
-from proxy.config import ConfigError
+from ..analytics.prices import load_price_book
+from .admin_reports import add_report_routes
+from .app import Runtime
+from .config import ConfigError
 
 ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
 

@@ -26,9 +26,9 @@ from typing import Final
 import duckdb
 from aiohttp import web
 
-from analytics.formats import to_csv, to_json
-from analytics.prices import PriceBook, load_price_book
-from analytics.reports import (
+from ..analytics.formats import to_csv, to_json
+from ..analytics.prices import PriceBook, load_price_book
+from ..analytics.reports import (
     ReportError,
     ReportParams,
     ReportResult,

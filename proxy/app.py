@@ -12,13 +12,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from analytics.lake import export_periodically
-from proxy import looplag
-from proxy.config import Settings
-from proxy.forward import Forwarder
-from proxy.metrics import Metrics
-from proxy.tracing import Tracing, provider_from_env
-from proxy.writer import CaptureWriter
+from ..analytics.ingest.writer import CaptureWriter
+from ..analytics.lake import export_periodically
+from . import looplag
+from .addons.metrics import Metrics
+from .addons.tracing import Tracing, provider_from_env
+from .config import Settings
+from .forward import Forwarder
 
 log = logging.getLogger("runtap")
 

@@ -21,12 +21,12 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy import errors, routes
-from proxy.config import Settings
-from proxy.metrics import Metrics
-from proxy.records import Exchange, RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
-from proxy.tracing import Tracing
-from proxy.writer import CaptureWriter
+from ..analytics.ingest.records import Exchange, RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
+from ..analytics.ingest.writer import CaptureWriter
+from . import errors, routes
+from .addons.metrics import Metrics
+from .addons.tracing import Tracing
+from .config import Settings
 
 log = logging.getLogger("runtap.forward")
 

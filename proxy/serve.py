@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy import errors
-from proxy.admin import create_admin_app
-from proxy.app import Runtime, build_runtime, create_app
-from proxy.config import Settings
+from . import errors
+from .admin import create_admin_app
+from .app import Runtime, build_runtime, create_app
+from .config import Settings
 
 log = logging.getLogger("runtap")
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
-from proxy.config import SETTINGS, ConfigError, HostPort, Settings
+from .config import SETTINGS, ConfigError, HostPort, Settings
 
 log = logging.getLogger("runtap.workers")
 
@@ -62,7 +62,7 @@ def start_workers(settings: Settings, raw: Mapping[str, str | None]) -> list[sub
             env[s.env] = value
     procs = []
     for index in range(1, settings.workers):
-        procs.append(subprocess.Popen([sys.executable, "-m", "proxy", "serve"],
+        procs.append(subprocess.Popen([sys.executable, "-m", "runtap.proxy", "serve"],
                                       env={**env, WORKER_ENV: str(index)}))
     return procs
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up runtap on a fresh machine: a virtualenv in .venv with runtap and its pinned dependencies.
-#   bash scripts/setup.sh          # runtime only
+# Set up runtap on a fresh machine: a virtualenv in .venv with runtap and its dependencies at the exact
+# versions in constraints.txt (pyproject.toml declares ranges).
+#   bash scripts/setup.sh          # runtime + the offline demo (runtap[demo,fast,s3])
 #   bash scripts/setup.sh --test   # + test tools, and the system packages the suite uses
 #                                  #   (prometheus/promtool, chromium) when apt-get can install them
 set -euo pipefail
@@ -11,10 +12,10 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($PY --version)"
     $PY -m venv .venv
 fi
-extras="fast,s3"
-[ "${1:-}" = "--test" ] && extras="fast,s3,test"
+extras="demo,fast,s3"
+[ "${1:-}" = "--test" ] && extras="demo,fast,s3,test"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[${extras}]"
 
 if [ "${1:-}" = "--test" ]; then
     need=()

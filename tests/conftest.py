@@ -7,11 +7,14 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from runtap.demo.sim import SimConfig, start_sim
+from runtap.proxy.app import build_runtime
+from runtap.proxy.config import HostPort, Settings, settings_for
+from runtap.proxy.serve import Running, start
 
-from proxy.app import build_runtime
-from proxy.config import HostPort, Settings, settings_for
-from proxy.serve import Running, start
-from proxy.sim import SimConfig, start_sim
+from tests import source_folders
+
+source_folders.install()
 
 # Fails any test whose code blocks the event loop (see tests/loopguard.py).
 pytest_plugins = ["tests.conftest_loopguard"]

@@ -21,15 +21,15 @@ from typing import Any
 
 import duckdb
 import httpx2 as httpx
+from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.demo import sim as simulator
+from runtap.proxy.addons.metrics import Metrics
+from runtap.proxy.addons.tracing import Tracing
+from runtap.proxy.app import Runtime
+from runtap.proxy.config import Settings
+from runtap.proxy.forward import Forwarder
+from runtap.proxy.serve import Running, start
 
-from proxy import sim as simulator
-from proxy.app import Runtime
-from proxy.config import Settings
-from proxy.forward import Forwarder
-from proxy.metrics import Metrics
-from proxy.serve import Running, start
-from proxy.tracing import Tracing
-from proxy.writer import CaptureWriter
 from tests.conftest import stack_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,7 +272,7 @@ _LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); "
 async def start_runtap(upstream: str, db: Path, log: Path, *extra: str, env: dict[str, str] | None = None,
                        timeout: float = 30.0, file_size_limit: int | None = None) -> Proc:
     """`runtap serve` on free ports; ready once it logged where it listens."""
-    args = ["-m", "proxy", "serve", "--upstream", upstream, "--listen", "127.0.0.1:0",
+    args = ["-m", "runtap.proxy", "serve", "--upstream", upstream, "--listen", "127.0.0.1:0",
             "--admin", "127.0.0.1:0", "--db", str(db), *extra]
     if file_size_limit is not None:
         args = ["-c", _LIMITED, str(file_size_limit), *args]
@@ -282,7 +282,7 @@ async def start_runtap(upstream: str, db: Path, log: Path, *extra: str, env: dic
 
 
 async def start_sim(log: Path, *extra: str, timeout: float = 30.0) -> Proc:
-    proc, m = await _spawn(["-m", "proxy.sim", "--port", "0", *extra], log, _SIM_LINE, None, timeout)
+    proc, m = await _spawn(["-m", "runtap.demo.sim", "--port", "0", *extra], log, _SIM_LINE, None, timeout)
     proc.url = m.group(1)
     return proc
 

@@ -123,7 +123,7 @@ def test_readme_has_a_runbook_line_for_every_alert() -> None:
 
 
 def test_price_rules_match_the_price_book_the_sql_reports_use() -> None:
-    from analytics.prices import builtin_prices
+    from runtap.analytics.prices import builtin_prices
 
     latest: dict[str, Any] = {}
     for p in builtin_prices():

@@ -8,9 +8,8 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from proxy.capture import CaptureDecoder
-from proxy.records import (
+from runtap.analytics.ingest.decode import CaptureDecoder
+from runtap.analytics.ingest.records import (
     Exchange,
     RequestBody,
     RequestRecord,

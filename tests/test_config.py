@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from proxy.config import SETTINGS, ConfigError, HostPort, resolve
+from runtap.proxy.config import SETTINGS, ConfigError, HostPort, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +46,7 @@ def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
 
 
 def test_bad_config_is_one_line_and_a_nonzero_exit() -> None:
-    proc = subprocess.run([sys.executable, "-m", "proxy", "serve", "--listen", "localhost:http"],
+    proc = subprocess.run([sys.executable, "-m", "runtap.proxy", "serve", "--listen", "localhost:http"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -63,7 +62,7 @@ def test_every_setting_is_documented_in_the_readme() -> None:
 
 
 def test_help_documents_every_flag() -> None:
-    proc = subprocess.run([sys.executable, "-m", "proxy", "serve", "--help"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "runtap.proxy", "serve", "--help"], capture_output=True,
                           text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0
     for s in SETTINGS:

@@ -209,7 +209,7 @@ def test_cost_dashboard_is_labelled_an_estimate_and_prices_the_workload_models()
             assert "estimate" in (panel["title"] + panel["description"]).lower(), panel["title"]
     priced = {(r["labels"]["model"], r["labels"]["type"]) for r in recording_rules()
               if r["record"] == "runtap:token_price_usd"}
-    workload = (ROOT / "proxy" / "workload.py").read_text()
+    workload = (ROOT / "demo" / "workload.py").read_text()
     for model in set(re.findall(r'model="([^"]+)"', workload)):
         assert {(model, "prompt"), (model, "completion")} <= priced, f"no price for {model}"
 
@@ -234,7 +234,7 @@ def _xml_escape(s: str) -> str:
 
 
 def test_metrics_module_defines_every_metric_the_dashboards_and_alerts_read() -> None:
-    from proxy.metrics import Metrics
+    from runtap.proxy.addons.metrics import Metrics
 
     registry = CollectorRegistry()
     Metrics(registry)
@@ -249,7 +249,7 @@ def test_metrics_module_defines_every_metric_the_dashboards_and_alerts_read() ->
     used |= {base_metric(n) for r in alert_rules() for n in metric_names(r["expr"])}
     used -= set(RECORDED)
     missing = sorted(m for m in used if m not in exposed)
-    assert missing == [], f"proxy/metrics.py does not define: {missing}"
+    assert missing == [], f"proxy/addons/metrics.py does not define: {missing}"
     for m in used:
         assert exposed[m] == CONTRACT[m][0], f"{m} is a {exposed[m]}, the contract says {CONTRACT[m][0]}"
 
@@ -299,7 +299,7 @@ def _finished(results: list[Any]) -> int:
 
 
 def _drive(base_url: str) -> Any:
-    from proxy.workload import run_workload
+    from runtap.demo.workload import run_workload
 
     with warnings.catch_warnings():
         # The SDK marks every Assistants call deprecated; a module fixture runs outside the per-test
@@ -321,10 +321,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     logs = {name: open(work / f"{name}.log", "wb") for name in ("sim", "runtap")}  # noqa: SIM115
     try:
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "proxy.sim", "--host", "127.0.0.1", "--port", str(sim_port)],
+            [sys.executable, "-m", "runtap.demo.sim", "--host", "127.0.0.1", "--port", str(sim_port)],
             cwd=ROOT, env=python_env(), stdout=logs["sim"], stderr=subprocess.STDOUT))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--upstream", f"http://127.0.0.1:{sim_port}",
+            [sys.executable, "-m", "runtap.proxy", "serve", "--upstream", f"http://127.0.0.1:{sim_port}",
              "--listen", f"127.0.0.1:{proxy_port}", "--admin", f"127.0.0.1:{admin_port}",
              "--db", str(work / "runtap.duckdb")],
             cwd=ROOT, env=env, stdout=logs["runtap"], stderr=subprocess.STDOUT))

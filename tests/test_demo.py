@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_runs_the_whole_product_offline_and_its_summary_matches_the_db(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
     done = subprocess.run(
-        [sys.executable, "-m", "proxy", "demo", "--once", "--rounds", "1", "--db", str(db),
+        [sys.executable, "-m", "runtap.proxy", "demo", "--once", "--rounds", "1", "--db", str(db),
          "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warning"],
         cwd=REPO, capture_output=True, text=True, timeout=150, check=False,
     )

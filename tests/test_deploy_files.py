@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from runtap.proxy.config import SETTINGS, resolve
 
-from proxy.config import SETTINGS, resolve
 from tests.promstack import DASHBOARDS, ROOT, free_port, load_yaml
 
 SETTING_BY_ENV = {s.env: s for s in SETTINGS}
@@ -117,7 +117,8 @@ def test_image_installs_the_package_with_the_readme_extras_and_no_test_tools() -
     assert "test" not in extras
     runs = " ".join(a for k, a in dockerfile() if k == "RUN")
     spec = ",".join(sorted(extras))
-    assert f'wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels ".[{spec}]"' in runs
+    wheel = "wheel --no-cache-dir --disable-pip-version-check -c constraints.txt --wheel-dir /wheels"
+    assert f'{wheel} ".[{spec}]"' in runs
     assert f'--no-index --find-links=/wheels "runtap[{spec}]"' in runs
     assert "[test" not in runs and ",test" not in runs
 
@@ -178,13 +179,13 @@ def test_build_context_holds_everything_the_package_build_needs() -> None:
     assert pyproject["project"]["readme"] in copied
     assert "pyproject.toml" in copied
     declared = pyproject["tool"]["setuptools"]["packages"]
-    if isinstance(declared, dict):  # [tool.setuptools.packages.find] include = ["proxy*", ...]
-        declared = [pattern.rstrip("*") for pattern in declared["find"]["include"]]
+    folders = pyproject["tool"]["setuptools"]["package-dir"]
     for package in declared:
-        top = package.split(".")[0]
-        assert top in copied, f"package {package} is not copied into the image"
+        top = folders[".".join(package.split(".")[:2])]
+        assert top in copied, f"package {package} ({top}/) is not copied into the image"
+    assert "constraints.txt" in copied, "the image must install the same exact pins as CI"
     for f in context:
-        assert not f.startswith(("tests/", "bench/", "docs/", "dashboards/", ".venv/")), f
+        assert not f.startswith(("tests/", "bench/", "docs/", ".venv/")), f
         assert not f.endswith((".duckdb", ".pyc")), f
 
 
@@ -197,20 +198,25 @@ def test_every_python_package_and_data_file_is_in_the_wheel(tmp_path: Path) -> N
     names = zipfile.ZipFile(wheel).namelist()
     wanted = [
         p.relative_to(ROOT).as_posix()
-        for top in ("proxy", "analytics")
+        for top in ("proxy", "analytics", "demo", "dashboards")
         for p in (ROOT / top).rglob("*")
-        if p.suffix in (".py", ".sql", ".csv", ".html") and "__pycache__" not in p.parts
+        if p.suffix in (".py", ".sql", ".csv", ".html", ".json", ".yml") and "__pycache__" not in p.parts
     ]
     assert wanted
-    missing = [w for w in wanted if not any(n == w or n.endswith("/" + w) for n in names)]
+    missing = [w for w in wanted if "runtap/" + w not in names]
     assert missing == [], f"the wheel lacks {missing}"
+    # one import root: nothing lands in site-packages as a top-level proxy/analytics (names other
+    # PyPI projects also install)
+    assert {n.split("/")[0] for n in names if not n.startswith("runtap-")} == {"runtap"}
+    (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+    assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["runtap"]
 
 
 @pytest.fixture
 async def admin_url(tmp_path: Path) -> AsyncIterator[str]:
-    from proxy.app import build_runtime
-    from proxy.config import HostPort, settings_for
-    from proxy.serve import start
+    from runtap.proxy.app import build_runtime
+    from runtap.proxy.config import HostPort, settings_for
+    from runtap.proxy.serve import start
 
     settings = settings_for(
         upstream="http://127.0.0.1:9",
@@ -335,7 +341,7 @@ async def test_compose_sim_command_starts_the_simulated_upstream() -> None:
     sim = compose()["services"]["sim"]
     port = free_port()
     args = [a.replace("0.0.0.0", "127.0.0.1").replace("8000", str(port)) for a in sim["command"]]
-    assert sim["entrypoint"][:3] == ["python", "-m", "proxy.sim"]
+    assert sim["entrypoint"][:3] == ["python", "-m", "runtap.demo.sim"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *sim["entrypoint"][1:],

@@ -14,11 +14,11 @@ import duckdb
 import httpx2 as httpx
 import openai
 import pytest
+from runtap.demo import workload as w
+from runtap.demo.sim import SimConfig, start_sim
+from runtap.proxy.app import build_runtime
+from runtap.proxy.serve import start
 
-from proxy import workload as w
-from proxy.app import build_runtime
-from proxy.serve import start
-from proxy.sim import SimConfig, start_sim
 from tests.conftest import stack_settings
 from tests.wiretap import HashingTransport, UpstreamRecorder
 

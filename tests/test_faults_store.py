@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runtap.analytics.ingest.store import Store
+from runtap.demo import workload as w
 
-from analytics.store import Store
-from proxy import workload as w
 from tests.fault_helpers import (
     API_KEY,
     Proxy,
@@ -151,9 +151,9 @@ async def test_disk_full_keeps_the_proxy_serving_and_what_was_spooled_is_replaye
 
 _SPOOL_ON_A_FULL_DISK = """
 import json, resource, sys
-from analytics.spool import Spool
-from analytics.store import Store
-from proxy.records import RequestRecord
+from runtap.analytics.ingest.spool import Spool
+from runtap.analytics.ingest.store import Store
+from runtap.analytics.ingest.records import RequestRecord
 
 def records(prefix, n):
     return [RequestRecord(id=f"{prefix}{i}", started_at=1.7e9, method="GET", path="/v1/x" + "y" * 200,

@@ -20,8 +20,8 @@ import httpx2 as httpx
 import openai
 import orjson
 import pytest
+from runtap.demo import workload as w
 
-from proxy import workload as w
 from tests.fault_helpers import (
     API_KEY,
     eventually,

@@ -12,11 +12,10 @@ from typing import Any
 
 import duckdb
 import pytest
-
-from analytics.html import build_html
-from analytics.prices import load_price_book
-from analytics.reports import open_db, run_report
-from analytics.synth import RunSpec, create_db, insert_runs
+from runtap.analytics.html import build_html
+from runtap.analytics.prices import load_price_book
+from runtap.analytics.reports import open_db, run_report
+from runtap.analytics.synth import RunSpec, create_db, insert_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 M = 1_000_000

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from analytics.lake import (
+from runtap.analytics.ingest.store import Store
+from runtap.analytics.lake import (
     ExportResult,
     LakeError,
     export,
@@ -27,11 +27,10 @@ from analytics.lake import (
     httpfs_extension_path,
     open_lake,
 )
-from analytics.prices import load_price_book
-from analytics.reports import ReportResult, open_db, run_report
-from analytics.store import Store
-from analytics.synth import RunSpec, StepSpec, create_db, generate, insert_events, insert_runs, insert_steps
-from proxy.__main__ import main
+from runtap.analytics.prices import load_price_book
+from runtap.analytics.reports import ReportResult, open_db, run_report
+from runtap.analytics.synth import RunSpec, StepSpec, create_db, generate, insert_events, insert_runs, insert_steps
+from runtap.proxy.__main__ import main
 
 PRICES = load_price_book(environ={})
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runtap.analytics.ingest.sse import SSEParser
+from runtap.analytics.ingest.store import Store
+from runtap.analytics.ingest.writer import CaptureWriter
 
-from analytics.store import Store
-from proxy.sse import SSEParser
-from proxy.writer import CaptureWriter
 from tests.loopguard import LoopGuard
 
 
@@ -48,10 +48,10 @@ async def test_proxy_code_blocking_the_loop_is_reported_with_its_line(guard: Loo
     assert len(blocks) == 1, blocks
     block = blocks[0]
     assert block.seconds >= 0.1
-    assert block.owner is not None and block.owner.startswith("proxy/writer.py:")
+    assert block.owner is not None and block.owner.startswith("analytics/ingest/writer.py:")
     assert block.owner.endswith("in flush")
-    assert any("proxy/writer.py" in line and "in flush" in line for line in block.stack)
-    assert "proxy/writer.py" in block.describe()
+    assert any("analytics/ingest/writer.py" in line and "in flush" in line for line in block.stack)
+    assert "analytics/ingest/writer.py" in block.describe()
 
 
 async def test_a_test_waiting_on_its_own_loop_is_not_blamed(guard: LoopGuard) -> None:
@@ -82,4 +82,4 @@ async def test_proxy_code_computing_on_the_loop_is_reported(guard: LoopGuard) ->
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     [block] = guard.take()
-    assert block.owner is not None and block.owner.startswith("proxy/sse.py:")
+    assert block.owner is not None and block.owner.startswith("analytics/ingest/sse.py:")

@@ -1,4 +1,4 @@
-"""Merge rules (analytics/merge.py): the stored row depends on the set of snapshots, not their order."""
+"""Merge rules (analytics/ingest/merge.py): the stored row depends on the set of snapshots, not their order."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from analytics.merge import (
+from runtap.analytics.ingest.merge import (
     Effect,
     Row,
     RunEvent,
@@ -19,7 +18,7 @@ from analytics.merge import (
     merge_run,
     merge_step,
 )
-from proxy.records import Snapshot
+from runtap.analytics.ingest.records import Snapshot
 
 T0 = 1_700_000_000
 USAGE = {"prompt_tokens": 812, "completion_tokens": 97, "total_tokens": 909}

@@ -17,15 +17,15 @@ import httpx2 as httpx
 import pytest
 from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
+from runtap.analytics.ingest.records import Exchange, RequestRecord, ResponseBody
+from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.demo import workload as w
+from runtap.demo.sim import SimConfig, start_sim
+from runtap.proxy import routes
+from runtap.proxy.addons.metrics import Metrics
+from runtap.proxy.app import build_runtime
+from runtap.proxy.serve import Running, start
 
-from proxy import routes
-from proxy import workload as w
-from proxy.app import build_runtime
-from proxy.metrics import Metrics
-from proxy.records import Exchange, RequestRecord, ResponseBody
-from proxy.serve import Running, start
-from proxy.sim import SimConfig, start_sim
-from proxy.writer import CaptureWriter
 from tests.conftest import Stack, stack_settings, start_stack
 from tests.metrics_scrape import Scrape, scrape
 

@@ -12,8 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
-
-from proxy.otlp_encode import encode_request
+from runtap.proxy.addons.otlp_encode import encode_request
 
 _text = st.text(max_size=12)
 _scalar = st.one_of(_text, st.booleans(), st.integers(-(1 << 63), (1 << 63) - 1),

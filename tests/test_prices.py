@@ -9,10 +9,9 @@ from typing import Any
 
 import duckdb
 import pytest
-
-from analytics.prices import PriceError, builtin_prices, load_price_book, parse_prices
-from analytics.reports import ReportResult, open_db, run_report
-from analytics.synth import RunSpec, StepSpec, create_db, insert_runs, insert_steps
+from runtap.analytics.prices import PriceError, builtin_prices, load_price_book, parse_prices
+from runtap.analytics.reports import ReportResult, open_db, run_report
+from runtap.analytics.synth import RunSpec, StepSpec, create_db, insert_runs, insert_steps
 
 M = 1_000_000
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from runtap.demo import workload as w
+from runtap.proxy.__main__ import main
 
-from proxy import workload as w
-from proxy.__main__ import main
 from tests.fault_helpers import API_KEY, locked, proxy_to, query, sim
 
 MARKERS = (b"PROMPT-MARKER-additional-instructions", b"PROMPT-MARKER-additional-message", b"You are helpful.")

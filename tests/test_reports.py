@@ -20,10 +20,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
-
-from analytics.formats import FORMATS, render
-from analytics.prices import load_price_book
-from analytics.reports import (
+from runtap.analytics.formats import FORMATS, render
+from runtap.analytics.ingest.store import Store
+from runtap.analytics.prices import load_price_book
+from runtap.analytics.reports import (
     ReportError,
     ReportParams,
     make_params,
@@ -33,15 +33,14 @@ from analytics.reports import (
     run_report,
     setup_script,
 )
-from analytics.store import Store
-from analytics.synth import GENERATED_MODELS, TERMINAL, RunSpec, create_db, generate, insert_runs
-from proxy.__main__ import main
-from proxy.admin import create_admin_app
-from proxy.admin_reports import add_report_routes
-from proxy.app import build_runtime
-from proxy.config import settings_for
-from proxy.sim import SimConfig, start_sim
-from proxy.workload import run_workload
+from runtap.analytics.synth import GENERATED_MODELS, TERMINAL, RunSpec, create_db, generate, insert_runs
+from runtap.demo.sim import SimConfig, start_sim
+from runtap.demo.workload import run_workload
+from runtap.proxy.__main__ import main
+from runtap.proxy.admin import create_admin_app
+from runtap.proxy.admin_reports import add_report_routes
+from runtap.proxy.app import build_runtime
+from runtap.proxy.config import settings_for
 
 REPORTS = sorted(report_specs())
 N = 100_000

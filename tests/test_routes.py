@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from proxy import routes
+from runtap.proxy import routes
 
 CASES = [
     ("POST", "/v1/threads/thread_1/runs", routes.RUNS_CREATE),

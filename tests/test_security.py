@@ -13,11 +13,11 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
+from runtap.demo import workload as w
+from runtap.demo.sim import SimConfig, start_sim
+from runtap.proxy.config import Settings
+from runtap.proxy.errors import RedactParserErrors
 
-from proxy import workload as w
-from proxy.config import Settings
-from proxy.errors import RedactParserErrors
-from proxy.sim import SimConfig, start_sim
 from tests.fault_helpers import (
     locked,
     parse_response,

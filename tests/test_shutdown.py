@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from runtap.demo import workload as w
 
-from proxy import workload as w
 from tests.fault_helpers import (
     API_KEY,
     flushed_stats,

@@ -18,8 +18,8 @@ import jsonschema
 import openai
 import pytest
 import yaml
+from runtap.demo.sim import SimConfig, start_sim
 
-from proxy.sim import SimConfig, start_sim
 from tests import spec_files
 
 # The SDK's @deprecated wrappers warn "deprecated" attributed to the caller (this module), which the
@@ -659,7 +659,7 @@ def test_config_rejects_bad_values() -> None:
 
 def test_cli_prints_address_and_serves() -> None:
     root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "proxy.sim", "--host", "127.0.0.1", "--port", "0", "--prefix", "/v1"]
+    command = [sys.executable, "-m", "runtap.demo.sim", "--host", "127.0.0.1", "--port", "0", "--prefix", "/v1"]
     with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

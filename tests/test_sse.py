@@ -10,8 +10,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runtap.analytics.ingest.sse import SSEEvent, SSEParser
 
-from proxy.sse import SSEEvent, SSEParser
 from tests import spec_files
 
 SPEC = spec_files.v2_spec()

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from runtap.analytics.ingest.merge import Effect, RunFinished, StepFinished, Transition, UsageKnown
+from runtap.analytics.ingest.records import RequestRecord, Snapshot
+from runtap.analytics.ingest.spool import Spool
+from runtap.analytics.ingest.store import SCHEMA_VERSION, Store, StoreError
+from runtap.proxy.addons.run_metrics import RunMetrics
 
-from analytics.merge import Effect, RunFinished, StepFinished, Transition, UsageKnown
-from analytics.spool import Spool
-from analytics.store import SCHEMA_VERSION, Store, StoreError
-from proxy.records import RequestRecord, Snapshot
-from proxy.run_metrics import RunMetrics
 from tests.test_merge import FINAL, T0, USAGE, lifecycle, run_obj, snap, step_obj, tokens_counted
 
 RUN_COLS = (

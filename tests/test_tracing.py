@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import runtap.proxy.addons.run_spans as run_spans_module
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
@@ -29,17 +30,16 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from runtap.analytics.ingest.merge import RunFinished, StepFinished, Transition
+from runtap.analytics.ingest.records import Exchange
+from runtap.demo import workload as w
+from runtap.demo.sim import SimConfig, start_sim
+from runtap.proxy.addons.run_spans import RunSpans, run_span_id, run_trace_id, step_span_id
+from runtap.proxy.addons.tracing import Tracing, provider_from_env
+from runtap.proxy.app import build_runtime
+from runtap.proxy.config import ConfigError
+from runtap.proxy.serve import Running, start
 
-import proxy.run_spans as run_spans_module
-from analytics.merge import RunFinished, StepFinished, Transition
-from proxy import workload as w
-from proxy.app import build_runtime
-from proxy.config import ConfigError
-from proxy.records import Exchange
-from proxy.run_spans import RunSpans, run_span_id, run_trace_id, step_span_id
-from proxy.serve import Running, start
-from proxy.sim import SimConfig, start_sim
-from proxy.tracing import Tracing, provider_from_env
 from tests.conftest import stack_settings
 from tests.otlp_receiver import OTLPReceiver
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from runtap.demo.sim import SimConfig, start_sim
+from runtap.proxy.config import ConfigError, HostPort, settings_for
+from runtap.proxy.workers import for_worker, suffixed
 
-from proxy.config import ConfigError, HostPort, settings_for
-from proxy.sim import SimConfig, start_sim
-from proxy.workers import for_worker, suffixed
 from tests.fault_helpers import API_KEY, query, start_runtap, terminate
 
 

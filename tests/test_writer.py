@@ -10,12 +10,20 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from runtap.analytics.ingest.merge import Transition
+from runtap.analytics.ingest.records import (
+    CaptureItem,
+    Exchange,
+    RequestRecord,
+    ResponseBody,
+    Snapshot,
+    StreamChunk,
+    StreamEnd,
+)
+from runtap.analytics.ingest.spool import Spool
+from runtap.analytics.ingest.store import Store, StoreError
+from runtap.analytics.ingest.writer import CaptureWriter
 
-from analytics.merge import Transition
-from analytics.spool import Spool
-from analytics.store import Store, StoreError
-from proxy.records import CaptureItem, Exchange, RequestRecord, ResponseBody, Snapshot, StreamChunk, StreamEnd
-from proxy.writer import CaptureWriter
 from tests.fault_helpers import Health, locked
 
 

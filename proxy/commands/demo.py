@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import importlib.util
 import logging
 import signal
 import sys
@@ -17,13 +18,11 @@ from typing import Any
 
 import duckdb
 
-from analytics.formats import render
-from analytics.prices import load_price_book
-from analytics.reports import make_params, prepare, run_report
-from proxy.config import HostPort, add_arguments, resolve
-from proxy.serve import Running, start
-from proxy.sim import SimConfig, start_sim
-from proxy.workload import run_workload
+from ...analytics.formats import render
+from ...analytics.prices import load_price_book
+from ...analytics.reports import make_params, prepare, run_report
+from ..config import HostPort, add_arguments, resolve
+from ..serve import Running, start
 
 HELP = "offline demo: simulated upstream + runtap + an SDK workload, then a summary"
 
@@ -88,6 +87,10 @@ async def _start_with_fallback(settings: Any) -> Running:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    # The simulator and workload are the runtap[demo] extra, not the sidecar's runtime: imported here only.
+    from ...demo.sim import SimConfig, start_sim
+    from ...demo.workload import run_workload
+
     # The SDK logs every HTTP call at INFO; the demo's own progress lines say what matters.
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -128,6 +131,10 @@ html        : runtap report --html runtap-report.html --db {settings.db}   (afte
 
 
 def run(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("openai") is None:
+        print("runtap demo: the demo drives its workload with the openai SDK, which the sidecar itself does "
+              "not need; install it with: pip install 'runtap[demo]'", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_demo(args))
     except KeyboardInterrupt:

@@ -9,9 +9,9 @@ from typing import Any
 
 import duckdb
 
-from analytics.lake import LakeError, check_instance, export
-from analytics.reports import DatabaseLocked
-from proxy.commands.report import default_db, err
+from ...analytics.lake import LakeError, check_instance, export
+from ...analytics.reports import DatabaseLocked
+from .report import default_db, err
 
 HELP = "export runs, steps, events and requests to Parquet for a fleet-wide lake"
 

@@ -11,10 +11,10 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.reports import ReportError, parse_when
-from analytics.spool import Spool
-from analytics.store import Store, StoreError
-from proxy.commands.report import default_db, err
+from ...analytics.ingest.spool import Spool
+from ...analytics.ingest.store import Store, StoreError
+from ...analytics.reports import ReportError, parse_when
+from .report import default_db, err
 
 HELP = "delete stored prompt content (and optionally whole rows) captured before a date"
 

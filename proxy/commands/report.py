@@ -10,11 +10,11 @@ from typing import Any
 
 import duckdb
 
-from analytics.formats import FORMATS, render
-from analytics.html import write_html
-from analytics.lake import LakeError, open_lake
-from analytics.prices import PriceBook, PriceError, load_price_book
-from analytics.reports import (
+from ...analytics.formats import FORMATS, render
+from ...analytics.html import write_html
+from ...analytics.lake import LakeError, open_lake
+from ...analytics.prices import PriceBook, PriceError, load_price_book
+from ...analytics.reports import (
     DatabaseLocked,
     ReportError,
     ReportParams,
@@ -24,8 +24,8 @@ from analytics.reports import (
     report_specs,
     run_report,
 )
-from proxy.admin_reports import AdminUnavailable, fetch_report
-from proxy.config import parse_hostport
+from ..admin_reports import AdminUnavailable, fetch_report
+from ..config import parse_hostport
 
 HELP = "cost and usage reports from the capture DB, a Parquet lake or a live sidecar"
 

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from proxy import workers
-from proxy.config import ConfigError, add_arguments, resolve
-from proxy.serve import Running, serve_forever
+from .. import workers
+from ..config import ConfigError, add_arguments, resolve
+from ..serve import Running, serve_forever
 
 HELP = "run the proxy (and its admin listener) in front of an upstream"
 

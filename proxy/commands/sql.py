@@ -8,11 +8,11 @@ from typing import Any
 
 import duckdb
 
-from analytics.formats import render
-from analytics.lake import LakeError, open_lake
-from analytics.prices import PriceError, load_price_book
-from analytics.reports import DatabaseLocked, ReportError, make_params, open_db, run_sql, setup_script
-from proxy.commands.report import add_filter_arguments, default_db, err
+from ...analytics.formats import render
+from ...analytics.lake import LakeError, open_lake
+from ...analytics.prices import PriceError, load_price_book
+from ...analytics.reports import DatabaseLocked, ReportError, make_params, open_db, run_sql, setup_script
+from .report import add_filter_arguments, default_db, err
 
 HELP = "run ad-hoc SQL against the capture tables and the report views"
 

@@ -30,10 +30,10 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.spool import Spool
-from analytics.store import Store, StoreError
-from proxy.capture import CaptureDecoder
-from proxy.records import CaptureItem, RequestBody, RequestRecord, ResponseBody, Snapshot, StreamChunk
+from .decode import CaptureDecoder
+from .records import CaptureItem, RequestBody, RequestRecord, ResponseBody, Snapshot, StreamChunk
+from .spool import Spool
+from .store import Store, StoreError
 
 log = logging.getLogger("runtap.writer")
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.records import Snapshot
+from .records import Snapshot
 
 Row = dict[str, Any]
 

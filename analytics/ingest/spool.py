@@ -21,8 +21,8 @@ from dataclasses import fields
 import duckdb
 import orjson
 
-from analytics.store import Store, StoreError
-from proxy.records import RequestRecord, Snapshot
+from .records import RequestRecord, Snapshot
+from .store import Store, StoreError
 
 REPLAY_BATCH = 5_000
 _SNAPSHOT_FIELDS = frozenset(f.name for f in fields(Snapshot))

@@ -28,10 +28,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy import routes
-from proxy.config import ConfigError
-from proxy.records import Exchange
-from proxy.run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
+from ...analytics.ingest.records import Exchange
+from .. import routes
+from ..config import ConfigError
+from .run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
 
 log = logging.getLogger("runtap.tracing")
 
@@ -81,7 +81,7 @@ def provider_from_env() -> TracerProvider | None:
             if protocol != "http/protobuf":
                 raise ConfigError(f"invalid {var}={protocol!r}: runtap exports OTLP over HTTP only "
                                   "(set http/protobuf)")
-            from proxy.otlp_export import FastOTLPSpanExporter
+            from .otlp_export import FastOTLPSpanExporter
             exporters.append(FastOTLPSpanExporter())
         elif name == "console":
             exporters.append(ConsoleSpanExporter())

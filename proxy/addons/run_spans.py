@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from analytics.merge import RunFinished, StepFinished, ToolTurnaround, Transition
+from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition
 
 log = logging.getLogger("runtap.tracing")
 

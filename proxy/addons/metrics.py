@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from proxy.run_metrics import LabelValues, RunMetrics
+from .run_metrics import LabelValues, RunMetrics
 
 # Latency of one HTTP exchange: proxied JSON calls take milliseconds to seconds (a run create or a
 # poll), streams last as long as the run, minutes for tool-heavy ones; read_timeout defaults to 600 s.

@@ -16,7 +16,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from proxy.otlp_encode import encode_request
+from .otlp_encode import encode_request
 
 log = logging.getLogger("runtap.tracing")
 

@@ -32,8 +32,8 @@ from typing import Any, Literal
 import duckdb
 import orjson
 
-from analytics.merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
-from proxy.records import RequestRecord, Snapshot
+from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
+from .records import RequestRecord, Snapshot
 
 SCHEMA_VERSION = 1
 DEFAULT_CACHE_ROWS = 50_000
@@ -221,7 +221,7 @@ class Store:
 
     def _apply_schema(self) -> None:
         con = self.connection
-        ddl = resources.files("analytics").joinpath("schema.sql").read_text(encoding="utf-8")
+        ddl = resources.files("runtap.analytics").joinpath("schema.sql").read_text(encoding="utf-8")
         con.execute("BEGIN")
         try:
             con.execute(ddl)

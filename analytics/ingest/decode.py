@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import orjson
 
-from proxy.records import (
+from .records import (
     CaptureItem,
     Exchange,
     Kind,
@@ -36,7 +36,7 @@ from proxy.records import (
     StreamChunk,
     StreamEnd,
 )
-from proxy.sse import SSEEvent, SSEParser
+from .sse import SSEEvent, SSEParser
 
 log = logging.getLogger("runtap.capture")
 

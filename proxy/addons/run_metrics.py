@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from analytics.merge import RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
+from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
 
 # Run timestamps (created_at, started_at, completed_at...) are whole seconds in the API, so nothing
 # below 1 s can be told apart; runs queue for seconds and last from seconds to many minutes (a run

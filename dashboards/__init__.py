@@ -1,0 +1,1 @@
+"""Grafana dashboards, Prometheus alert rules and provisioning, shipped as package data (`runtap dashboards export`)."""

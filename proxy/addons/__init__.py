@@ -1,0 +1,1 @@
+"""Addons behind the relay: capture, request metrics and request tracing."""

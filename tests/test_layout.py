@@ -1,0 +1,101 @@
+"""The package layout: one import root, and dependencies that run one way.
+
+The relay (runtap.proxy: forwarding, errors, routes, admin, serve) calls a tap; the addons behind it
+(runtap.proxy.addons) use the ingest path; the ingest path and the reports (runtap.analytics) import
+nothing from the relay, and the sidecar's runtime imports nothing from the demo.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"proxy": "runtap.proxy", "analytics": "runtap.analytics", "demo": "runtap.demo",
+           "dashboards": "runtap.dashboards"}
+
+# (importer prefix, forbidden prefix, why)
+FORBIDDEN = [
+    ("runtap.analytics", "runtap.proxy", "analytics (ingest, store, reports) never imports the relay"),
+    ("runtap.analytics", "runtap.demo", "analytics never imports the demo"),
+    ("runtap.proxy", "runtap.demo", "the sidecar's runtime never imports the demo (runtap[demo] is optional)"),
+    ("runtap.dashboards", "runtap.", "dashboards are data"),
+]
+# The demo command is the one place the CLI reaches into runtap.demo, lazily, with an install hint.
+ALLOWED = {("runtap.proxy.commands.demo", "runtap.demo")}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = [FOLDERS[rel.parts[0]], *rel.parts[1:]]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level \
+                else node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def sources() -> list[Path]:
+    return sorted(p for folder in FOLDERS for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def violations(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for importer, targets in sorted(edges.items()):
+        for target in sorted(targets):
+            for src, dst, why in FORBIDDEN:
+                if importer.startswith(src) and target.startswith(dst) and not target.startswith(importer) \
+                        and (importer, dst.rstrip(".")) not in ALLOWED:
+                    bad.append(f"{importer} imports {target}: {why}")
+    return bad
+
+
+def test_dependencies_run_one_way() -> None:
+    edges = {module_name(p): imports_of(p) for p in sources()}
+    assert violations(edges) == []
+
+
+def test_the_direction_check_catches_a_wrong_way_import() -> None:
+    # relative imports are resolved, so `from ...proxy import x` in an ingest module is caught too
+    edges = {"runtap.analytics.ingest.store": {"runtap.proxy.forward"},
+             "runtap.proxy.forward": {"runtap.demo.sim"},
+             "runtap.proxy.commands.demo": {"runtap.demo.sim"}}
+    assert violations(edges) == [
+        "runtap.analytics.ingest.store imports runtap.proxy.forward: "
+        "analytics (ingest, store, reports) never imports the relay",
+        "runtap.proxy.forward imports runtap.demo.sim: "
+        "the sidecar's runtime never imports the demo (runtap[demo] is optional)",
+    ]
+
+
+def test_code_uses_relative_imports_inside_the_package() -> None:
+    absolute = [f"{p.relative_to(ROOT)}: {name}" for p in sources()
+                for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.ImportFrom | ast.Import)
+                for name in ([node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names])
+                if getattr(node, "level", 0) == 0 and name.split(".")[0] in ("runtap", *FOLDERS)]
+    assert absolute == []
+
+
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+def test_source_folders_are_not_importable_under_their_own_names(folder: str) -> None:
+    with pytest.raises(ModuleNotFoundError, match=f"import runtap.{folder}"):
+        importlib.import_module(folder)
+    assert importlib.import_module(FOLDERS[folder]).__name__ == FOLDERS[folder]
