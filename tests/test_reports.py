@@ -210,6 +210,25 @@ def test_reports_run_from_a_plain_duckdb_session(tmp_path: Path) -> None:
     assert got == [("2024-11-01", 2.5), ("2024-11-02", 5.0), ("2024-11-03", 10.0)]
 
 
+def test_a_pip_user_gets_the_duckdb_cli_recipe_from_the_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No repo checkout: `runtap sql --setup` and `runtap sql --report cost` print what the session runs."""
+    db = small_db(tmp_path)
+    assert main(["sql", "--setup"]) == 0
+    setup = capsys.readouterr().out
+    assert main(["sql", "--report", "cost"]) == 0
+    sql = capsys.readouterr().out
+    assert sql.startswith("-- cost: ")
+    conn = duckdb.connect(db, read_only=True)
+    conn.execute(setup)
+    got = conn.execute("SELECT day::VARCHAR, total_usd FROM (" + sql.strip().rstrip(";") + ")").fetchall()
+    conn.close()
+    assert got == [("2024-11-01", 2.5), ("2024-11-02", 5.0), ("2024-11-03", 10.0)]
+    with pytest.raises(SystemExit):
+        main(["sql", "--report", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
 def test_report_cli_formats_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = small_db(tmp_path)
     assert main(["report", "cost", "--db", db, "--format", "json"]) == 0

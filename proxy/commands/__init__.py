@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import demo, export, purge, report, serve, sql
+from . import dashboards, demo, export, purge, report, serve, sql
 
-COMMANDS: tuple[ModuleType, ...] = (serve, demo, report, sql, export, purge)
+COMMANDS: tuple[ModuleType, ...] = (serve, demo, report, sql, export, purge, dashboards)

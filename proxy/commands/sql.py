@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
 from typing import Any
 
 import duckdb
@@ -11,7 +12,15 @@ import duckdb
 from ...analytics.formats import render
 from ...analytics.lake import LakeError, open_lake
 from ...analytics.prices import PriceError, load_price_book
-from ...analytics.reports import DatabaseLocked, ReportError, make_params, open_db, run_sql, setup_script
+from ...analytics.reports import (
+    DatabaseLocked,
+    ReportError,
+    make_params,
+    open_db,
+    report_specs,
+    run_sql,
+    setup_script,
+)
 from .report import add_filter_arguments, default_db, err
 
 HELP = "run ad-hoc SQL against the capture tables and the report views"
@@ -24,9 +33,10 @@ run_timings, tool_turnarounds, run_budgets, priced_models (columns: analytics/vi
 
 Arbitrary SQL is never served over HTTP: next to a live `runtap serve` that holds --db, use
 `runtap report` (it reads named reports from the admin listener), or query an exported lake.
-`runtap sql --setup` prints the SQL that creates the price book and the views, for the DuckDB CLI:
-  runtap sql --setup > setup.sql && duckdb -readonly runtap.duckdb -c '.read setup.sql' -c \\
-    '.read analytics/reports/cost.sql'
+`runtap sql --setup` prints the SQL that creates the price book and the views, and
+`runtap sql --report NAME` a named report's SQL, for the DuckDB CLI:
+  runtap sql --setup > setup.sql && runtap sql --report cost > cost.sql
+  duckdb -readonly runtap.duckdb -c '.read setup.sql' -c '.read cost.sql'
 """
 
 
@@ -44,6 +54,9 @@ def add_parser(sub: Any) -> None:
     add_filter_arguments(p)
     p.add_argument("--setup", action="store_true",
                    help="print the SQL that creates the price book and the views, and exit")
+    p.add_argument("--report", metavar="NAME", choices=sorted(report_specs()),
+                   help="print the SQL of a named report (what `runtap report NAME` runs; needs the views "
+                        "--setup creates) and exit")
     p.set_defaults(run=run)
 
 
@@ -52,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         prices = load_price_book(args.prices)
         if args.setup:
             sys.stdout.write(setup_script(prices))
+            return 0
+        if args.report:
+            sql = resources.files("runtap.analytics").joinpath("reports", f"{args.report}.sql")
+            sys.stdout.write(sql.read_text(encoding="utf-8"))
             return 0
         query = sys.stdin.read() if args.query == "-" else args.query
         if not query or not query.strip():
