@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
 from . import looplag
+from .addons.capture import Capture
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
 from .config import Settings
 from .forward import Forwarder
+from .tap import Tap
 
 log = logging.getLogger("runtap")
 
@@ -63,8 +65,19 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
         flush_interval_s=CAPTURE_FLUSH_INTERVAL_S, on_effects=on_effects, on_health=metrics.on_health,
         on_sse_events=metrics.on_sse_events, on_capture_lag=metrics.on_capture_lag,
     ) if capture else None
-    forwarder = Forwarder(settings, metrics=metrics, writer=writer, tracing=tracing)
+    forwarder = Forwarder(settings, tap=build_tap(settings, metrics, tracing, writer))
     return Runtime(settings, metrics, tracing, writer, forwarder)
+
+
+def build_tap(settings: Settings, metrics: Metrics, tracing: Tracing, writer: CaptureWriter | None) -> Tap:
+    """The addons behind the relay, in the order their hooks run: metrics, tracing, capture."""
+    addons: list[object] = [metrics]
+    if tracing.enabled:
+        addons.append(tracing)
+    if writer is not None:
+        addons.append(Capture(writer, store_prompts=settings.store_prompts,
+                              capture_max_body=settings.capture_max_body, on_skipped=metrics.capture_skipped))
+    return Tap(addons)
 
 
 def _log_export(result: object) -> None:

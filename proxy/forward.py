@@ -1,8 +1,8 @@
 """The hot path: stream a request to the upstream and relay status, headers and bytes back unchanged.
 
 Relay first, tap second: every chunk is written to the client before a reference to it is handed to
-capture, and capture only ever enqueues (CaptureWriter.submit is O(1) and never raises). Nothing here
-parses a body.
+the tap (proxy/tap.py), behind which capture, metrics and tracing live as addons. Nothing here parses
+a body or knows what the addons do.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..analytics.ingest.records import Exchange, RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
-from ..analytics.ingest.writer import CaptureWriter
+from ..analytics.ingest.records import Exchange
 from . import errors, routes
-from .addons.metrics import Metrics
-from .addons.tracing import Tracing
 from .config import Settings
+from .tap import CLIENT_DISCONNECTED, Flow, Tap
 
 log = logging.getLogger("runtap.forward")
 
@@ -76,37 +74,39 @@ class KeyFingerprints:
         return fp
 
 
-def upstream_headers(headers: CIMultiDictProxy[str]) -> tuple[CIMultiDict[str], list[str]]:
-    named = {h.strip().lower() for v in headers.getall("Connection", ()) for h in v.split(",")}
+def _connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """The field names the Connection header lists: hop-by-hop for this message (RFC 9110 §7.6.1)."""
+    return frozenset(h.strip().lower() for v in headers.getall("Connection", ()) for h in v.split(","))
+
+
+def _end_to_end(headers: CIMultiDictProxy[str], also_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+    named = _connection_named(headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         low = name.lower()
-        if low in HOP_BY_HOP or low in named:
-            continue
-        out.add(name, value)
-    skip = [h for h in AUTO_HEADERS if h not in headers]
-    return out, skip
-
-
-def client_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    named = {h.strip().lower() for v in headers.getall("Connection", ()) for h in v.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        low = name.lower()
-        if low in HOP_BY_HOP or low in named or low == "content-length":
+        if low in HOP_BY_HOP or low in named or low in also_drop:
             continue
         out.add(name, value)
     return out
 
 
+def upstream_headers(headers: CIMultiDictProxy[str]) -> tuple[CIMultiDict[str], list[str]]:
+    skip = [h for h in AUTO_HEADERS if h not in headers]
+    return _end_to_end(headers), skip
+
+
+_CLIENT_DROP: Final = frozenset({"content-length"})
+
+
+def client_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    return _end_to_end(headers, _CLIENT_DROP)
+
+
 class Forwarder:
-    def __init__(self, settings: Settings, *, metrics: Metrics, writer: CaptureWriter | None,
-                 tracing: Tracing) -> None:
+    def __init__(self, settings: Settings, *, tap: Tap) -> None:
         self._settings = settings
         self._base = settings.upstream
-        self._metrics = metrics
-        self._writer = writer
-        self._tracing = tracing
+        self._tap = tap
         self._fingerprints = KeyFingerprints(settings.key_salt)
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
@@ -132,201 +132,184 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
 
-    def _submit(self, item: RequestBody | ResponseBody | StreamChunk | StreamEnd | RequestRecord) -> None:
-        if self._writer is not None:
-            self._writer.submit(item)
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        wall0 = time.time()
-        method = request.method
-        raw_path = request.raw_path
-        rejection = errors.check_target(method, raw_path, request.headers)
+        started = time.perf_counter()
+        rejection = errors.check_target(request.method, request.raw_path, request.headers)
         if rejection is not None:
             return rejection
-        path = raw_path.partition("?")[0]
-        operation = routes.classify(method, path)
-        op_label = operation or routes.OTHER
-        headers = request.headers
-        exchange = Exchange(
-            id=f"{self._id_prefix}{next(self._ids):016x}", method=method, path=path, operation=operation,
-            api_version=api_version(headers.get("OpenAI-Beta")),
-            key_fingerprint=self._fingerprints.of(headers), started_at=wall0,
-        )
-        length = request.content_length
-        span = self._tracing.start_request(request, op_label, exchange)
-        status: int | None = None
-        streamed = False
-        ttfb: float | None = None
-        upstream_wait = 0.0
-        bytes_in = 0
-        bytes_out = 0
-        upstream_request_id: str | None = None
-        error: str | None = None
+        flow = self._flow(request, started)
+        tap = self._tap
+        tap.request(flow, request)
         self.inflight += 1
         try:
-            if length is not None and length > self._settings.max_body_bytes:
-                # Refused before any upstream work, but still a request: it gets its row and metrics.
-                status, error = 413, "request_too_large"
-                return errors.too_large(self._settings.max_body_bytes)
-            out_headers, skip = upstream_headers(headers)
-            self._tracing.inject(span, out_headers)
-            body_state = _BodyState()
-            data: AsyncIterator[bytes] | bytes | None = None
-            if request.body_exists:
-                capture_body = operation is not None and self._settings.store_prompts
-                if length is not None and length <= self._read_whole:
-                    # A small body of known length (every SDK call): read it at once rather than
-                    # through an async generator, which aiohttp's client drives chunk by chunk.
-                    data = await request.read()
-                    body_state.size = len(data)
-                    if capture_body:
-                        self._submit(RequestBody(exchange, data, False))
-                else:
-                    data = self._body(request, body_state, exchange if capture_body else None)
-            assert self._session is not None  # noqa: S101 - invariant for the type checker, not an input check
-            url = URL(self._base + raw_path, encoded=True)
-            # Every other in-flight request holds or awaits one of the max_connections: this one queues.
-            must_queue = self.inflight > self._settings.max_connections
-            t_sent = time.perf_counter()
-            try:
-                upstream = await self._session.request(
-                    method, url, headers=out_headers, data=data, skip_auto_headers=skip,
-                    allow_redirects=False,
-                )
-            except _BodyTooLarge:
-                status = 413
-                error = "request_too_large"
-                return errors.too_large(self._settings.max_body_bytes)
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                if must_queue and isinstance(exc, aiohttp.ConnectionTimeoutError):
-                    # aiohttp's connect timeout includes the wait for a free pool slot: the upstream
-                    # was never tried, runtap's own limit kept this request waiting.
-                    self._metrics.upstream_error("connection_limit")
-                    status, error = 503, "connection_limit"
-                    return errors.connection_limit(self._settings.max_connections,
-                                                   self._settings.connect_timeout)
-                reason = "connect_timeout" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "timeout"
-                self._metrics.upstream_error(reason)
-                status, error = 504, reason
-                return errors.upstream_error(504, reason, self._base, exc)
-            except aiohttp.ClientError as exc:
-                if body_state.size > self._settings.max_body_bytes:
-                    # aiohttp hands the body generator's _BodyTooLarge back wrapped in a ClientOSError.
-                    status, error = 413, "request_too_large"
-                    return errors.too_large(self._settings.max_body_bytes)
-                reason = errors.classify_client_error(exc)
-                self._metrics.upstream_error(reason)
-                status, error = 502, reason
-                return errors.upstream_error(502, reason, self._base, exc)
-            bytes_in = body_state.size
-            now = time.perf_counter()
-            ttfb = now - t_sent
-            upstream_wait = ttfb
-            status = upstream.status
-            upstream_request_id = upstream.headers.get("x-request-id")
-            try:
-                resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                          headers=client_headers(upstream.headers))
-                clen = upstream.content_length
-                if clen is not None:
-                    # For HEAD too: it is the length a GET would have had (RFC 9110 §9.3.2), and
-                    # aiohttp sends no body for HEAD whatever the length says.
-                    resp.content_length = clen
-                ctype = upstream.headers.get("Content-Type", "")
-                streamed = ctype.startswith(SSE_TYPE)
-                exchange.content_encoding = upstream.headers.get("Content-Encoding")
-                await resp.prepare(request)
-                tap = self._writer is not None and operation is not None
-                captured: list[bytes] | None = [] if tap and not streamed and 200 <= status < 300 else None
-                captured_size = 0
-                truncated = False
-                content = upstream.content
-                while True:
-                    tw = time.perf_counter()
-                    try:
-                        chunk = await content.readany()
-                    except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                        upstream_wait += time.perf_counter() - tw
-                        error = "upstream_" + errors.classify_client_error(exc)
-                        self._metrics.upstream_error(errors.classify_client_error(exc))
-                        # Without the proxy the client would see its connection drop here: do the
-                        # same rather than end the body cleanly (that would invent a valid ending).
-                        if streamed and tap:
-                            self._submit(StreamEnd(exchange, complete=False))
-                        if request.transport is not None:
-                            request.transport.close()
-                        # Returned, not raised: aiohttp would log a raised error as a handler failure
-                        # with a traceback. With the transport closing, its write_eof sends nothing.
-                        return resp
-                    upstream_wait += time.perf_counter() - tw
-                    if not chunk:
-                        break
-                    await resp.write(chunk)
-                    bytes_out += len(chunk)
-                    if tap:
-                        if streamed:
-                            self._submit(StreamChunk(exchange, chunk, time.time()))
-                        elif captured is not None:
-                            captured_size += len(chunk)
-                            if captured_size <= self._settings.capture_max_body:
-                                captured.append(chunk)
-                            else:
-                                truncated = True
-                                captured = None
-                await resp.write_eof()
-                if tap:
-                    if streamed:
-                        self._submit(StreamEnd(exchange, complete=True))
-                    elif status >= 300 or truncated:
-                        self._metrics.capture_skipped("upstream_error_status" if status >= 300
-                                                      else "body_too_large")
-                    elif captured is not None:
-                        self._submit(ResponseBody(exchange, status, b"".join(captured), truncated))
-                return resp
-            finally:
-                upstream.release()
+            return await self._relay(request, flow)
         except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:
-            # The client went away mid-response; closing the upstream response (finally above) releases
-            # the upstream request at once. What was relayed has been captured.
-            error = error or "client_disconnected"
-            if streamed and operation is not None:
-                self._submit(StreamEnd(exchange, complete=False))
+            # The client went away mid-response; the upstream response was released on the way out.
+            flow.error = flow.error or CLIENT_DISCONNECTED
+            tap.error(flow, CLIENT_DISCONNECTED)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             # A write to the gone client failed: raised, aiohttp would log the app's disconnect as a
             # handler error with a traceback; returned, it finds the transport closed and drops it.
-            if request.transport is not None:
-                request.transport.close()
+            _drop_connection(request)
             return web.StreamResponse()
         finally:
             self.inflight -= 1
-            duration = time.perf_counter() - t0
-            code = str(status) if status is not None else "000"
-            self._metrics.observe_request(op_label, code, streamed, duration, ttfb,
-                                          max(duration - upstream_wait, 0.0))
-            self._tracing.end_request(span, status, error)
-            self._submit(RequestRecord(
-                id=exchange.id, started_at=wall0, method=method, path=path, operation=operation,
-                status_code=status, streamed=streamed, duration_ms=duration * 1000.0,
-                upstream_ttfb_ms=None if ttfb is None else ttfb * 1000.0, bytes_in=bytes_in,
-                bytes_out=bytes_out, upstream_request_id=upstream_request_id,
-                key_fingerprint=exchange.key_fingerprint, error=error, api_version=exchange.api_version,
-            ))
+            flow.duration = time.perf_counter() - started
+            tap.done(flow)
 
-    async def _body(self, request: web.Request, state: _BodyState,
-                    exchange: Exchange | None) -> AsyncIterator[bytes]:
+    def _flow(self, request: web.Request, started: float) -> Flow:
+        method = request.method
+        path = request.raw_path.partition("?")[0]
+        operation = routes.classify(method, path)
+        headers = request.headers
+        exchange = Exchange(
+            id=f"{self._id_prefix}{next(self._ids):016x}", method=method, path=path, operation=operation,
+            api_version=api_version(headers.get("OpenAI-Beta")),
+            key_fingerprint=self._fingerprints.of(headers), started_at=time.time(),
+        )
+        return Flow(exchange, operation or routes.OTHER, started)
+
+    async def _relay(self, request: web.Request, flow: Flow) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > self._settings.max_body_bytes:
+            # Refused before any upstream work, but still a request: it gets its row and metrics.
+            return self._too_large(flow)
+        out_headers, skip = upstream_headers(request.headers)
+        self._tap.upstream_request(flow, out_headers)
+        body_state = _BodyState()
+        data = await self._request_data(request, flow, body_state)
+        sent = await self._send(request, flow, out_headers, skip, data, body_state)
+        if isinstance(sent, web.StreamResponse):
+            return sent
+        try:
+            return await self._respond(request, flow, sent)
+        finally:
+            sent.release()
+
+    def _too_large(self, flow: Flow) -> web.Response:
+        flow.status, flow.error = 413, "request_too_large"
+        return errors.too_large(self._settings.max_body_bytes)
+
+    def _failed(self, flow: Flow, status: int, reason: str) -> None:
+        flow.status, flow.error = status, reason
+        self._tap.error(flow, reason)
+
+    async def _request_data(self, request: web.Request, flow: Flow,
+                            body_state: _BodyState) -> AsyncIterator[bytes] | bytes | None:
+        if not request.body_exists:
+            return None
+        keep = self._tap.keeps_request_body(flow)
+        length = request.content_length
+        if length is not None and length <= self._read_whole:
+            # A small body of known length (every SDK call): read it at once rather than through an
+            # async generator, which aiohttp's client drives chunk by chunk.
+            data = await request.read()
+            body_state.size = len(data)
+            if keep:
+                self._tap.request_body(flow, data, False)
+            return data
+        return self._body(request, body_state, flow if keep else None)
+
+    async def _send(self, request: web.Request, flow: Flow, out_headers: CIMultiDict[str], skip: list[str],
+                    data: AsyncIterator[bytes] | bytes | None,
+                    body_state: _BodyState) -> aiohttp.ClientResponse | web.StreamResponse:
+        """The upstream's response head, or the answer runtap gives in its place."""
+        assert self._session is not None  # noqa: S101 - invariant for the type checker, not an input check
+        url = URL(self._base + request.raw_path, encoded=True)
+        settings = self._settings
+        # Every other in-flight request holds or awaits one of the max_connections: this one queues.
+        must_queue = self.inflight > settings.max_connections
+        t_sent = time.perf_counter()
+        try:
+            upstream = await self._session.request(
+                request.method, url, headers=out_headers, data=data, skip_auto_headers=skip,
+                allow_redirects=False,
+            )
+        except _BodyTooLarge:
+            return self._too_large(flow)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if must_queue and isinstance(exc, aiohttp.ConnectionTimeoutError):
+                # aiohttp's connect timeout includes the wait for a free pool slot: the upstream was
+                # never tried, runtap's own limit kept this request waiting.
+                self._failed(flow, 503, "connection_limit")
+                return errors.connection_limit(settings.max_connections, settings.connect_timeout)
+            reason = "connect_timeout" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "timeout"
+            self._failed(flow, 504, reason)
+            return errors.upstream_error(504, reason, self._base, exc)
+        except aiohttp.ClientError as exc:
+            if body_state.size > settings.max_body_bytes:
+                # aiohttp hands the body generator's _BodyTooLarge back wrapped in a ClientOSError.
+                return self._too_large(flow)
+            reason = errors.classify_client_error(exc)
+            self._failed(flow, 502, reason)
+            return errors.upstream_error(502, reason, self._base, exc)
+        flow.bytes_in = body_state.size
+        flow.ttfb = flow.upstream_wait = time.perf_counter() - t_sent
+        flow.status = upstream.status
+        flow.upstream_request_id = upstream.headers.get("x-request-id")
+        return upstream
+
+    async def _respond(self, request: web.Request, flow: Flow,
+                       upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=client_headers(upstream.headers))
+        clen = upstream.content_length
+        if clen is not None:
+            # For HEAD too: it is the length a GET would have had (RFC 9110 §9.3.2), and aiohttp sends
+            # no body for HEAD whatever the length says.
+            resp.content_length = clen
+        flow.streamed = upstream.headers.get("Content-Type", "").startswith(SSE_TYPE)
+        flow.exchange.content_encoding = upstream.headers.get("Content-Encoding")
+        tap = self._tap
+        tap.response_headers(flow)
+        await resp.prepare(request)
+        chunk_hook = tap.chunk if tap.sees_chunks else None
+        content = upstream.content
+        while True:
+            tw = time.perf_counter()
+            try:
+                chunk = await content.readany()
+            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                flow.upstream_wait += time.perf_counter() - tw
+                reason = errors.classify_client_error(exc)
+                flow.error = "upstream_" + reason
+                tap.error(flow, reason)
+                # Without the proxy the client would see its connection drop here: do the same rather
+                # than end the body cleanly (that would invent a valid ending). Returned, not raised:
+                # aiohttp would log a raised error as a handler failure with a traceback; with the
+                # transport closing, its write_eof sends nothing.
+                _drop_connection(request)
+                return resp
+            flow.upstream_wait += time.perf_counter() - tw
+            if not chunk:
+                break
+            await resp.write(chunk)  # relay first, tap second
+            flow.bytes_out += len(chunk)
+            if chunk_hook is not None:
+                chunk_hook(flow, chunk)
+        await resp.write_eof()
+        tap.end(flow)
+        return resp
+
+    async def _body(self, request: web.Request, state: _BodyState, flow: Flow | None) -> AsyncIterator[bytes]:
         limit = self._settings.max_body_bytes
+        keep = self._settings.capture_max_body
         copy: list[bytes] = []
         async for chunk in request.content.iter_any():
             state.size += len(chunk)
             if state.size > limit:
                 raise _BodyTooLarge()
-            if exchange is not None and state.size <= self._settings.capture_max_body:
+            if flow is not None and state.size <= keep:
                 copy.append(chunk)
             yield chunk
-        if exchange is not None:
-            self._submit(RequestBody(exchange, b"".join(copy), state.size > self._settings.capture_max_body))
+        if flow is not None:
+            self._tap.request_body(flow, b"".join(copy), state.size > keep)
+
+
+def _drop_connection(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
 
 
 class _BodyState:

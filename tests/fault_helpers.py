@@ -25,7 +25,7 @@ from runtap.analytics.ingest.writer import CaptureWriter
 from runtap.demo import sim as simulator
 from runtap.proxy.addons.metrics import Metrics
 from runtap.proxy.addons.tracing import Tracing
-from runtap.proxy.app import Runtime
+from runtap.proxy.app import Runtime, build_tap
 from runtap.proxy.config import Settings
 from runtap.proxy.forward import Forwarder
 from runtap.proxy.serve import Running, start
@@ -73,7 +73,7 @@ def runtime_with_health(settings: Settings, health: Health, **writer_kwargs: Any
                            spool_max_bytes=settings.spool_max_bytes, queue_size=settings.queue_size,
                            store_prompts=settings.store_prompts, on_effects=metrics.on_effects,
                            on_health=on_health, **writer_kwargs)
-    forwarder = Forwarder(settings, metrics=metrics, writer=writer, tracing=tracing)
+    forwarder = Forwarder(settings, tap=build_tap(settings, metrics, tracing, writer))
     return Runtime(settings, metrics, tracing, writer, forwarder)
 
 

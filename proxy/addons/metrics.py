@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..tap import CLIENT_DISCONNECTED, Flow
 from .run_metrics import LabelValues, RunMetrics
 
 # Latency of one HTTP exchange: proxied JSON calls take milliseconds to seconds (a run create or a
@@ -96,7 +97,16 @@ class Metrics:
         # runs once per proxied request. Operations and codes are bounded, so this dict is too.
         self._request_children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
 
-    # --- request path (event loop) -----------------------------------------------------------------
+    # --- request path (event loop): the tap's hooks --------------------------------------------------
+
+    def error(self, flow: Flow, reason: str) -> None:
+        if reason != CLIENT_DISCONNECTED:
+            self.upstream_error(reason)
+
+    def done(self, flow: Flow) -> None:
+        duration = flow.duration
+        self.observe_request(flow.op_label, str(flow.status) if flow.status is not None else "000", flow.streamed,
+                             duration, flow.ttfb, max(duration - flow.upstream_wait, 0.0))
 
     def observe_request(self, operation: str, code: str, stream: bool, duration: float,
                         ttfb: float | None, overhead: float) -> None:

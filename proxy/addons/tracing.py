@@ -31,6 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from ...analytics.ingest.records import Exchange
 from .. import routes
 from ..config import ConfigError
+from ..tap import Flow
 from .run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
 
 log = logging.getLogger("runtap.tracing")
@@ -222,7 +223,17 @@ class Tracing:
     def enabled(self) -> bool:
         return self._tracer is not None
 
-    # --- request spans (event loop) ----------------------------------------------------------------
+    # --- request spans (event loop): the tap's hooks --------------------------------------------------
+
+    def request(self, flow: Flow, request: web.Request) -> None:
+        flow.span = self.start_request(request, flow.op_label, flow.exchange)
+
+    def upstream_request(self, flow: Flow, headers: CIMultiDict[str]) -> None:
+        self.inject(flow.span, headers)
+
+    def done(self, flow: Flow) -> None:
+        self.end_request(flow.span, flow.status, flow.error)
+
 
     def start_request(self, request: web.Request, operation: str, exchange: Exchange) -> _RequestSpan | None:
         if self._tracer is None:

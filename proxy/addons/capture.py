@@ -1,0 +1,93 @@
+"""Capture: hands what the relay saw to the ingest path (CaptureWriter.submit is O(1), never raises).
+
+Policy, per flow: calls the router does not know are not captured; an SSE answer is captured chunk by
+chunk; a 2xx JSON body is captured whole up to capture_max_body; anything else is counted as skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+from ...analytics.ingest.records import RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
+from ...analytics.ingest.writer import CaptureWriter
+from ..tap import Flow
+
+_STREAM: Final = "stream"
+_NOT_2XX: Final = "not_2xx"
+_TOO_LARGE: Final = "too_large"
+
+
+class _Body:
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+
+class Capture:
+    def __init__(self, writer: CaptureWriter, *, store_prompts: bool, capture_max_body: int,
+                 on_skipped: Callable[[str], None]) -> None:
+        self._submit = writer.submit
+        self._store_prompts = store_prompts
+        self._max_body = capture_max_body
+        self._on_skipped = on_skipped
+
+    def keeps_request_body(self, flow: Flow) -> bool:
+        return self._store_prompts and flow.exchange.operation is not None
+
+    def request_body(self, flow: Flow, body: bytes, truncated: bool) -> None:
+        self._submit(RequestBody(flow.exchange, body, truncated))
+
+    def response_headers(self, flow: Flow) -> None:
+        status = flow.status
+        if flow.exchange.operation is None:
+            flow.capture = None
+        elif flow.streamed:
+            flow.capture = _STREAM
+        elif status is not None and 200 <= status < 300:
+            flow.capture = _Body()
+        elif status is not None and status >= 300:
+            flow.capture = _NOT_2XX
+
+    def chunk(self, flow: Flow, chunk: bytes) -> None:
+        state = flow.capture
+        if state is _STREAM:
+            self._submit(StreamChunk(flow.exchange, chunk, time.time()))
+        elif isinstance(state, _Body):
+            state.size += len(chunk)
+            if state.size <= self._max_body:
+                state.parts.append(chunk)
+            else:
+                flow.capture = _TOO_LARGE
+
+    def end(self, flow: Flow) -> None:
+        state = flow.capture
+        flow.capture = None
+        if state is _STREAM:
+            self._submit(StreamEnd(flow.exchange, complete=True))
+        elif state is _NOT_2XX:
+            self._on_skipped("upstream_error_status")
+        elif state is _TOO_LARGE:
+            self._on_skipped("body_too_large")
+        elif isinstance(state, _Body):
+            self._submit(ResponseBody(flow.exchange, flow.status or 0, b"".join(state.parts), False))
+
+    def error(self, flow: Flow, reason: str) -> None:
+        # The client sees its connection drop mid-stream: so does capture, not a clean ending.
+        if flow.capture is _STREAM:
+            flow.capture = None
+            self._submit(StreamEnd(flow.exchange, complete=False))
+
+    def done(self, flow: Flow) -> None:
+        ex = flow.exchange
+        ttfb = flow.ttfb
+        self._submit(RequestRecord(
+            id=ex.id, started_at=ex.started_at, method=ex.method, path=ex.path, operation=ex.operation,
+            status_code=flow.status, streamed=flow.streamed, duration_ms=flow.duration * 1000.0,
+            upstream_ttfb_ms=None if ttfb is None else ttfb * 1000.0, bytes_in=flow.bytes_in,
+            bytes_out=flow.bytes_out, upstream_request_id=flow.upstream_request_id,
+            key_fingerprint=ex.key_fingerprint, error=flow.error, api_version=ex.api_version,
+        ))

@@ -1,0 +1,100 @@
+"""The one tap the relay calls: a flow's request, response headers, each chunk, end, error and done.
+
+Addons (capture, metrics, tracing) implement any of the hooks; the relay knows none of them. Like
+mitmproxy's addons, each addon keeps its per-flow state on the flow. A hook runs on the event loop
+after the relay has done its own work for that step (relay first, tap second), and must not block.
+
+Hooks, all optional, in the order the relay calls them:
+  request(flow, request)                     the request arrived (before any check of its size)
+  upstream_request(flow, headers)            it is about to go upstream with these headers (may add)
+  keeps_request_body(flow) -> bool           whether any addon wants a copy of the request body
+  request_body(flow, body, truncated)        the request body (or its first capture_max_body bytes)
+  response_headers(flow)                     status and headers are known (flow.status, flow.streamed)
+  chunk(flow, chunk)                         a response chunk, after it was written to the client
+  end(flow)                                  the response ended cleanly
+  error(flow, reason)                        the exchange failed (upstream error or client gone)
+  done(flow)                                 always last, with the flow's timings and sizes final
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ..analytics.ingest.records import Exchange
+
+log = logging.getLogger("runtap.tap")
+
+HOOKS: Final = ("request", "upstream_request", "request_body", "response_headers", "chunk", "end", "error", "done")
+# error(flow, reason) for a client that went away; every other reason names an upstream failure.
+CLIENT_DISCONNECTED: Final = "client_disconnected"
+
+
+class Flow:
+    """One proxied exchange as the relay sees it, plus a slot per addon for its own state."""
+
+    __slots__ = ("exchange", "op_label", "started", "status", "streamed", "ttfb", "upstream_wait", "duration",
+                 "bytes_in", "bytes_out", "upstream_request_id", "error", "span", "capture")
+
+    def __init__(self, exchange: Exchange, op_label: str, started: float) -> None:
+        self.exchange = exchange
+        self.op_label = op_label  # the operation, or routes.OTHER: a bounded metric label
+        self.started = started  # time.perf_counter() at arrival
+        self.status: int | None = None  # the answer's status (None: no answer was sent)
+        self.streamed = False  # the upstream answered with text/event-stream
+        self.ttfb: float | None = None  # seconds from sending upstream to its response head
+        self.upstream_wait = 0.0  # seconds spent waiting on the upstream
+        self.duration = 0.0  # seconds from arrival to done
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream_request_id: str | None = None
+        self.error: str | None = None  # why the exchange failed, as stored in requests.error
+        self.span: Any = None  # tracing's state
+        self.capture: Any = None  # capture's state
+
+
+def _fan_out(name: str, hooks: Sequence[Callable[..., None]]) -> Callable[..., None]:
+    if not hooks:
+        return _noop
+    if len(hooks) == 1:
+        return hooks[0]  # the common case costs no extra call
+
+    def call_all(*args: Any) -> None:
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception:  # one addon's bug must not cost another its hook, or the client its answer
+                log.exception("addon hook %s failed", name)
+
+    return call_all
+
+
+def _noop(*_args: Any) -> None:
+    return None
+
+
+class Tap:
+    """The addons behind the relay, composed once: each hook calls only the addons that define it."""
+
+    request: Callable[[Flow, web.Request], None]
+    upstream_request: Callable[[Flow, CIMultiDict[str]], None]
+    request_body: Callable[[Flow, bytes, bool], None]
+    response_headers: Callable[[Flow], None]
+    chunk: Callable[[Flow, bytes], None]
+    end: Callable[[Flow], None]
+    error: Callable[[Flow, str], None]
+    done: Callable[[Flow], None]
+
+    def __init__(self, addons: Sequence[object]) -> None:
+        self.addons = tuple(addons)
+        for name in HOOKS:
+            setattr(self, name, _fan_out(name, [getattr(a, name) for a in self.addons if hasattr(a, name)]))
+        self._body_wanted = [a.keeps_request_body for a in self.addons if hasattr(a, "keeps_request_body")]
+        self.sees_chunks = any(hasattr(a, "chunk") for a in self.addons)
+
+    def keeps_request_body(self, flow: Flow) -> bool:
+        return any(wants(flow) for wants in self._body_wanted)

@@ -1,0 +1,140 @@
+"""The tap and the capture addon, driven by a fake relay (no sockets): the hooks in the relay's order."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import pytest
+from runtap.analytics.ingest.records import (
+    Exchange,
+    RequestBody,
+    RequestRecord,
+    ResponseBody,
+    StreamChunk,
+    StreamEnd,
+)
+from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.proxy.addons.capture import Capture
+from runtap.proxy.tap import CLIENT_DISCONNECTED, Flow, Tap
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def submit(self, item: object) -> None:
+        self.items.append(item)
+
+
+def capture(max_body: int = 100, store_prompts: bool = True) -> tuple[Capture, FakeWriter, list[str]]:
+    writer, skipped = FakeWriter(), []
+    addon = Capture(cast(CaptureWriter, writer), store_prompts=store_prompts, capture_max_body=max_body,
+                    on_skipped=skipped.append)
+    return addon, writer, skipped
+
+
+def flow(operation: str | None = "runs.retrieve") -> Flow:
+    exchange = Exchange(id="x1", method="GET", path="/v1/threads/t/runs/r", operation=operation,
+                        api_version="v2", key_fingerprint="fp", started_at=1.0)
+    return Flow(exchange, operation or "other", 0.0)
+
+
+def relay(tap: Tap, f: Flow, status: int, chunks: list[bytes], *, streamed: bool = False,
+          fail: str | None = None) -> None:
+    """What Forwarder does, minus the sockets."""
+    f.status, f.streamed = status, streamed
+    tap.response_headers(f)
+    for chunk in chunks:
+        f.bytes_out += len(chunk)
+        tap.chunk(f, chunk)
+    if fail is None:
+        tap.end(f)
+    else:
+        tap.error(f, fail)
+    f.duration = 0.5
+    tap.done(f)
+
+
+def kinds(items: list[object]) -> list[str]:
+    return [type(i).__name__ for i in items]
+
+
+def test_a_2xx_json_body_is_captured_whole_and_the_request_recorded() -> None:
+    addon, writer, skipped = capture()
+    relay(Tap([addon]), f := flow(), 200, [b'{"id":', b'"run_1"}'])
+    assert kinds(writer.items) == ["ResponseBody", "RequestRecord"]
+    body, record = cast(ResponseBody, writer.items[0]), cast(RequestRecord, writer.items[1])
+    assert body.body == b'{"id":"run_1"}' and body.status == 200 and body.exchange is f.exchange
+    assert (record.status_code, record.bytes_out, record.duration_ms, record.key_fingerprint) == (200, 14, 500.0, "fp")
+    assert skipped == []
+
+
+@pytest.mark.parametrize(("status", "chunks", "reason"), [
+    (404, [b'{"error":{}}'], "upstream_error_status"),
+    (200, [b"x" * 60, b"y" * 60], "body_too_large"),
+])
+def test_bodies_not_captured_are_counted_with_their_reason(status: int, chunks: list[bytes], reason: str) -> None:
+    addon, writer, skipped = capture(max_body=100)
+    relay(Tap([addon]), flow(), status, chunks)
+    assert kinds(writer.items) == ["RequestRecord"] and skipped == [reason]
+
+
+def test_a_stream_goes_chunk_by_chunk_and_ends_once_even_when_the_client_leaves_after_the_end() -> None:
+    addon, writer, _ = capture()
+    tap = Tap([addon])
+    relay(tap, f := flow(), 200, [b"data: 1\n\n", b"data: 2\n\n"], streamed=True)
+    tap.error(f, CLIENT_DISCONNECTED)  # a late disconnect must not add a second, incomplete end
+    assert kinds(writer.items) == ["StreamChunk", "StreamChunk", "StreamEnd", "RequestRecord"]
+    assert [cast(StreamChunk, i).data for i in writer.items[:2]] == [b"data: 1\n\n", b"data: 2\n\n"]
+    assert cast(StreamEnd, writer.items[2]).complete
+
+
+def test_a_stream_cut_by_the_upstream_ends_incomplete() -> None:
+    addon, writer, _ = capture()
+    relay(Tap([addon]), flow(), 200, [b"data: 1\n\n"], streamed=True, fail="payload")
+    assert kinds(writer.items) == ["StreamChunk", "StreamEnd", "RequestRecord"]
+    assert not cast(StreamEnd, writer.items[1]).complete
+
+
+def test_unrouted_calls_are_relayed_but_only_recorded() -> None:
+    addon, writer, skipped = capture()
+    f = flow(operation=None)
+    assert not addon.keeps_request_body(f)
+    relay(Tap([addon]), f, 200, [b"{}"], streamed=True)
+    assert kinds(writer.items) == ["RequestRecord"] and skipped == []
+
+
+def test_request_bodies_are_kept_only_when_prompts_are_stored() -> None:
+    addon, writer, _ = capture(store_prompts=False)
+    assert not Tap([addon]).keeps_request_body(flow())
+    addon, writer, _ = capture(store_prompts=True)
+    tap = Tap([addon])
+    assert tap.keeps_request_body(f := flow())
+    tap.request_body(f, b"{}", False)
+    assert cast(RequestBody, writer.items[0]).body == b"{}"
+
+
+class Recorder:
+    def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
+        self.name, self.log, self.fail = name, log, fail
+
+    def done(self, flow: Flow) -> None:
+        self.log.append(self.name)
+        if self.fail:
+            raise RuntimeError("addon bug")
+
+
+def test_hooks_run_in_addon_order_and_one_failing_addon_costs_the_others_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    tap = Tap([Recorder("metrics", calls, fail=True), Recorder("tracing", calls), object()])
+    with caplog.at_level(logging.ERROR, "runtap.tap"):
+        tap.done(flow())
+    assert calls == ["metrics", "tracing"]
+    assert "addon hook done failed" in caplog.text
+    # a hook nobody defines is a no-op; one defined once is that addon's own method, no wrapper
+    tap.chunk(flow(), b"x")
+    only: Any = Recorder("only", calls)
+    assert Tap([only]).done == only.done
+    assert not tap.sees_chunks and Tap([capture()[0]]).sees_chunks
