@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ class Runtime:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 # How long the capture writer gathers items into one DuckDB transaction. Each batch has a fixed cost
 # (staging files, read_json, commit): bench.ingest_store --shape distinct measured 71 us/snapshot at
 # 400 per batch (0.2 s of a 2k req/s load) vs 54 us at 1,000. 0.5 s keeps capture lag well under 1 s.
@@ -87,30 +88,73 @@ def _log_export(result: object) -> None:
         log.info("periodic export: %s", result)
 
 
-async def _lifecycle(runtime: Runtime) -> AsyncIterator[None]:
-    if runtime.writer is not None:
-        runtime.writer.start()
-    await runtime.forwarder.open()
-    exporter: asyncio.Task[None] | None = None
-    settings = runtime.settings
-    if settings.export_dir and runtime.writer is not None:
-        exporter = asyncio.get_running_loop().create_task(export_periodically(
-            runtime.writer.cursor, settings.export_dir, instance=settings.instance_id,
-            interval_s=settings.export_interval, on_result=_log_export))
-    try:
-        async with looplag.probing(runtime.metrics.loop_lag.observe):
+# One cleanup context per long-lived resource (aiohttp enters them in order and exits them in reverse,
+# and only those that started): a failed start leaves nothing running.
+
+def _tracing_ctx(runtime: Runtime) -> CleanupCtx:
+    async def tracer_provider(_: web.Application) -> AsyncIterator[None]:
+        try:
             yield
-    finally:
-        if exporter is not None:
+        finally:
+            runtime.tracing.shutdown()
+    return tracer_provider
+
+
+def _writer_ctx(writer: CaptureWriter) -> CleanupCtx:
+    async def writer_thread(_: web.Application) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            # Blocking on purpose: by now the server has drained its streams (the forwarder's context
+            # exits first), and the queue must reach the DB (or the spool) before the process exits.
+            writer.stop()
+    return writer_thread
+
+
+def _forwarder_ctx(runtime: Runtime) -> CleanupCtx:
+    async def forwarder_session(_: web.Application) -> AsyncIterator[None]:
+        await runtime.forwarder.open()
+        try:
+            yield
+        finally:
+            await runtime.forwarder.close()
+    return forwarder_session
+
+
+def _exporter_ctx(runtime: Runtime, writer: CaptureWriter) -> CleanupCtx:
+    async def periodic_export(_: web.Application) -> AsyncIterator[None]:
+        settings = runtime.settings
+        exporter = asyncio.get_running_loop().create_task(export_periodically(
+            writer.cursor, settings.export_dir, instance=settings.instance_id,
+            interval_s=settings.export_interval, on_result=_log_export))
+        try:
+            yield
+        finally:
             exporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await exporter
-        await runtime.forwarder.close()
-        if runtime.writer is not None:
-            # Blocking on purpose: by now the server has drained its streams, and the queue must reach
-            # the DB (or the spool) before the process exits.
-            runtime.writer.stop()
-        runtime.tracing.shutdown()
+    return periodic_export
+
+
+def _loop_lag_ctx(runtime: Runtime) -> CleanupCtx:
+    async def loop_lag_probe(_: web.Application) -> AsyncIterator[None]:
+        async with looplag.probing(runtime.metrics.loop_lag.observe):
+            yield
+    return loop_lag_probe
+
+
+def cleanup_contexts(runtime: Runtime) -> list[CleanupCtx]:
+    """The runtime's resources in start order; they close in reverse."""
+    contexts = [_tracing_ctx(runtime)]
+    writer = runtime.writer
+    if writer is not None:
+        contexts.append(_writer_ctx(writer))
+    contexts.append(_forwarder_ctx(runtime))
+    if runtime.settings.export_dir and writer is not None:
+        contexts.append(_exporter_ctx(runtime, writer))
+    contexts.append(_loop_lag_ctx(runtime))
+    return contexts
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
@@ -119,10 +163,6 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[RUNTIME] = rt
 
-    async def ctx(_: web.Application) -> AsyncIterator[None]:
-        async for _x in _lifecycle(rt):
-            yield
-
-    app.cleanup_ctx.append(ctx)
+    app.cleanup_ctx.extend(cleanup_contexts(rt))
     app.router.add_route("*", "/{tail:.*}", rt.forwarder.handle)
     return app

@@ -54,14 +54,15 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
                                  shutdown_timeout=settings.grace_period,
                                  max_line_size=settings.max_header_bytes,
                                  max_field_size=settings.max_header_bytes)
-    await proxy_runner.setup()
     admin_runner = web.AppRunner(create_admin_app(rt), access_log=None)
-    await admin_runner.setup()
     try:
+        # A resource that fails to start: the ones already started are closed, in reverse.
+        await proxy_runner.setup()
+        await admin_runner.setup()
         await web.TCPSite(proxy_runner, settings.listen.host, settings.listen.port,
                           reuse_port=settings.workers > 1, backlog=1024).start()
         await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
-    except OSError:
+    except BaseException:
         await proxy_runner.cleanup()
         await admin_runner.cleanup()
         raise

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _SELF = Path(__file__).resolve().relative_to(ROOT)  # the wrapper's own frame owns nothing
 DEFAULT_THRESHOLD_S = 0.25
 # Blocking by design, documented where they are: the proxy app's cleanup drains the capture queue into
-# DuckDB before the process exits (proxy/app.py, _lifecycle).
-ALLOWED: frozenset[tuple[str, str]] = frozenset({("proxy/app.py", "_lifecycle")})
+# DuckDB before the process exits (proxy/app.py, _writer_ctx).
+ALLOWED: frozenset[tuple[str, str]] = frozenset({("proxy/app.py", "writer_thread")})
 
 
 @dataclass(frozen=True)

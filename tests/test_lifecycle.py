@@ -1,0 +1,60 @@
+"""Each long-lived resource is its own cleanup context: started in order, closed in reverse, and a
+failed start leaves nothing running."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from runtap.proxy.app import build_runtime
+from runtap.proxy.config import HostPort, settings_for
+from runtap.proxy.serve import start
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "runtap-capture-writer"]
+
+
+async def test_a_resource_that_fails_to_start_leaves_the_ones_before_it_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for(upstream="http://127.0.0.1:9", db=str(tmp_path / "c.duckdb"),
+                            listen=HostPort("127.0.0.1", 0), admin=HostPort("127.0.0.1", 0))
+    runtime = build_runtime(settings, registry=CollectorRegistry())
+    before = writer_threads()
+
+    async def broken_open() -> None:
+        raise RuntimeError("no session for you")
+
+    monkeypatch.setattr(runtime.forwarder, "open", broken_open)
+    with pytest.raises(RuntimeError, match="no session for you"):
+        await start(settings, runtime=runtime)
+    assert runtime.writer is not None
+    # the writer thread started before the forwarder; it was stopped (and flushed) on the way out
+    assert writer_threads() == before
+    assert not runtime.writer.healthy()
+
+
+async def test_resources_close_in_reverse_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for(upstream="http://127.0.0.1:9", db=str(tmp_path / "c.duckdb"),
+                            listen=HostPort("127.0.0.1", 0), admin=HostPort("127.0.0.1", 0))
+    runtime = build_runtime(settings, registry=CollectorRegistry())
+    assert runtime.writer is not None
+    order: list[str] = []
+    close, stop = runtime.forwarder.close, runtime.writer.stop
+
+    async def closing() -> None:
+        order.append("forwarder")
+        await close()
+
+    def stopping(timeout: float = 30.0) -> None:
+        order.append("writer")
+        stop(timeout)
+
+    monkeypatch.setattr(runtime.forwarder, "close", closing)
+    monkeypatch.setattr(runtime.writer, "stop", stopping)
+    running = await start(settings, runtime=runtime)
+    await running.stop()
+    # the forwarder (streams drained) closes before the writer flushes what they captured
+    assert order == ["forwarder", "writer"]
