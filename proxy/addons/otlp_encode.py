@@ -15,13 +15,10 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from opentelemetry.exporter.otlp.proto.common._internal import (
-    _encode_instrumentation_scope,
-    _encode_resource,
-    _encode_value,
-)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from .otel_private import encode_instrumentation_scope, encode_resource, encode_value, span_fields
 
 # Field tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32).
 _LEN: Final = 2
@@ -67,7 +64,7 @@ def _any_value(value: Any) -> bytes:
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         array = b"".join(_field(0x0A, _any_value(v)) for v in value)
         return _field(0x2A, array)
-    return bytes(_encode_value(value).SerializeToString())
+    return bytes(encode_value(value).SerializeToString())
 
 
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -189,34 +186,28 @@ def _dropped(tag: int, container: Any) -> bytes:
 def encode_span(span: ReadableSpan) -> bytes:
     """One `Span` message (without its field tag).
 
-    Reads the span's own fields rather than its properties: those copy the attributes, events and
-    links into new containers on every access, which was a third of the encoding time. The fixed
+    Reads the span's own fields (otel_private.span_fields) rather than its properties: those copy the
+    attributes, events and links into new containers on every access, which was a third of the encoding time. The fixed
     parts (name, kind, status, flags) repeat on every request span and are cached as bytes.
     """
-    ctx = span._context  # noqa: SLF001 - pinned SDK (ReadableSpan's fields)
+    ctx, parent, name, kind, start, end, attributes, events, links, status = span_fields(span)
     assert ctx is not None  # noqa: S101 - every ReadableSpan the SDK or runtap builds has one
     out = b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big") + b"\x12\x08" + ctx.span_id.to_bytes(8, "big")
     state = ctx.trace_state
     if state:
         out += _field(0x1A, ",".join(f"{k}={v}" for k, v in state.items()).encode())
-    parent = span._parent  # noqa: SLF001
     if parent:
         out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
-    name = span._name  # noqa: SLF001
     if name:
         out += _name_field(name)
-    kind = span._kind  # noqa: SLF001
     out += _SERVER if kind is SpanKind.SERVER else _CLIENT if kind is SpanKind.CLIENT else _KIND_FIELD[kind]
-    start, end = span._start_time, span._end_time  # noqa: SLF001
     if start and end:
         out += _pack_times(0x39, start, 0x41, end)
     elif start:
         out += b"\x39" + _pack_fixed64(start)
     elif end:
         out += b"\x41" + _pack_fixed64(end)
-    attributes = span._attributes  # noqa: SLF001
     out += _attributes(0x4A, attributes) + _dropped(0x50, attributes)
-    events = span._events  # noqa: SLF001
     for event in events:
         body = b""
         if event.timestamp:
@@ -228,11 +219,10 @@ def encode_span(span: ReadableSpan) -> bytes:
             body += b"\x20" + _varint(event.dropped_attributes)
         out += _field(0x5A, body)
     out += _dropped(0x60, events)
-    links = span._links  # noqa: SLF001
     for link in links:
         out += _link(link)
     out += _dropped(0x70, links)
-    out += _status_field(span._status)  # noqa: SLF001
+    out += _status_field(status)
     return out + (_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
 
 
@@ -255,9 +245,9 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
         scopes.setdefault(span.instrumentation_scope or None, []).append(encode_span(span))
     out = []
     for resource, scopes in groups:
-        body = _field(0x0A, bytes(_encode_resource(resource).SerializeToString()))
+        body = _field(0x0A, bytes(encode_resource(resource).SerializeToString()))
         for scope, encoded in scopes.items():
-            scope_body = _field(0x0A, bytes(_encode_instrumentation_scope(scope).SerializeToString()))
+            scope_body = _field(0x0A, bytes(encode_instrumentation_scope(scope).SerializeToString()))
             scope_body += b"".join(_field(0x12, s) for s in encoded)
             if scope is not None and scope.schema_url:
                 scope_body += _field(0x1A, scope.schema_url.encode())

@@ -33,6 +33,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition
+from .otel_private import instrumentation_scope, span_limits
 
 log = logging.getLogger("runtap.tracing")
 
@@ -140,7 +141,7 @@ def emit_finished(tracer: SdkTracer, name: str, context: SpanContext, parent: Sp
                 attrs[key] = value[:max_value]
     tracer.span_processor.on_end(ReadableSpan(
         name, context, parent, tracer.resource, attrs, events, links, kind, tracer.instrumentation_info,
-        status, start, end, tracer._instrumentation_scope,  # noqa: SLF001 - pinned SDK
+        status, start, end, instrumentation_scope(tracer),
     ))
 
 
@@ -227,7 +228,7 @@ class RunSpans:
             return
         if decision.attributes:
             attrs.update(decision.attributes)
-        limits = tracer._span_limits  # noqa: SLF001 - pinned SDK
+        limits = span_limits(tracer)
         for key, value in attrs.items():
             if type(value) is list:
                 attrs[key] = tuple(value)  # the SDK keeps sequences as tuples

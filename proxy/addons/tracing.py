@@ -32,6 +32,7 @@ from ...analytics.ingest.records import Exchange
 from .. import routes
 from ..config import ConfigError
 from ..tap import Flow
+from . import otel_private
 from .run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
 
 log = logging.getLogger("runtap.tracing")
@@ -154,8 +155,6 @@ class _RequestSpan:
 # The SDK's own samplers (OTEL_TRACES_SAMPLER's every value): none reads a span's attributes or links.
 _ATTRIBUTE_FREE: Final = (sampling.StaticSampler, sampling.TraceIdRatioBased, sampling.ParentBased,
                           sampling.AlwaysRecordSampler)
-_DELEGATES: Final = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
-                     "_local_parent_not_sampled")
 
 
 def _attribute_free(sampler: Any, depth: int = 0) -> bool:
@@ -164,7 +163,48 @@ def _attribute_free(sampler: Any, depth: int = 0) -> bool:
     the SDK's: it gets the general path."""
     if depth > 8 or type(sampler).__module__ != sampling.__name__ or not isinstance(sampler, _ATTRIBUTE_FREE):
         return False
-    return all(_attribute_free(getattr(sampler, d), depth + 1) for d in _DELEGATES if hasattr(sampler, d))
+    return all(_attribute_free(d, depth + 1) for d in otel_private.delegates(sampler))
+
+
+def _server_span(request: web.Request, operation: str, exchange: Exchange,
+                 runs_call: bool) -> tuple[str, dict[str, Any], list[Link]]:
+    """The request span's name, attributes and links (OTel HTTP server and GenAI conventions)."""
+    method = request.method
+    headers = request.headers
+    path = exchange.path
+    version = request.version
+    attrs: dict[str, Any] = {
+        "http.request.method": method, "url.path": path, "url.scheme": request.scheme,
+        "network.protocol.version": f"{version.major}.{version.minor}", "openai.operation": operation,
+    }
+    host, _, port = request.host.rpartition(":")
+    if host and port.isdigit():
+        attrs["server.address"], attrs["server.port"] = host, int(port)
+    elif request.host:
+        attrs["server.address"] = request.host
+    if request.remote:
+        attrs["client.address"] = request.remote
+    agent = headers.get("User-Agent")
+    if agent:
+        attrs["user_agent.original"] = agent
+    links: list[Link] = []
+    name = method
+    if runs_call:
+        prefix, ids = _path_ids(path)
+        route = prefix + _ROUTES[operation]
+        name = f"{method} {route}"
+        attrs["http.route"] = route
+        attrs["gen_ai.provider.name"] = PROVIDER
+        if exchange.api_version:
+            attrs["openai.api_version"] = exchange.api_version
+        if "thread_id" in ids:
+            attrs["gen_ai.conversation.id"] = ids["thread_id"]
+        if "run_id" in ids:
+            attrs["openai.run.id"] = ids["run_id"]
+            links.append(Link(run_span_context(ids["run_id"]), {"openai.link": "run"}))
+        if "step_id" in ids:
+            attrs["openai.run.step.id"] = ids["step_id"]
+    return name, attrs, links
 
 
 def _path_ids(path: str) -> tuple[str, dict[str, str]]:
@@ -208,15 +248,14 @@ class Tracing:
                 raise TypeError("runtap needs an opentelemetry-sdk TracerProvider")
             self._tracer = tracer
             sampler = tracer.sampler
-            self._default_sampler = (type(sampler) is sampling.ParentBased
-                                     and sampler._root is sampling.ALWAYS_ON)  # noqa: SLF001 - pinned SDK
+            root = otel_private.root_sampler(sampler)
+            self._default_sampler = type(sampler) is sampling.ParentBased and root is sampling.ALWAYS_ON
             self._attribute_free = _attribute_free(sampler)
-            root = getattr(sampler, "_root", None)
             if (isinstance(sampler, sampling.ParentBased) and self._attribute_free
                     and type(root) is sampling.TraceIdRatioBased):
                 self._root_bound = root.bound
             self._runs = RunSpans(tracer_provider)
-            limit = tracer._span_limits.max_span_attribute_length  # noqa: SLF001 - pinned SDK
+            limit = otel_private.span_limits(tracer).max_span_attribute_length
             self._max_value = limit if limit is not None and limit >= 0 else None
 
     @property
@@ -278,39 +317,7 @@ class Tracing:
         if decided and not (sampled and recording):
             context = local_context(trace_id, generator.generate_span_id(), sampled, state, random_trace_id=random_id)
             return _RequestSpan(context, parent, False, method, {}, [], exchange, runs_call)
-        path = exchange.path
-        version = request.version
-        attrs: dict[str, Any] = {
-            "http.request.method": method, "url.path": path, "url.scheme": request.scheme,
-            "network.protocol.version": f"{version.major}.{version.minor}", "openai.operation": operation,
-        }
-        host, _, port = request.host.rpartition(":")
-        if host and port.isdigit():
-            attrs["server.address"], attrs["server.port"] = host, int(port)
-        elif request.host:
-            attrs["server.address"] = request.host
-        if request.remote:
-            attrs["client.address"] = request.remote
-        agent = headers.get("User-Agent")
-        if agent:
-            attrs["user_agent.original"] = agent
-        links: list[Link] = []
-        name = method
-        if runs_call:
-            prefix, ids = _path_ids(path)
-            route = prefix + _ROUTES[operation]
-            name = f"{method} {route}"
-            attrs["http.route"] = route
-            attrs["gen_ai.provider.name"] = PROVIDER
-            if exchange.api_version:
-                attrs["openai.api_version"] = exchange.api_version
-            if "thread_id" in ids:
-                attrs["gen_ai.conversation.id"] = ids["thread_id"]
-            if "run_id" in ids:
-                attrs["openai.run.id"] = ids["run_id"]
-                links.append(Link(run_span_context(ids["run_id"]), {"openai.link": "run"}))
-            if "step_id" in ids:
-                attrs["openai.run.step.id"] = ids["step_id"]
+        name, attrs, links = _server_span(request, operation, exchange, runs_call)
         if not decided:
             # Any other sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
             decision = tracer.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attrs, links)

@@ -1,0 +1,103 @@
+"""Every private OpenTelemetry SDK field runtap's tracing reads, in one place.
+
+Tracing's fast path builds finished spans and encodes them to OTLP itself (otlp_encode.py,
+run_spans.py): the SDK's public properties copy attributes, events and links on every access and its
+live spans validate every attribute, which cost more than the spans are worth on the request path.
+Those shortcuts read fields the SDK does not promise to keep. They are all named here, and
+`incompatibilities()` (run by tests/test_otel_adapter.py against the installed SDK) says loudly
+which one an SDK release changed, so the package can declare a version range instead of a pin.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Final
+
+from opentelemetry.exporter.otlp.proto.common._internal import (
+    _encode_instrumentation_scope,
+    _encode_resource,
+    _encode_value,
+)
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+__all__ = ["SAMPLER_DELEGATES", "SPAN_FIELDS", "encode_instrumentation_scope", "encode_resource", "encode_value",
+           "incompatibilities", "instrumentation_scope", "root_sampler", "span_fields", "span_limits"]
+
+# The samplers a ParentBased sampler delegates to (tracing reads them to know a decision in advance).
+SAMPLER_DELEGATES: Final = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
+                            "_local_parent_sampled", "_local_parent_not_sampled")
+
+encode_instrumentation_scope = _encode_instrumentation_scope
+encode_resource = _encode_resource
+encode_value = _encode_value
+
+# ReadableSpan's own fields, in the order span_fields returns them; each one's public twin.
+SPAN_FIELDS: Final = (
+    ("_context", "context"), ("_parent", "parent"), ("_name", "name"), ("_kind", "kind"),
+    ("_start_time", "start_time"), ("_end_time", "end_time"), ("_attributes", "attributes"),
+    ("_events", "events"), ("_links", "links"), ("_status", "status"),
+)
+# (context, parent, name, kind, start_time, end_time, attributes, events, links, status), in C.
+span_fields: Final = operator.attrgetter(*(private for private, _ in SPAN_FIELDS))
+
+
+def instrumentation_scope(tracer: Any) -> InstrumentationScope | None:
+    """The scope ReadableSpan's last constructor argument takes; the SDK Tracer keeps it private."""
+    scope: InstrumentationScope | None = tracer._instrumentation_scope  # noqa: SLF001 - see module doc
+    return scope
+
+
+def span_limits(tracer: Any) -> SpanLimits:
+    limits: SpanLimits = tracer._span_limits  # noqa: SLF001 - see module doc
+    return limits
+
+
+def root_sampler(sampler: Any) -> Any:
+    """A ParentBased sampler's root sampler (None for any other sampler)."""
+    return getattr(sampler, "_root", None)
+
+
+def delegates(sampler: Any) -> list[Any]:
+    return [getattr(sampler, d) for d in SAMPLER_DELEGATES if hasattr(sampler, d)]
+
+
+def incompatibilities() -> list[str]:
+    """What the installed SDK no longer provides as this module expects (empty: all good)."""
+    problems: list[str] = []
+    tracer = TracerProvider().get_tracer("runtap.otel_private.check", "1")
+    try:
+        scope = instrumentation_scope(tracer)
+        if not isinstance(scope, InstrumentationScope) or scope.name != "runtap.otel_private.check":
+            problems.append(f"Tracer._instrumentation_scope is {scope!r}, not the tracer's InstrumentationScope")
+    except AttributeError as exc:
+        problems.append(f"Tracer._instrumentation_scope: {exc}")
+    with tracer.start_as_current_span("check", attributes={"a": 1}) as live:
+        live.add_event("e", {"b": 2})
+    span: ReadableSpan = live  # type: ignore[assignment]  # the SDK's Span is a ReadableSpan
+    try:
+        values = span_fields(span)
+    except AttributeError as exc:
+        return [*problems, f"ReadableSpan field: {exc}"]
+    for (private, public), value in zip(SPAN_FIELDS, values, strict=True):
+        expected = getattr(span, public)
+        if private in ("_attributes", "_events", "_links"):
+            same = list(value.items() if private == "_attributes" else value) == list(
+                expected.items() if private == "_attributes" else expected)
+            if not hasattr(value, "dropped") and private != "_links":
+                problems.append(f"ReadableSpan.{private} has no `dropped` count")
+        else:
+            same = value is expected or value == expected
+        if not same:
+            problems.append(f"ReadableSpan.{private} is not what .{public} returns")
+    try:
+        ReadableSpan(span.name, span.context, span.parent, tracer.resource, {}, (), (), span.kind,  # type: ignore[attr-defined]
+                     tracer.instrumentation_info, span.status, 1, 2, instrumentation_scope(tracer))  # type: ignore[attr-defined]
+    except TypeError as exc:
+        problems.append(f"ReadableSpan's positional constructor changed: {exc}")
+    if not isinstance(getattr(tracer, "_span_limits", None), SpanLimits):
+        problems.append("Tracer._span_limits is not a SpanLimits")
+    parent_based = sampling.ParentBased(sampling.ALWAYS_ON)
+    if root_sampler(parent_based) is not sampling.ALWAYS_ON or len(delegates(parent_based)) != len(SAMPLER_DELEGATES):
+        problems.append(f"ParentBased no longer keeps its samplers in {SAMPLER_DELEGATES}")
+    return problems
