@@ -211,15 +211,25 @@ class Settings:
 
     @property
     def spool_path(self) -> str:
-        return self.spool or self.db + ".spool.jsonl"
+        return spool_path_for(self.db, self.spool)
 
     @property
     def instance_id(self) -> str:
         return self.instance or socket.gethostname()
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
-    """Add the flags; defaults are left as None so env and built-in defaults apply in `from_args`."""
+def spool_path_for(db: str, spool: str = "") -> str:
+    """The spool file: --spool, else beside the DB (the one place this default is written)."""
+    return spool or db + ".spool.jsonl"
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup,
+                  names: Sequence[str] | None = None) -> None:
+    """Add the flags; defaults are left as None so env and built-in defaults apply in `resolve`.
+
+    Every command (serve, demo, report, sql, export, purge) declares its settings through here, so a
+    flag has one name, one RUNTAP_* twin, one default and one help text everywhere.
+    """
     for s in SETTINGS:
         if names is not None and s.name not in names:
             continue
@@ -234,23 +244,34 @@ def add_arguments(parser: argparse.ArgumentParser, names: Sequence[str] | None =
 def resolve(values: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:
     """Flag value, else environment variable, else default; every value parsed and validated."""
     env = os.environ if environ is None else environ
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {s.name: _value(s, values.get(s.name), env) for s in SETTINGS}
     known = {f.name for f in fields(Settings)}
-    for s in SETTINGS:
-        raw = values.get(s.name)
-        origin = s.flag
-        if raw is None:
-            raw = env.get(s.env)
-            origin = s.env
-        if raw is None:
-            raw = s.default
-            origin = "default"
-        try:
-            kwargs[s.name] = s.parse(raw)
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(f"invalid {s.flag} / {s.env} ({origin}): {exc}") from None
     assert set(kwargs) <= known  # noqa: S101 - invariant for the type checker, not an input check
     return Settings(**kwargs)
+
+
+def resolve_one(name: str, value: str | None, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting, for a command that takes only a few: flag value, else its variable, else default."""
+    return _value(_BY_NAME[name], value, os.environ if environ is None else environ)
+
+
+def default_of(name: str) -> Any:
+    s = _BY_NAME[name]
+    return s.parse(s.default)
+
+
+def _value(s: Setting, raw: str | None, env: Mapping[str, str]) -> Any:
+    origin = s.flag
+    if raw is None:
+        raw = env.get(s.env)
+        origin = s.env
+    if raw is None:
+        raw = s.default
+        origin = "default"
+    try:
+        return s.parse(raw)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"invalid {s.flag} / {s.env} ({origin}): {exc}") from None
 
 
 def settings_for(**overrides: Any) -> Settings:

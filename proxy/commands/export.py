@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 from typing import Any
 
 import duckdb
 
 from ...analytics.lake import LakeError, check_instance, export
 from ...analytics.reports import DatabaseLocked
-from .report import default_db, err
+from ..config import add_arguments
+from .common import db_path, err, instance_id
 
 HELP = "export runs, steps, events and requests to Parquet for a fleet-wide lake"
 
@@ -34,16 +33,15 @@ The database must not be held by a running `runtap serve` (DuckDB admits no seco
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("export", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", metavar="FILE", help="capture database [env RUNTAP_DB; default ./runtap.duckdb]")
+    add_arguments(p, ["db"])
     p.add_argument("--out", metavar="DIR", required=True, help="lake root: a directory or s3://bucket/prefix")
-    p.add_argument("--instance", metavar="ID", help="this sidecar's id in the lake "
-                   "[env RUNTAP_INSTANCE; default the host name]")
+    add_arguments(p, ["instance"])
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    db = args.db or default_db()
-    instance = args.instance or os.environ.get("RUNTAP_INSTANCE") or socket.gethostname()
+    db = db_path(args)
+    instance = instance_id(args)
     try:
         check_instance(instance)
         result = export(db, args.out, instance=instance)

@@ -14,7 +14,8 @@ import duckdb
 from ...analytics.ingest.spool import Spool
 from ...analytics.ingest.store import Store, StoreError
 from ...analytics.reports import ReportError, parse_when
-from .report import default_db, err
+from ..config import add_arguments
+from .common import db_path, err, spool_path
 
 HELP = "delete stored prompt content (and optionally whole rows) captured before a date"
 
@@ -55,14 +56,14 @@ def add_parser(sub: Any) -> None:
                    help="a date (2024-06-01), a date-time (2024-06-01T12:00:00Z) or an age (30d, 12h), UTC")
     p.add_argument("--rows", action="store_true",
                    help="delete the runs (with their steps and events) and requests themselves")
-    p.add_argument("--db", metavar="FILE", help="capture database [env RUNTAP_DB; default ./runtap.duckdb]")
-    p.add_argument("--spool", metavar="FILE", help="spool file [env RUNTAP_SPOOL; default DB + .spool.jsonl]")
+    add_arguments(p, ["db"])
+    add_arguments(p, ["spool"])
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    db = args.db or default_db()
-    spool = args.spool or os.environ.get("RUNTAP_SPOOL") or db + ".spool.jsonl"
+    db = db_path(args)
+    spool = spool_path(args, db)
     try:
         before = parse_when(args.before)
     except ReportError as exc:

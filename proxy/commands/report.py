@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,8 @@ from ...analytics.reports import (
     run_report,
 )
 from ..admin_reports import AdminUnavailable, fetch_report
-from ..config import parse_hostport
+from ..config import add_arguments
+from .common import admin_url, db_path, err
 
 HELP = "cost and usage reports from the capture DB, a Parquet lake or a live sidecar"
 
@@ -39,16 +39,6 @@ read from that sidecar's admin listener instead (--url, default http://$RUNTAP_A
 """
 
 
-def default_db() -> str:
-    return os.environ.get("RUNTAP_DB") or "./runtap.duckdb"
-
-
-def default_admin_url() -> str:
-    hp = parse_hostport(os.environ.get("RUNTAP_ADMIN") or "127.0.0.1:9464")
-    host = f"[{hp.host}]" if ":" in hp.host else hp.host
-    return f"http://{host}:{hp.port}"
-
-
 def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", metavar="WHEN", help="runs created at or after: 2024-06-01, "
                    "2024-06-01T12:00:00Z or an age such as 7d / 12h (UTC)")
@@ -57,8 +47,7 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
                    "metadata.tenant) or key_fingerprint (the API key's fingerprint)")
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (aligned, totals row; default), csv, json (array of row objects) or markdown")
-    p.add_argument("--prices", metavar="FILE", default=None,
-                   help="CSV of prices that override/extend the built-in book [env RUNTAP_PRICES]")
+    add_arguments(p, ["prices"])
 
 
 def add_parser(sub: Any) -> None:
@@ -72,7 +61,7 @@ def add_parser(sub: Any) -> None:
                               "  runtap report --html report.html")
     p.add_argument("name", nargs="?", metavar="NAME", help=f"report to run: {names}")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--db", metavar="FILE", help="capture database [env RUNTAP_DB; default ./runtap.duckdb]")
+    add_arguments(src, ["db"])
     src.add_argument("--lake", metavar="GLOB", help="Parquet files written by `runtap export`, e.g. "
                      "'lake/**/*.parquet' or 's3://bucket/lake/**/*.parquet'")
     src.add_argument("--url", metavar="URL", help="admin listener of a live sidecar, e.g. "
@@ -82,10 +71,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--html", metavar="FILE", help="write one self-contained HTML page with charts instead")
     p.add_argument("--list", action="store_true", help="list the reports and what each answers")
     p.set_defaults(run=run)
-
-
-def err(message: str) -> None:
-    print(f"runtap: {message}", file=sys.stderr)
 
 
 def local_fetch(conn: duckdb.DuckDBPyConnection) -> Callable[[str, ReportParams], ReportResult]:
@@ -139,11 +124,11 @@ def _run_local(args: argparse.Namespace, params: ReportParams, prices: PriceBook
         conn = open_lake(args.lake, prices)
         source = args.lake
     else:
-        db = args.db or default_db()
+        db = db_path(args)
         try:
             conn = open_db(db, prices)
         except DatabaseLocked as exc:
-            url = default_admin_url()
+            url = admin_url()
             err(f"{db} is held by a running `runtap serve` ({exc.detail}); DuckDB lets no other process "
                 f"open it, not even read-only. Reading the report from that sidecar's admin listener at "
                 f"{url} instead (--url to choose another).")

@@ -21,7 +21,9 @@ from ...analytics.reports import (
     run_sql,
     setup_script,
 )
-from .report import add_filter_arguments, default_db, err
+from ..config import add_arguments
+from .common import db_path, err
+from .report import add_filter_arguments
 
 HELP = "run ad-hoc SQL against the capture tables and the report views"
 
@@ -49,7 +51,7 @@ def add_parser(sub: Any) -> None:
                               "  echo 'SELECT * FROM priced_models' | runtap sql - --format csv")
     p.add_argument("query", nargs="?", metavar="SQL", help="the query; '-' reads it from stdin")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--db", metavar="FILE", help="capture database [env RUNTAP_DB; default ./runtap.duckdb]")
+    add_arguments(src, ["db"])
     src.add_argument("--lake", metavar="GLOB", help="Parquet files written by `runtap export`")
     add_filter_arguments(p)
     p.add_argument("--setup", action="store_true",
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if args.lake:
             conn = open_lake(args.lake, prices)
         else:
-            db = args.db or default_db()
+            db = db_path(args)
             try:
                 conn = open_db(db, prices)
             except DatabaseLocked as exc:
