@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from proxy import errors, routes
+from proxy import api_versions, errors, fingerprint, routes
 from proxy.config import Settings
 from proxy.metrics import Metrics
 from proxy.records import Exchange, RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
@@ -45,17 +45,13 @@ _READ_WHOLE: Final = 64 << 10
 
 
 def api_version(beta: str | None) -> str | None:
-    if not beta:
-        return None
-    for part in beta.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "assistants":
-            return value or None
-    return None
+    return api_versions.beta_version(beta)
 
 
 class KeyFingerprints:
-    """sha256(salt + key), 12 hex chars: enough to group spend per key, useless to recover it."""
+    """sha256(salt + key), 12 hex chars: enough to group spend per key, useless to recover it. A JWT
+    bearer token is fingerprinted by the principal it names instead (proxy/fingerprint.py), so one
+    Entra ID caller keeps one fingerprint across token rotations."""
 
     def __init__(self, salt: str, *, max_entries: int = 4096) -> None:
         self._salt = salt.encode()
@@ -69,7 +65,8 @@ class KeyFingerprints:
             return None
         fp = self._cache.get(key)
         if fp is None:
-            fp = hashlib.sha256(self._salt + key.encode()).hexdigest()[:12]
+            who = fingerprint.principal(key) if key[:3] == "eyJ" else None
+            fp = hashlib.sha256(self._salt + (key.encode() if who is None else who)).hexdigest()[:12]
             if len(self._cache) >= self._max:
                 self._cache.clear()
             self._cache[key] = fp
@@ -148,10 +145,11 @@ class Forwarder:
         operation = routes.classify(method, path)
         op_label = operation or routes.OTHER
         headers = request.headers
+        provider, version = api_versions.requested(headers.get("OpenAI-Beta"), raw_path)
         exchange = Exchange(
             id=f"{self._id_prefix}{next(self._ids):016x}", method=method, path=path, operation=operation,
-            api_version=api_version(headers.get("OpenAI-Beta")),
-            key_fingerprint=self._fingerprints.of(headers), started_at=wall0,
+            api_version=version, key_fingerprint=self._fingerprints.of(headers), started_at=wall0,
+            api_provider=provider,
         )
         length = request.content_length
         span = self._tracing.start_request(request, op_label, exchange)
@@ -312,6 +310,7 @@ class Forwarder:
                 upstream_ttfb_ms=None if ttfb is None else ttfb * 1000.0, bytes_in=bytes_in,
                 bytes_out=bytes_out, upstream_request_id=upstream_request_id,
                 key_fingerprint=exchange.key_fingerprint, error=error, api_version=exchange.api_version,
+                api_provider=exchange.api_provider,
             ))
 
     async def _body(self, request: web.Request, state: _BodyState,
