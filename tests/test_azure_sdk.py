@@ -31,6 +31,9 @@ from azure.ai.agents.models import (
     ThreadRun,
     ToolOutput,
 )
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from proxy.app import build_runtime
@@ -163,6 +166,7 @@ class AzureStack:
     upstream_wire: UpstreamRecorder
     sim: Any
     endpoint: str
+    spans: InMemorySpanExporter
 
 
 @pytest.fixture
@@ -173,13 +177,16 @@ async def azure_stack(tmp_path: Path) -> AsyncIterator[AzureStack]:
     upstream = await upstream_wire.start()
     settings = stack_settings(tmp_path, upstream)
     registry = CollectorRegistry()
-    running = await start(settings, runtime=build_runtime(settings, registry=registry))
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    running = await start(settings, runtime=build_runtime(settings, registry=registry, tracer_provider=provider))
     proxy_port = int(running.proxy_url.rsplit(":", 1)[1])
     client_wire = UpstreamRecorder("127.0.0.1", proxy_port)
     front = await client_wire.start()
     try:
         yield AzureStack(running, settings, registry, client_wire, upstream_wire, sim_runner.app[SIM],
-                         f"{front}/api/projects/{PROJECT}")
+                         f"{front}/api/projects/{PROJECT}", spans)
     finally:
         await running.stop()
         await client_wire.close()
@@ -238,8 +245,10 @@ async def test_azure_agents_sdk_is_relayed_byte_for_byte_and_captured_exactly(az
         reqs = con.execute(
             "SELECT count(*), count(DISTINCT key_fingerprint), min(key_fingerprint), "
             "count(*) FILTER (WHERE api_provider = 'azure' AND api_version = 'v1'), "
-            "count(*) FILTER (WHERE path LIKE '/api/projects/" + PROJECT + "/%') FROM requests").fetchone()
-        assert reqs == (len(got), 1, fingerprint, len(got), len(got))
+            "count(*) FILTER (WHERE path LIKE '/api/projects/" + PROJECT + "/%'), "
+            "count(*) FILTER (WHERE streamed) FROM requests").fetchone()
+        # runs.stream twice, and the SDK's own streamed submit_tool_outputs once
+        assert reqs == (len(got), 1, fingerprint, len(got), len(got), 3)
         transitions = con.execute("SELECT count(*) FROM run_events").fetchone()
         assert transitions is not None
         n_transitions = transitions[0]
@@ -261,3 +270,17 @@ async def test_azure_agents_sdk_is_relayed_byte_for_byte_and_captured_exactly(az
     assert int(m.get("runtap_run_transitions_total")) == n_transitions
     assert int(m.get("runtap_steps_finished_total")) == len(sim_steps)
     assert int(m.get("runtap_requests_total")) == len(got)
+
+    # Spans carry the provider and version: every Runs request span, every run span.
+    finished = s.spans.get_finished_spans()
+    runs_requests = [sp for sp in finished if sp.attributes and "openai.operation" in sp.attributes
+                     and sp.attributes["openai.operation"] != "other"]
+    run_spans = [sp for sp in finished
+                 if sp.attributes and sp.attributes.get("gen_ai.operation.name") == "invoke_agent"]
+    assert len(runs_requests) > 20 and len(run_spans) == len(sim_runs)
+    for sp in runs_requests:
+        assert (sp.attributes or {}).get("openai.api_provider") == "azure", sp.name
+        assert (sp.attributes or {}).get("openai.api_version") == "v1", sp.name
+    for sp in run_spans:
+        assert ((sp.attributes or {}).get("openai.run.api_provider"),
+                (sp.attributes or {}).get("openai.run.api_version")) == ("azure", "v1")
