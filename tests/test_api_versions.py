@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from analytics.lake import export, open_lake
 from analytics.prices import load_price_book
 from analytics.reports import make_params, open_db, run_report
 from analytics.store import SCHEMA_VERSION, Store
@@ -97,6 +98,26 @@ def test_a_version_1_file_reads_in_reports_then_upgrades_in_place(tmp_path: Path
     con = duckdb.connect(str(db))
     assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
     con.close()
+
+
+def test_a_lake_exported_before_version_2_still_reports_and_mixes_with_newer_exports(tmp_path: Path) -> None:
+    old, new, lake = tmp_path / "old.duckdb", tmp_path / "new.duckdb", tmp_path / "lake"
+    _v1_database(old)
+    export(str(old), str(lake), instance="old-sidecar")
+    conn = open_lake(f"{lake}/**/*.parquet", load_price_book(environ={}))
+    rows = run_report(conn, "cost", make_params(by="api_version")).records()
+    conn.close()
+    assert [(r["api_version"], r["runs"]) for r in rows] == [("openai:v2", 1)]
+    Store(str(new)).close()
+    con = duckdb.connect(str(new))
+    insert_runs(con, [RunSpec("run_new", "gpt-4o", "2024-11-01T11:00:00Z", 1_000, 10)])
+    con.execute("UPDATE runs SET api_provider = 'azure', api_version = 'v1'")
+    con.close()
+    export(str(new), str(lake), instance="new-sidecar")
+    conn = open_lake(f"{lake}/**/*.parquet", load_price_book(environ={}))
+    rows = run_report(conn, "cost", make_params(by="api_version")).records()
+    conn.close()
+    assert {r["api_version"]: r["runs"] for r in rows} == {"openai:v2": 1, "azure:v1": 1}
 
 
 def test_reports_group_by_provider_and_version(tmp_path: Path) -> None:
