@@ -24,7 +24,7 @@ import duckdb
 from .prices import PriceBook
 
 BY_COLUMN: Final = "by_value"
-_BY_RE: Final = re.compile(r"^(key_fingerprint|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
+_BY_RE: Final = re.compile(r"^(key_fingerprint|api_version|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
 _RELATIVE_RE: Final = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # Python cannot fetch TIMESTAMPTZ without pytz (not a dependency): results carry ISO-8601 UTC text.
@@ -141,7 +141,13 @@ def setup_script(prices: PriceBook) -> str:
 
 def prepare(conn: duckdb.DuckDBPyConnection, prices: PriceBook) -> None:
     prices.install(conn)
-    conn.execute(views_sql())
+    sql = views_sql()
+    described = conn.execute("SELECT * FROM runs LIMIT 0").description or []
+    if "api_provider" not in {d[0] for d in described}:
+        # A file opened read-only before a runtap of schema version 2 wrote to it, or a lake exported
+        # before then: no provider column (views.sql reads a version without one as OpenAI's).
+        sql = sql.replace("r.api_provider", "CAST(NULL AS VARCHAR)")
+    conn.execute(sql)
 
 
 def parse_when(value: str, *, now: datetime | None = None) -> datetime:
@@ -166,7 +172,7 @@ def validate_by(by: str | None) -> str | None:
     if by is None or by == "":
         return None
     if not _BY_RE.match(by):
-        raise ReportError(f"--by must be metadata.KEY or key_fingerprint, got {by!r}")
+        raise ReportError(f"--by must be metadata.KEY, key_fingerprint or api_version, got {by!r}")
     return by
 
 

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
     response_format       JSON,
     truncation_strategy   JSON,
     metadata              JSON,
-    api_version           VARCHAR,
+    api_version           VARCHAR,     -- as the client asked for it, verbatim: see api_provider
+    api_provider          VARCHAR,     -- 'openai' (OpenAI-Beta header) | 'azure' (api-version query) | NULL
     key_fingerprint       VARCHAR,
     source                VARCHAR,     -- 'stream' | 'response' of the snapshot the row's fields come from
     first_seen_at         TIMESTAMPTZ,
@@ -86,6 +87,7 @@ CREATE TABLE IF NOT EXISTS run_steps (
     tool_names         JSON,       -- distinct function names called by this step
     metadata           JSON,
     api_version        VARCHAR,
+    api_provider       VARCHAR,
     key_fingerprint    VARCHAR,
     source             VARCHAR,
     first_seen_at      TIMESTAMPTZ,
@@ -123,5 +125,13 @@ CREATE TABLE IF NOT EXISTS requests (
     upstream_request_id VARCHAR,
     key_fingerprint     VARCHAR,
     error               VARCHAR,
-    api_version         VARCHAR
+    api_version         VARCHAR,
+    api_provider        VARCHAR
 );
+
+-- Schema version 2: columns added since version 1, for databases created before them (the CREATE
+-- TABLEs above already have them; on a new database these do nothing). Only ever ADD COLUMN ...
+-- IF NOT EXISTS here, so applying the file stays idempotent.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS api_provider VARCHAR;
+ALTER TABLE run_steps ADD COLUMN IF NOT EXISTS api_provider VARCHAR;
+ALTER TABLE requests ADD COLUMN IF NOT EXISTS api_provider VARCHAR;

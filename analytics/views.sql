@@ -31,9 +31,14 @@ SELECT r.*,
        CASE
            WHEN getvariable('runtap_by') IS NULL THEN NULL
            WHEN getvariable('runtap_by') = 'key_fingerprint' THEN r.key_fingerprint
+           -- provider:version, e.g. 'azure:v1' or 'openai:v2'; rows written before runs had api_provider
+           -- got their version only from OpenAI-Beta, so a version without a provider is OpenAI's
+           WHEN getvariable('runtap_by') = 'api_version' THEN
+               CASE WHEN r.api_provider IS NULL AND r.api_version IS NULL THEN NULL
+                    ELSE coalesce(r.api_provider, 'openai') || ':' || coalesce(r.api_version, '') END
            WHEN getvariable('runtap_by') LIKE 'metadata._%'
                THEN CAST(r.metadata AS JSON) ->> substr(getvariable('runtap_by'), 10)
-           ELSE error('runtap_by must be metadata.KEY or key_fingerprint, got ' || getvariable('runtap_by'))
+           ELSE error('runtap_by must be metadata.KEY, key_fingerprint or api_version, got ' || getvariable('runtap_by'))
        END AS by_value
 FROM runs r
 WHERE r.created_at >= coalesce(CAST(getvariable('runtap_since') AS TIMESTAMPTZ), '-infinity'::TIMESTAMPTZ)

@@ -162,8 +162,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin_reports", "true", "Serve the named SQL reports at /reports/NAME on the admin listener "
             "(aggregates by model, assistant, thread and key fingerprint; each request is a query on the "
             "sidecar's CPU). false: only /healthz, /readyz and /metrics.", parse_bool),
-    Setting("key_salt", "runtap", "Salt for key fingerprints (sha256(salt+key), first 12 hex). Set one "
-            "secret value per fleet so fingerprints group spend across sidecars."),
+    Setting("key_salt", "runtap", "Salt for key fingerprints (sha256(salt+key), first 12 hex; a JWT bearer "
+            "token by its principal, docs/azure.md). Set one secret value per fleet so fingerprints group "
+            "spend across sidecars."),
     Setting("instance", "", "Instance id written with exports (default: the host name)."),
     Setting("prices", "", "CSV file of model prices that overrides or extends the built-in price book."),
     Setting("export_dir", "", "Directory (or s3:// URL) to export new rows to as hive-partitioned Parquet "

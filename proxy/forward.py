@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..analytics.ingest.records import Exchange
-from . import errors, routes
+from . import api_versions, errors, fingerprint, routes
 from .config import Settings
 from .tap import CLIENT_DISCONNECTED, Flow, Tap
 
@@ -43,17 +43,13 @@ _READ_WHOLE: Final = 64 << 10
 
 
 def api_version(beta: str | None) -> str | None:
-    if not beta:
-        return None
-    for part in beta.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "assistants":
-            return value or None
-    return None
+    return api_versions.beta_version(beta)
 
 
 class KeyFingerprints:
-    """sha256(salt + key), 12 hex chars: enough to group spend per key, useless to recover it."""
+    """sha256(salt + key), 12 hex chars: enough to group spend per key, useless to recover it. A JWT
+    bearer token is fingerprinted by the principal it names instead (proxy/fingerprint.py), so one
+    Entra ID caller keeps one fingerprint across token rotations."""
 
     def __init__(self, salt: str, *, max_entries: int = 4096) -> None:
         self._salt = salt.encode()
@@ -67,7 +63,8 @@ class KeyFingerprints:
             return None
         fp = self._cache.get(key)
         if fp is None:
-            fp = hashlib.sha256(self._salt + key.encode()).hexdigest()[:12]
+            who = fingerprint.principal(key) if key[:3] == "eyJ" else None
+            fp = hashlib.sha256(self._salt + (key.encode() if who is None else who)).hexdigest()[:12]
             if len(self._cache) >= self._max:
                 self._cache.clear()
             self._cache[key] = fp
@@ -163,10 +160,11 @@ class Forwarder:
         path = request.raw_path.partition("?")[0]
         operation = routes.classify(method, path)
         headers = request.headers
+        provider, version = api_versions.requested(headers.get("OpenAI-Beta"), request.raw_path)
         exchange = Exchange(
             id=f"{self._id_prefix}{next(self._ids):016x}", method=method, path=path, operation=operation,
-            api_version=api_version(headers.get("OpenAI-Beta")),
-            key_fingerprint=self._fingerprints.of(headers), started_at=time.time(),
+            api_version=version, key_fingerprint=self._fingerprints.of(headers), started_at=time.time(),
+            api_provider=provider,
         )
         return Flow(exchange, operation or routes.OTHER, started)
 

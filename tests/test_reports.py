@@ -161,7 +161,7 @@ def test_by_metadata_key_splits_cost_onto_tenants(tmp_path: Path) -> None:
     assert {(r["day"].isoformat(), r["key_fingerprint"]) for r in by_key} == {
         ("2024-11-01", "k1"), ("2024-11-02", "k2"), ("2024-11-03", "k1")}
     assert "by_value" not in run_report(conn, "cost").columns
-    with pytest.raises(ReportError, match="metadata.KEY or key_fingerprint"):
+    with pytest.raises(ReportError, match="metadata.KEY, key_fingerprint or api_version"):
         make_params(by="thread_id; DROP TABLE runs")
     conn.close()
 

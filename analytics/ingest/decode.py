@@ -330,7 +330,7 @@ class CaptureDecoder:
             kind=kind, obj=obj, observed_at=observed_at,
             source=source,
             operation=ex.operation, api_version=ex.api_version, key_fingerprint=ex.key_fingerprint,
-            request_id=ex.id, extra=extra,
+            request_id=ex.id, extra=extra, api_provider=ex.api_provider,
         )
 
     # --- SSE streams -------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ class Exchange:
     method: str
     path: str
     operation: str | None
-    api_version: str | None  # "v1" / "v2" from the OpenAI-Beta header, None when absent
+    api_version: str | None  # as the client asked: see proxy/api_versions.py
     key_fingerprint: str | None
     started_at: float  # wall clock (epoch seconds) when the request reached runtap
     content_encoding: str | None = None  # of the upstream response, set once headers arrive
+    api_provider: str | None = None  # "openai" (OpenAI-Beta header) | "azure" (api-version query) | None
 
 
 @dataclass(slots=True)
@@ -80,6 +81,7 @@ class RequestRecord:
     key_fingerprint: str | None
     error: str | None
     api_version: str | None = None
+    api_provider: str | None = None
 
 
 CaptureItem = ResponseBody | RequestBody | StreamChunk | StreamEnd | RequestRecord
@@ -98,3 +100,4 @@ class Snapshot:
     key_fingerprint: str | None
     request_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. additional_messages with --store-prompts
+    api_provider: str | None = None

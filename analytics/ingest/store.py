@@ -35,7 +35,7 @@ import orjson
 from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: api_provider on runs, run_steps and requests (schema.sql adds it to older files)
 DEFAULT_CACHE_ROWS = 50_000
 # DuckDB checkpoints when the WAL reaches this size, and a checkpoint rewrites each table's last,
 # partly filled row group (up to 122,880 rows of JSON) whole: at the default 16MB, checkpoints took
@@ -225,7 +225,9 @@ class Store:
         con.execute("BEGIN")
         try:
             con.execute(ddl)
-            if self._check_version() is None:
+            found = self._check_version()
+            if found is None or found < SCHEMA_VERSION:
+                # schema.sql has just brought an older file up to this version (its ALTERs)
                 con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
             con.execute("COMMIT")
         except BaseException:

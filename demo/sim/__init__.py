@@ -2,7 +2,8 @@
 
 Runs move through their real lifecycle on a clock; what happens is picked per run with
 `metadata["sim_scenario"]` (see `engine.SCENARIOS`). Request headers `x-sim-status` and
-`x-sim-delay-ms` inject faults.
+`x-sim-delay-ms` inject faults. Azure AI Foundry agents' paths (`/api/projects/P/...?api-version=v1`)
+are served too, whatever the prefix (see `routes_azure`).
 """
 
 from .app import create_sim_app, start_sim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import routes_objects, routes_runs
+from . import routes_azure, routes_objects, routes_runs
 from .config import SimConfig
 from .responses import SIM, add_openai_headers, sim_middleware
 from .state import Sim
@@ -12,11 +12,13 @@ from .state import Sim
 
 def create_sim_app(config: SimConfig | None = None) -> web.Application:
     config = config or SimConfig()
-    app = web.Application(middlewares=[sim_middleware])
+    app = web.Application(middlewares=[sim_middleware, routes_azure.azure_middleware])
     app[SIM] = Sim(config)
     app.on_response_prepare.append(add_openai_headers)
     routes_runs.add_routes(app.router, config.prefix)
     routes_objects.add_routes(app.router, config.prefix)
+    # Azure AI Foundry project paths, whatever the prefix: an Azure SDK's endpoint is BASE/api/projects/P.
+    routes_azure.add_routes(app.router)
     return app
 
 

@@ -90,4 +90,5 @@ class Capture:
             upstream_ttfb_ms=None if ttfb is None else ttfb * 1000.0, bytes_in=flow.bytes_in,
             bytes_out=flow.bytes_out, upstream_request_id=flow.upstream_request_id,
             key_fingerprint=ex.key_fingerprint, error=flow.error, api_version=ex.api_version,
+            api_provider=ex.api_provider,
         ))

@@ -279,7 +279,8 @@ class RunSpans:
                          ("gen_ai.request.temperature", "temperature"), ("gen_ai.request.top_p", "top_p"),
                          ("openai.run.incomplete_reason", "incomplete_reason"),
                          ("openai.run.last_error.code", "last_error_code"),
-                         ("openai.run.api_version", "api_version")):
+                         ("openai.run.api_version", "api_version"),
+                         ("openai.run.api_provider", "api_provider")):
             _set(attrs, key, row.get(col))
         _set(attrs, "gen_ai.request.model", model)
         created, started = _ns(row.get("created_at")), _ns(row.get("started_at"))

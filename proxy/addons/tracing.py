@@ -197,6 +197,8 @@ def _server_span(request: web.Request, operation: str, exchange: Exchange,
         attrs["gen_ai.provider.name"] = PROVIDER
         if exchange.api_version:
             attrs["openai.api_version"] = exchange.api_version
+        if exchange.api_provider:
+            attrs["openai.api_provider"] = exchange.api_provider
         if "thread_id" in ids:
             attrs["gen_ai.conversation.id"] = ids["thread_id"]
         if "run_id" in ids:

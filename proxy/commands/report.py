@@ -44,7 +44,8 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
                    "2024-06-01T12:00:00Z or an age such as 7d / 12h (UTC)")
     p.add_argument("--until", metavar="WHEN", help="runs created before (same forms as --since)")
     p.add_argument("--by", metavar="KEY", help="also group by metadata.KEY (a run metadata key such as "
-                   "metadata.tenant) or key_fingerprint (the API key's fingerprint)")
+                   "metadata.tenant), key_fingerprint (the API key's or principal's fingerprint) or "
+                   "api_version (provider:version, e.g. azure:v1, openai:v2)")
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (aligned, totals row; default), csv, json (array of row objects) or markdown")
     add_arguments(p, ["prices"])
