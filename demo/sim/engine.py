@@ -171,12 +171,7 @@ def create_run(
     meta = metadata(body) or {}
     tools = objects.check_tools(body)
     model = optional(body, "model", str, "a string") or assistant["model"]
-    instructions = optional(body, "instructions", str, "a string")
-    if instructions is None:
-        instructions = assistant.get("instructions") or ""
-    extra = optional(body, "additional_instructions", str, "a string")
-    if extra:
-        instructions = f"{instructions}\n{extra}" if instructions else extra
+    instructions = _instructions(body, assistant)
     parallel = optional(body, "parallel_tool_calls", bool, "a boolean")
     scenario, error_code = _scenario(meta, assistant)
     additional = body.get("additional_messages") or []
@@ -229,16 +224,34 @@ def create_run(
         error_code=error_code,
         prompt_base=_prompt_tokens(thread, instructions, run_tools, truncation),
     )
-    if scenario == "expire":
+    _start(sim, run, now, stream=bool(body.get("stream")), new_thread=new_thread)
+    return run
+
+
+def _instructions(body: Json, assistant: Json) -> str:
+    """The run's own instructions, else the assistant's, plus additional_instructions."""
+    instructions = optional(body, "instructions", str, "a string")
+    if instructions is None:
+        instructions = assistant.get("instructions") or ""
+    extra = optional(body, "additional_instructions", str, "a string")
+    if extra:
+        instructions = f"{instructions}\n{extra}" if instructions else extra
+    return str(instructions)
+
+
+def _start(sim: Sim, run: Run, now: float, *, stream: bool, new_thread: bool) -> None:
+    """Register a created run, emit its first events and schedule it to leave the queue."""
+    obj = run.obj
+    if run.scenario == "expire":
         # Long enough for a poll to see requires_action first on a busy machine, short for tests.
         run.expire_after_s = max(10 * sim.config.step_s, 0.3)
     run.stages.extend(_stages(sim, run))
-    thread.runs.append(run)
+    run.thread.runs.append(run)
     sim.runs[obj["id"]] = run
-    if body.get("stream"):
+    if stream:
         sim.watch(run)
         if new_thread:
-            sim.emit(run, "thread.created", thread.obj)
+            sim.emit(run, "thread.created", run.thread.obj)
     sim.emit(run, "thread.run.created", obj)
     sim.emit(run, "thread.run.queued", obj)
 
@@ -250,7 +263,6 @@ def create_run(
         sim.next_stage(run, at)
 
     sim.schedule(run, now, [(sim.config.queued_s, start)])
-    return run
 
 
 def submit_tool_outputs(sim: Sim, run: Run, body: Json) -> int | None:
