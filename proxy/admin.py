@@ -59,5 +59,5 @@ def create_admin_app(runtime: Runtime) -> web.Application:
             prices = load_price_book(runtime.settings.prices or None)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"invalid --prices / RUNTAP_PRICES: {exc}") from None
-        add_report_routes(app, runtime.writer.cursor, prices=prices)
+        add_report_routes(app, runtime.writer.reader, prices=prices)
     return app

@@ -126,7 +126,7 @@ def _exporter_ctx(runtime: Runtime, writer: CaptureWriter) -> CleanupCtx:
     async def periodic_export(_: web.Application) -> AsyncIterator[None]:
         settings = runtime.settings
         exporter = asyncio.get_running_loop().create_task(export_periodically(
-            writer.cursor, settings.export_dir, instance=settings.instance_id,
+            writer.reader, settings.export_dir, instance=settings.instance_id,
             interval_s=settings.export_interval, on_result=_log_export))
         try:
             yield

@@ -215,9 +215,16 @@ class Store:
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
+        """The write connection: only the thread that writes uses it."""
         if self._con is None:
             raise StoreError(f"store {self._path!r} is closed")
         return self._con
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A read connection of the caller's own (reports, exports): a separate DuckDB connection to
+        the same database instance, so a reader never shares the writer's transaction or cursor state.
+        DuckDB lets only this process open the file, which is why readers do not open it themselves."""
+        return self.connection.cursor()
 
     def _apply_schema(self) -> None:
         con = self.connection

@@ -178,13 +178,14 @@ class CaptureWriter:
         self.stats["submitted"] += 1
         return True
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A new connection to the open capture database, for readers on other threads (reports,
-        exports): DuckDB lets only this process open the file, so readers share its instance."""
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A read connection of the caller's own on the open capture database (Store.reader)."""
         store = self._store
         if store is None:
             raise StoreError("capture store is not open")
-        return store.connection.cursor()
+        return store.reader()
+
+    cursor = reader  # the earlier name
 
     def depth(self) -> int:
         return self._queue.qsize()

@@ -66,7 +66,7 @@ def summary(db: str) -> str:
 def cost_table(running: Running) -> str:
     """The `cost` report on a cursor of the live store: the same SQL `runtap report cost` runs."""
     assert running.runtime.writer is not None  # noqa: S101 - invariant for the type checker, not an input check
-    conn = running.runtime.writer.cursor()
+    conn = running.runtime.writer.reader()
     try:
         prepare(conn, load_price_book(running.runtime.settings.prices or None))
         return render(run_report(conn, "cost", make_params()), "table")
