@@ -111,3 +111,14 @@ def test_source_folders_are_not_importable_under_their_own_names(folder: str) ->
     with pytest.raises(ModuleNotFoundError, match=f"import runtap.{folder}"):
         importlib.import_module(folder)
     assert importlib.import_module(FOLDERS[folder]).__name__ == FOLDERS[folder]
+
+
+def test_the_demo_says_what_to_install_when_its_extra_is_missing(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from runtap.proxy.__main__ import main
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # as in an install without runtap[demo]
+    assert main(["demo", "--once"]) == 2
+    assert "pip install 'runtap[demo]'" in capsys.readouterr().err
