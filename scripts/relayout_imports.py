@@ -89,6 +89,8 @@ def relative(pkg: str, target: str) -> str:
     dots = "." * (len(p) - n + 1)
     return dots + ".".join(t[n:])
 
+# `from proxy.x import` inside a string (code a test runs in a subprocess)
+STRING_IMPORT = re.compile(r"(?<=[\"'; ])from ((?:proxy|analytics)(?:\.\w+)+) import")
 PAT = re.compile(r"^(\s*)from (proxy|analytics)((?:\.\w+)*) import (.+)$")
 IMP = re.compile(r"^(\s*)import (proxy|analytics)((?:\.\w+)+) as (\w+)(.*)$")
 
@@ -128,6 +130,10 @@ def rewrite(path: Path) -> None:  # noqa: C901 - one pass over the lines
             continue
         out.append(line)
     new = "\n".join(out).replace('resources.files("analytics")', 'resources.files("runtap.analytics")')
+    if pkg is None:  # tests, bench, scripts: commands and code they run in subprocesses
+        new = new.replace('"-m", "proxy.sim"', '"-m", "runtap.demo.sim"')
+        new = new.replace('"-m", "proxy"', '"-m", "runtap.proxy"')
+        new = STRING_IMPORT.sub(lambda m: f"from {new_name(m.group(1))} import", new)
     if new != text:
         path.write_text(new)
         print("rewrote", path.relative_to(ROOT))
