@@ -93,8 +93,7 @@ class Tap:
         self.addons = tuple(addons)
         for name in HOOKS:
             setattr(self, name, _fan_out(name, [getattr(a, name) for a in self.addons if hasattr(a, name)]))
-        self._body_wanted = [a.keeps_request_body for a in self.addons if hasattr(a, "keeps_request_body")]
+        wanted = [a.keeps_request_body for a in self.addons if hasattr(a, "keeps_request_body")]
+        self.keeps_request_body: Callable[[Flow], bool] = (
+            wanted[0] if len(wanted) == 1 else lambda flow: any(wants(flow) for wants in wanted))
         self.sees_chunks = any(hasattr(a, "chunk") for a in self.addons)
-
-    def keeps_request_body(self, flow: Flow) -> bool:
-        return any(wants(flow) for wants in self._body_wanted)
