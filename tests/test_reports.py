@@ -199,13 +199,16 @@ def test_formats(tmp_path: Path) -> None:
     assert set(FORMATS) == {"table", "csv", "json", "markdown"}
 
 
-def test_reports_run_from_a_plain_duckdb_session(tmp_path: Path) -> None:
-    """The README's DuckDB-CLI path: the setup script, then a report file, on a read-only session."""
+def test_reports_run_from_a_plain_duckdb_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/reports.md's DuckDB-CLI path: `runtap sql --setup`, then `runtap report cost --sql` (what the
+    installed package prints, no clone needed), on a read-only session."""
     db = small_db(tmp_path)
     prices = load_price_book(environ={})
     conn = duckdb.connect(db, read_only=True)
     conn.execute(setup_script(prices))
-    sql = (Path(__file__).parents[1] / "analytics" / "reports" / "cost.sql").read_text()
+    assert main(["report", "cost", "--sql"]) == 0
+    sql = capsys.readouterr().out
+    assert sql == (Path(__file__).parents[1] / "analytics" / "reports" / "cost.sql").read_text()
     got = conn.execute("SELECT day::VARCHAR, total_usd FROM (" + sql + ")").fetchall()
     conn.close()
     assert got == [("2024-11-01", 2.5), ("2024-11-02", 5.0), ("2024-11-03", 10.0)]
