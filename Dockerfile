@@ -11,7 +11,7 @@ ARG PYTHON_VERSION=3.11
 # Build stage: wheels for runtap and its pinned runtime dependencies (no test tools).
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY proxy ./proxy
 COPY analytics ./analytics
 # Same package and extras as `bash scripts/setup.sh` (runtime only): runtap[fast,s3].

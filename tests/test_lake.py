@@ -124,7 +124,7 @@ def test_three_sidecars_one_lake_totals_are_the_sum(tmp_path: Path) -> None:
     assert (runs, tokens) == (sum(p[0] for p in parts), sum(p[1] for p in parts))
     # each report row is rounded to the micro-dollar; thousands of rows leave well under a cent
     assert usd == pytest.approx(sum(p[2] for p in parts), abs=1e-3)
-    # the README's plain-DuckDB query, as printed there: no runtap, one version of each run
+    # docs/lake.md's plain-DuckDB query, as printed there: no runtap, one version of each run
     assert duckdb.sql(f"SELECT sum(runs), sum(tokens) FROM ({readme_lake_query(lake)})").fetchone() == (runs, tokens)
     instances = duckdb.sql(f"SELECT DISTINCT instance FROM read_parquet('{lake}/**/*.parquet', "
                            "hive_partitioning=true) ORDER BY 1").fetchall()
@@ -238,15 +238,15 @@ def test_s3_export_and_lake(tmp_path: Path, s3_endpoint: str, monkeypatch: pytes
 
 
 def readme_lake_query(lake: Path) -> str:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"The same query without runtap, in DuckDB.*?```sql\n(.*?)```", readme, re.S)
-    assert block is not None, "README lost its plain-DuckDB lake query"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "lake.md").read_text(encoding="utf-8")
+    block = re.search(r"The same query without runtap, in DuckDB.*?```sql\n(.*?)```", page, re.S)
+    assert block is not None, "docs/lake.md lost its plain-DuckDB lake query"
     return block[1].strip().rstrip(";").replace("/mnt/lake", str(lake))
 
 
 def test_the_readme_lake_query_takes_the_finished_version_like_runtap(tmp_path: Path) -> None:
     """A run exported completed, then seen again by a late poll as in_progress (a later last_seen_at):
-    runtap's reader and the README's query both keep the finished version."""
+    runtap's reader and the docs' query both keep the finished version."""
     lake = tmp_path / "lake"
     db = str(tmp_path / "s.duckdb")
     create_db(db)

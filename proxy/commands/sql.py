@@ -19,14 +19,15 @@ HELP = "run ad-hoc SQL against the capture tables and the report views"
 DESCRIPTION = """\
 Run one SQL query (or several statements; the last one's rows are printed) on a read-only connection
 with the report views installed: scoped_runs, run_costs, step_costs, run_prices, price_periods,
-run_timings, tool_turnarounds, run_budgets, priced_models (columns: analytics/views.sql, README).
+run_timings, tool_turnarounds, run_budgets, priced_models (columns: docs/reports.md).
 --since/--until/--by set the same variables the views read.
 
 Arbitrary SQL is never served over HTTP: next to a live `runtap serve` that holds --db, use
 `runtap report` (it reads named reports from the admin listener), or query an exported lake.
-`runtap sql --setup` prints the SQL that creates the price book and the views, for the DuckDB CLI:
-  runtap sql --setup > setup.sql && duckdb -readonly runtap.duckdb -c '.read setup.sql' -c \\
-    '.read analytics/reports/cost.sql'
+`runtap sql --setup` prints the SQL that creates the price book and the views, for the DuckDB CLI
+(`runtap report NAME --sql` prints a report's query):
+  runtap sql --setup > setup.sql && runtap report cost --sql > cost.sql
+  duckdb -readonly runtap.duckdb -c '.read setup.sql' -c '.read cost.sql'
 """
 
 
