@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import routes_objects, routes_runs
+from . import responses_api, routes_objects, routes_runs
 from .config import SimConfig
 from .responses import SIM, add_openai_headers, sim_middleware
 from .state import Sim
@@ -23,6 +23,7 @@ def create_sim_app(
     app.on_response_prepare.append(add_openai_headers)
     routes_runs.add_routes(app.router, config.prefix)
     routes_objects.add_routes(app.router, config.prefix)
+    responses_api.add_routes(app, config, clock)
     return app
 
 
