@@ -283,7 +283,10 @@ def new_response(body: Json, fields: Json, tools: list[Json], now: float, *, bac
         "store": store, "temperature": temperature,
         "text": body.get("text") or {"format": {"type": "text"}, "verbosity": "medium"},
         "tool_choice": body.get("tool_choice", "auto"), "tools": tools, "top_logprobs": 0, "top_p": top_p,
-        "truncation": body.get("truncation") or "disabled", "usage": None, "user": body.get("user"),
-        "metadata": fields["metadata"],
+        "truncation": body.get("truncation") or "disabled", "metadata": fields["metadata"],
     }
+    # `usage` (until there is some) and `user` are absent rather than null: the spec types them
+    # as an object and a string, not nullable.
+    if body.get("user") is not None:
+        obj["user"] = body["user"]
     return SimResponse(obj=obj, input_items=[], background=background)
