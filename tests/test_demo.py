@@ -49,3 +49,19 @@ def test_demo_runs_the_whole_product_offline_and_its_summary_matches_the_db(tmp_
     # Runs are tagged with a tenant, so the README's `--by metadata.tenant` example has something to group.
     tenants = query(db, "SELECT DISTINCT metadata->>'tenant' FROM runs WHERE metadata->>'tenant' IS NOT NULL")
     assert len(tenants) >= 2
+
+    # The Responses API is driven too, through every ending; what runtap captured of it is summarised
+    # from the responses table where this build has one.
+    line = re.search(r"responses workload done: (\d+) responses \(([^)]*)\)", out)
+    assert line is not None, out[-3000:]
+    sdk_statuses = {s: int(n) for s, n in (part.rsplit(" ", 1) for part in line[2].split(", "))}
+    assert {"completed", "cancelled", "failed", "incomplete"} <= set(sdk_statuses)
+    assert sum(sdk_statuses.values()) == int(line[1])
+    tables = {t for (t,) in query(db, "SELECT table_name FROM information_schema.tables")}
+    if "responses" in tables:
+        block = out[out.index("responses by status:"):out.index("response tokens by model:")]
+        printed = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+)\s+(\d+)$", block, re.M)}
+        assert printed == dict(query(db, "SELECT status, count(*) FROM responses GROUP BY status"))
+        assert printed == sdk_statuses  # every response the SDK saw, captured once, with its final status
+    else:
+        assert "responses: not captured by this build yet" in out

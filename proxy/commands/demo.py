@@ -20,7 +20,9 @@ import duckdb
 from analytics.formats import render
 from analytics.prices import load_price_book
 from analytics.reports import make_params, prepare, run_report
+from proxy.commands import demo_responses
 from proxy.config import HostPort, add_arguments, resolve
+from proxy.responses_workload import run_responses_workload
 from proxy.serve import Running, start
 from proxy.sim import SimConfig, start_sim
 from proxy.workload import run_workload
@@ -59,6 +61,7 @@ def summary(db: str) -> str:
         (events,) = con.execute("SELECT count(*) FROM run_events").fetchone() or (0,)
         (reqs,) = con.execute("SELECT count(*) FROM requests").fetchone() or (0,)
         lines.append(f"also captured: {steps} run steps, {events} status transitions, {reqs} requests")
+        lines.extend(demo_responses.captured(con))
         return "\n".join(lines)
     finally:
         con.close()
@@ -103,6 +106,9 @@ async def _demo(args: argparse.Namespace) -> int:
         running.runtime.writer.flush(timeout=30)
         _say(f"workload done: {len(res.runs)} runs, {res.calls} API calls, "
              f"{sum(res.errors.values())} expected API errors (404, 429) passed through")
+        responses = await run_responses_workload(running.proxy_url + "/v1", rounds=args.rounds, progress=_say)
+        running.runtime.writer.flush(timeout=30)
+        _say(demo_responses.sdk_view(responses))
         print(summary(settings.db), flush=True)
         print("cost (runtap report cost; built-in price book):", flush=True)
         print(cost_table(running), flush=True)
