@@ -63,5 +63,10 @@ def test_demo_runs_the_whole_product_offline_and_its_summary_matches_the_db(tmp_
         printed = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+)\s+(\d+)$", block, re.M)}
         assert printed == dict(query(db, "SELECT status, count(*) FROM responses GROUP BY status"))
         assert printed == sdk_statuses  # every response the SDK saw, captured once, with its final status
+        seen = re.search(r"tokens the SDK saw: input (\d+), cached (\d+), output (\d+), reasoning (\d+)", out)
+        assert seen is not None
+        assert tuple(int(n) for n in seen.groups()) == query(
+            db, "SELECT sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens) "
+                "FROM responses")[0]
     else:
         assert "responses: not captured by this build yet" in out

@@ -12,7 +12,9 @@ from proxy.responses_workload import ResponsesResult
 def sdk_view(res: ResponsesResult) -> str:
     statuses = Counter(res.responses.values())
     shown = ", ".join(f"{status} {n}" for status, n in sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])))
-    return f"responses workload done: {len(res.responses)} responses ({shown}), {res.calls} API calls"
+    sums = [sum(u[i] for u in res.usage.values()) for i in range(4)]
+    return (f"responses workload done: {len(res.responses)} responses ({shown}), {res.calls} API calls; "
+            f"tokens the SDK saw: input {sums[0]}, cached {sums[1]}, output {sums[2]}, reasoning {sums[3]}")
 
 
 def captured(con: duckdb.DuckDBPyConnection) -> list[str]:
