@@ -248,6 +248,22 @@ async def test_a_conversation_groups_turns(client: openai.AsyncOpenAI, spec: Spe
         await client.responses.create(model="gpt-4o", input="x", conversation="conv_missing")
 
 
+async def test_a_function_call_answered_in_its_conversation(client: openai.AsyncOpenAI) -> None:
+    conversation = await client.conversations.create()
+    asked = await client.responses.create(model="gpt-4o", input="Weather in Rome?", tools=[WEATHER],  # type: ignore[list-item]
+                                          conversation=conversation.id)
+    (call,) = asked.output
+    assert call.type == "function_call"
+    with pytest.raises(openai.BadRequestError, match=call.call_id):
+        await client.responses.create(model="gpt-4o", input="never mind", conversation=conversation.id)
+    answered = await client.responses.create(
+        model="gpt-4o", conversation=conversation.id, tools=[WEATHER],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C"}])
+    assert answered.status == "completed" and "18 C" in answered.output_text
+    items = await client.conversations.items.list(conversation.id, order="asc")
+    assert [i.type for i in items.data] == ["message", "function_call", "function_call_output", "message"]
+
+
 async def test_input_items_list_and_delete(client: openai.AsyncOpenAI, spec: Spec) -> None:
     response = await client.responses.create(model="gpt-4o", input=[
         {"role": "developer", "content": "Be brief."},
@@ -307,6 +323,11 @@ async def test_failed_and_incomplete_streams_end_with_their_events(
                                                  "metadata": {"sim_scenario": "fail"}})
     _check_events(failed, spec, event_schemas)
     assert failed[-1]["type"] == "response.failed" and failed[-1]["response"]["error"]["code"] == "server_error"
+    errored = await _sse(base_url, "/responses", {"model": "gpt-4o", "input": "x", "stream": True, "metadata": {
+        "sim_scenario": "stream_error", "sim_error_code": "invalid_prompt"}})
+    _check_events(errored, spec, event_schemas)
+    assert [e["type"] for e in errored[-2:]] == ["error", "response.failed"]
+    assert errored[-2]["code"] == errored[-1]["response"]["error"]["code"] == "invalid_prompt"
     cut = await _sse(base_url, "/responses", {"model": "gpt-4o", "input": "x", "stream": True,
                                               "max_output_tokens": 16, "metadata": {"sim_scenario": "long"}})
     _check_events(cut, spec, event_schemas)

@@ -15,7 +15,7 @@ from .config import SimConfig
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     defaults = SimConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m proxy.sim", description="Simulated OpenAI Assistants API."
+        prog="python -m proxy.sim", description="Simulated OpenAI Assistants and Responses APIs."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")

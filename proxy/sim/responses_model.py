@@ -51,6 +51,7 @@ class Plan:
     max_output_tokens: int | None
     error_code: str | None
     duration_s: float
+    error_event: bool
     queued_s: float
 
 
@@ -193,6 +194,8 @@ def build_timeline(resp: SimResponse, plan: Plan, now: float) -> None:
     if plan.error_code is not None:
         t.at += plan.duration_s
         error = {"code": plan.error_code, "message": ERROR_MESSAGES.get(plan.error_code, plan.error_code)}
+        if plan.error_event:
+            t.emit("error", **error, param=None)
         t.state("response.failed", status="failed", error=error)
         return
     budget = plan.max_output_tokens

@@ -4,7 +4,8 @@ Unknown parameters, bad types and impossible combinations are 400s with the serv
 what the model then does is deterministic: a reasoning model reasons first (its effort sets the
 reasoning tokens), a request offering function tools and carrying no tool output calls the first
 one (or the one `tool_choice` names), one that answers a call gets a reply built from the outputs,
-and `metadata.sim_scenario` picks `fail`, `slow` or `long` (a reply of a few hundred deltas).
+and `metadata.sim_scenario` picks `fail` (`sim_error_code` names the code), `stream_error` (the same,
+with an `error` event first), `slow` or `long` (a reply of a few hundred deltas).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ CREATE_FIELDS = frozenset(
      "service_tier", "include", "prompt_cache_key", "safety_identifier", "top_logprobs", "prompt",
      "prompt_cache_retention"}
 )
-SCENARIOS = ("complete", "fail", "slow", "long")
+SCENARIOS = ("complete", "fail", "stream_error", "slow", "long")
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 MIN_OUTPUT_TOKENS = 16
 
@@ -215,7 +216,7 @@ def scenario_of(meta: dict[str, str]) -> tuple[str, str | None]:
     if scenario not in SCENARIOS:
         raise bad(f"Unknown sim_scenario '{scenario}'. Supported values are: {', '.join(SCENARIOS)}.",
                   param="metadata.sim_scenario")
-    code = meta.get("sim_error_code", "server_error") if scenario == "fail" else None
+    code = meta.get("sim_error_code", "server_error") if scenario in ("fail", "stream_error") else None
     if code is not None and code not in ERROR_MESSAGES:
         raise bad(f"Unknown sim_error_code '{code}'. Supported values are: {', '.join(ERROR_MESSAGES)}.",
                   param="metadata.sim_error_code")
@@ -261,6 +262,7 @@ def make_plan(body: Json, items: list[Json], tools: list[Json], context: int, se
     plan = Plan(reply="" if call else reply_for(items, scenario), input_tokens=input_tokens,
                 cached_tokens=min(cache, input_tokens), reasoning_tokens=reasoning_tokens, summary=summary,
                 call=call, max_output_tokens=body.get("max_output_tokens"), error_code=error_code,
+                error_event=scenario == "stream_error",
                 duration_s=max(1.0, step_s) if scenario == "slow" else step_s, queued_s=queued_s)
     return plan, {"reasoning": reasoning, "metadata": meta, "instructions": instructions}
 
