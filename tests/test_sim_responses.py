@@ -130,6 +130,9 @@ async def test_stream_events_are_the_specs_numbered_from_zero(
         seen = [event.type async for event in stream]
         done = await stream.get_final_response()
     assert seen == kinds and done.status == "completed" and done.output_text == text
+    # Once its stream is over, a poll of the stored response gives the stream's final object.
+    raw = await client.responses.with_raw_response.retrieve(final["id"])
+    assert raw.http_response.json() == final
 
 
 def test_stream_bytes_are_written_in_uneven_slices() -> None:

@@ -66,6 +66,7 @@ class SimResponse:
     context_tokens: int = 0  # what a follow-up re-reads: this input and output
     pending_calls: list[str] = field(default_factory=list)  # call_ids a follow-up must answer
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    readers: int = 0  # streams reading the timeline now
 
     @property
     def end_at(self) -> float:
@@ -80,12 +81,21 @@ class SimResponse:
 
     def snapshot(self, now: float) -> Json:
         if self.cancelled_at is None:
-            for i in range(self.due(now) - 1, -1, -1):
+            due = self.due(now)
+            for i in range(due - 1, -1, -1):
                 kind, payload = self.timeline[i][1], self.timeline[i][2]
                 if kind in LIFECYCLE:
                     self.obj = payload["response"]
                     break
+            self.compact(due)
         return self.obj
+
+    def compact(self, due: int) -> None:
+        """Only a background response can be streamed again: a finished foreground one keeps its final
+        object and drops its events, so a long benchmark's memory stays flat."""
+        if due and due == len(self.timeline) and not self.background and not self.readers:
+            self.obj = self.timeline[-1][2]["response"]
+            self.timeline, self.times = [], []
 
     def cancel(self, now: float) -> Json:
         current = copy.deepcopy(self.snapshot(now))

@@ -38,6 +38,7 @@ async def stream_response(
     )
     rng = random.Random(f"{resp.obj['id']}:{starting_after}")  # noqa: S311 - chunk sizes, not secrets
     cursor = max(0, starting_after + 1)
+    resp.readers += 1
     try:
         await response.prepare(request)
         while True:
@@ -60,4 +61,7 @@ async def stream_response(
     except ConnectionResetError:
         # The client went away; the response carries on (and a background one can be resumed).
         pass
+    finally:
+        resp.readers -= 1
+        resp.compact(resp.due(clock()))
     return response
