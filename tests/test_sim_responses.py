@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from proxy.sim import SimConfig, start_sim
-from proxy.sim.responses_stream import MAX_CHUNK, _slices
+from proxy.sim.responses_stream import _slices
 from tests.test_sim import V2_SPEC, Spec
 
 WEATHER = {
@@ -137,9 +137,36 @@ async def test_stream_events_are_the_specs_numbered_from_zero(
 
 def test_stream_bytes_are_written_in_uneven_slices() -> None:
     data = bytes(range(256)) * 20
-    pieces = _slices(data, random.Random(7))  # noqa: S311
+    pieces = _slices(data, random.Random(7), SimConfig().sse_max_chunk)  # noqa: S311
     assert b"".join(pieces) == data
-    assert len({len(p) for p in pieces}) > 10 and max(len(p) for p in pieces) <= MAX_CHUNK
+    assert len({len(p) for p in pieces}) > 10 and max(len(p) for p in pieces) <= SimConfig().sse_max_chunk
+
+
+async def _http_chunks(config: SimConfig) -> list[bytes]:
+    """A stream's HTTP chunks: one per write of the server's, whatever TCP made of them."""
+    runner, url = await start_sim(config)
+    chunks: list[bytes] = []
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+                url + "/responses", json={"model": "gpt-4o", "input": "x", "stream": True},
+                headers={"Authorization": "Bearer k"}) as resp:
+            part = b""
+            async for data, end_of_chunk in resp.content.iter_chunks():
+                part += data
+                if end_of_chunk:
+                    chunks.append(part)
+                    part = b""
+    finally:
+        await runner.cleanup()
+    return [c for c in chunks if c]
+
+
+async def test_stream_writes_split_events_anywhere_unless_asked_not_to() -> None:
+    uneven = await _http_chunks(SimConfig())
+    assert len({len(c) for c in uneven}) > 5 and max(len(c) for c in uneven) <= SimConfig().sse_max_chunk
+    assert any(b"\n\n" not in c for c in uneven) and not all(c.startswith(b"event: ") for c in uneven)
+    whole = await _http_chunks(SimConfig(sse_max_chunk=0))
+    assert whole and all(c.startswith(b"event: ") and c.count(b"\n\n") == 1 for c in whole)
 
 
 async def test_background_lifecycle_follows_the_clock(spec: Spec) -> None:

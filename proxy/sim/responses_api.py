@@ -130,7 +130,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     resp, stream = create(state, await read_json(request))
     if stream:
-        return await stream_response(request, resp, state.clock)
+        return await stream_response(request, resp, state.clock, max_chunk=state.config.sse_max_chunk)
     if not resp.background:
         # A synchronous create answers when the model is done, as the service does.
         await asyncio.sleep(max(0.0, resp.end_at - state.clock()))
@@ -150,7 +150,7 @@ async def retrieve_response(request: web.Request) -> web.StreamResponse:
         except ValueError:
             raise bad(f"Invalid 'starting_after': expected an integer, got '{raw}'.",
                       param="starting_after") from None
-        return await stream_response(request, resp, state.clock, after)
+        return await stream_response(request, resp, state.clock, after, max_chunk=state.config.sse_max_chunk)
     return json_response(request, resp.snapshot(state.clock()))
 
 

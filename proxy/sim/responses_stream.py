@@ -16,21 +16,29 @@ from aiohttp import web
 
 from .responses_model import SimResponse, sse_frame
 
-MAX_CHUNK = 97
 
-
-def _slices(data: bytes, rng: random.Random) -> list[bytes]:
+def _slices(data: bytes, rng: random.Random, max_chunk: int) -> list[bytes]:
     out: list[bytes] = []
     i = 0
     while i < len(data):
-        n = rng.randint(1, MAX_CHUNK)
+        n = rng.randint(1, max_chunk)
         out.append(data[i : i + n])
         i += n
     return out
 
 
+def _writes(resp: SimResponse, start: int, stop: int, rng: random.Random, max_chunk: int) -> list[bytes]:
+    frames = [sse_frame(resp.timeline[i]) for i in range(start, stop)]
+    return _slices(b"".join(frames), rng, max_chunk) if max_chunk else frames
+
+
 async def stream_response(
-    request: web.Request, resp: SimResponse, clock: Callable[[], float], starting_after: int = -1
+    request: web.Request,
+    resp: SimResponse,
+    clock: Callable[[], float],
+    starting_after: int = -1,
+    *,
+    max_chunk: int = 97,
 ) -> web.StreamResponse:
     """Write events with sequence_number > `starting_after` until the response ends or is cancelled."""
     response = web.StreamResponse(
@@ -45,9 +53,9 @@ async def stream_response(
             resp.wake.clear()
             due = resp.due(clock())
             if cursor < due:
-                pending = b"".join(sse_frame(resp.timeline[i]) for i in range(cursor, due))
+                pieces = _writes(resp, cursor, due, rng, max_chunk)
                 cursor = due
-                for piece in _slices(pending, rng):
+                for piece in pieces:
                     await response.write(piece)
             if cursor >= len(resp.timeline):
                 break
