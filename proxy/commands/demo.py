@@ -22,7 +22,6 @@ from analytics.prices import load_price_book
 from analytics.reports import make_params, prepare, run_report
 from proxy.commands import demo_responses
 from proxy.config import HostPort, add_arguments, resolve
-from proxy.responses_workload import run_responses_workload
 from proxy.serve import Running, start
 from proxy.sim import SimConfig, start_sim
 from proxy.workload import run_workload
@@ -94,6 +93,9 @@ async def _demo(args: argparse.Namespace) -> int:
     # The SDK logs every HTTP call at INFO; the demo's own progress lines say what matters.
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Like the sidecar's runtime, `runtap demo`'s CLI does not need the openai SDK until the demo runs.
+    from proxy.responses_workload import run_responses_workload
+
     sim_runner, sim_url = await start_sim(SimConfig())
     upstream = sim_url.removesuffix("/v1")
     settings = resolve({**vars(args), "upstream": upstream})

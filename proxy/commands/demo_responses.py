@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from proxy.responses_workload import ResponsesResult
+if TYPE_CHECKING:  # the workload needs the openai SDK; this summary does not
+    from proxy.responses_workload import ResponsesResult
 
 
 def sdk_view(res: ResponsesResult) -> str:
