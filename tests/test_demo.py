@@ -57,6 +57,26 @@ def test_demo_runs_the_whole_product_offline_and_its_summary_matches_the_db(tmp_
     tenants = query(db, "SELECT DISTINCT metadata->>'tenant' FROM runs WHERE metadata->>'tenant' IS NOT NULL")
     assert len(tenants) >= 2
 
+    # The Responses API is driven too, through every ending; what runtap captured of it is summarised
+    # from the responses table where this build has one.
+    line = re.search(r"responses done: (\d+) responses \(([^)]*)\)", out)
+    assert line is not None, out[-3000:]
+    sdk_statuses = {s: int(n) for s, n in (part.rsplit(" ", 1) for part in line[2].split(", "))}
+    assert {"completed", "cancelled", "failed", "incomplete"} <= set(sdk_statuses)
+    assert sum(sdk_statuses.values()) == int(line[1])
+    tables = {t for (t,) in query(db, "SELECT table_name FROM information_schema.tables")}
+    if "responses" in tables:
+        block = out[out.index("responses by status:"):out.index("response tokens by model:")]
+        printed = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+)\s+(\d+)$", block, re.M)}
+        assert printed == dict(query(db, "SELECT status, count(*) FROM responses GROUP BY status"))
+        assert printed == sdk_statuses  # every response the SDK saw, captured once, with its final status
+        seen = re.search(r"tokens the SDK saw: input (\d+), cached (\d+), output (\d+), reasoning (\d+)", out)
+        assert seen is not None
+        assert tuple(int(n) for n in seen.groups()) == query(
+            db, "SELECT sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens) "
+                "FROM responses")[0]
+    else:
+        assert "responses: not captured by this build yet" in out
 
 def _demo(cwd: Path, env: dict[str, str], *extra: str) -> str:
     done = subprocess.run(

@@ -27,6 +27,7 @@ import duckdb
 from analytics.formats import render, terminal_width
 from analytics.prices import load_price_book
 from analytics.reports import make_params, prepare, run_report
+from proxy.commands import demo_responses
 from proxy.commands.demo_db import DemoDb, prepare_db
 from proxy.config import SETTINGS, HostPort, add_arguments, resolve
 from proxy.serve import Running, start
@@ -82,6 +83,7 @@ def summary(db: str, since: datetime, earlier: int) -> str:
         if earlier:
             lines.append(f"the file holds {mine + earlier} runs: {mine} from this demo, {earlier} from earlier "
                          "ones (--fresh starts empty)")
+        lines.extend(demo_responses.captured(con))
         return "\n".join(lines)
     finally:
         con.close()
@@ -122,6 +124,9 @@ async def _demo(args: argparse.Namespace) -> int:
     demo: DemoDb = prepare_db(args.db, fresh=args.fresh)
     if demo.removed:
         _say(f"--fresh: removed {', '.join(demo.removed)}")
+    # Like the sidecar's runtime, `runtap demo`'s CLI does not need the openai SDK until the demo runs.
+    from proxy.responses_workload import run_responses_workload
+
     sim_runner, sim_url = await start_sim(SimConfig())
     upstream = sim_url.removesuffix("/v1")
     settings = resolve({**vars(args), "upstream": upstream, "db": demo.path}, environ={})
@@ -137,6 +142,9 @@ async def _demo(args: argparse.Namespace) -> int:
         running.runtime.writer.flush(timeout=30)
         _say(f"workload done: {len(res.runs)} runs, {res.calls} API calls, "
              f"{sum(res.errors.values())} expected API errors (404, 429) passed through")
+        responses = await run_responses_workload(running.proxy_url + "/v1", rounds=args.rounds, progress=_say)
+        running.runtime.writer.flush(timeout=30)
+        _say(demo_responses.sdk_view(responses))
         print(summary(settings.db, since, demo.earlier_runs), flush=True)
         print("cost of this demo's runs (runtap report cost; built-in price book):", flush=True)
         print(cost_table(running, since), flush=True)
