@@ -16,7 +16,8 @@ def sdk_view(res: ResponsesResult) -> str:
     shown = ", ".join(f"{status} {n}" for status, n in sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])))
     sums = [sum(u[i] for u in res.usage.values()) for i in range(4)]
     return (f"responses done: {len(res.responses)} responses ({shown}),\n"
-            f"  {res.calls} API calls; tokens the SDK saw: input {sums[0]}, cached {sums[1]}, output {sums[2]}, reasoning {sums[3]}")
+            f"  {res.calls} API calls; tokens the SDK saw: input {sums[0]}, cached {sums[1]}, "
+            f"output {sums[2]}, reasoning {sums[3]}")
 
 
 def captured(con: duckdb.DuckDBPyConnection) -> list[str]:
