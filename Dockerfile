@@ -11,7 +11,7 @@ ARG PYTHON_VERSION=3.11
 # Build stage: wheels for runtap and its pinned runtime dependencies (no test tools).
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY proxy ./proxy
 COPY analytics ./analytics
 COPY demo ./demo

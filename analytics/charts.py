@@ -7,7 +7,7 @@ number it draws), plus a <title> tooltip, so a browser test can read the numbers
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import Final
 
@@ -50,6 +50,23 @@ def fmt_number(v: float) -> str:
 
 def fmt_usd(v: float) -> str:
     return "$" + (f"{v:,.2f}" if abs(v) >= 1 else f"{v:.4g}" if v else "0")
+
+
+def usd_format(values: Iterable[float]) -> Fmt:
+    """One precision for a whole table of dollars: cents, or as many decimals as give the smallest
+    non-zero amount two significant digits (at most micro-dollars), so the decimal points line up."""
+    smallest = min((abs(v) for v in values if v), default=1.0)
+    decimals = 2 if smallest >= 0.1 else min(6, max(2, math.ceil(-math.log10(smallest)) + 1))
+    return lambda v: f"${v:,.{decimals}f}"
+
+
+def duration_unit(peak_s: float) -> tuple[str, float]:
+    """A unit that fits durations peaking at peak_s seconds, and the factor from seconds to it."""
+    if peak_s < 1:
+        return "milliseconds", 1000.0
+    if peak_s < 120:
+        return "seconds", 1.0
+    return "minutes", 1 / 60
 
 
 def _attr(s: object) -> str:

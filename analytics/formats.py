@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
@@ -18,6 +19,7 @@ from typing import Any, Final
 import orjson
 
 from .reports import ReportResult
+from .table_fit import fit_table
 
 FORMATS: Final = ("table", "csv", "json", "markdown")
 
@@ -65,16 +67,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
-def _human(column: str, value: Any) -> str:
+def usd_decimals(values: Iterable[Any]) -> int:
+    """One precision for a money column: hundredths of a cent, or micro-dollars when a non-zero value
+    would otherwise print as 0.0000 (tiny demo runs), so the decimal points line up."""
+    tiny = any(_is_number(v) and 0 < abs(float(v)) < 0.0001 for v in values)
+    return 6 if tiny else 4
+
+
+def _human(column: str, value: Any, decimals: int = 4) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if _is_number(value):
         if column.endswith("_usd"):
-            v = float(value)
-            # cents and tenths of a cent for people; tiny runs keep a non-zero figure
-            return f"{v:,.4f}" if v == 0 or abs(v) >= 0.0001 else f"{v:.6f}"
+            return f"{float(value):,.{decimals}f}"
         if isinstance(value, int):
             return f"{value:,}"
         return f"{float(value):,.3f}".rstrip("0").rstrip(".")
@@ -99,30 +106,24 @@ def _totals(result: ReportResult) -> list[Any] | None:
 
 
 def _cells(result: ReportResult, rows: Iterable[Iterable[Any]]) -> list[list[str]]:
-    return [[_human(c, v) for c, v in zip(result.columns, row, strict=True)] for row in rows]
+    total = _totals(result) or []
+    decimals = [usd_decimals([r[i] for r in result.rows] + total[i:i + 1]) for i in range(len(result.columns))]
+    return [[_human(c, v, d) for c, v, d in zip(result.columns, row, decimals, strict=True)] for row in rows]
 
 
-def to_table(result: ReportResult) -> str:
+def terminal_width() -> int:
+    """Columns of the terminal (or $COLUMNS); 100 when the output is not a terminal."""
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def to_table(result: ReportResult, width: int | None = None) -> str:
     if not result.columns:
         return "(no result)\n"
     body = _cells(result, result.rows)
     total = _totals(result)
     foot = _cells(result, [total]) if total else []
     numeric = [any(_is_number(r[i]) for r in result.rows) for i in range(len(result.columns))]
-    widths = [max([len(c)] + [len(r[i]) for r in body + foot]) for i, c in enumerate(result.columns)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(cells, widths, numeric, strict=True)).rstrip()
-
-    out = [line(list(result.columns)), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in body]
-    if not body:
-        out.append("(no rows)")
-    if foot:
-        out.append("  ".join("=" * w for w in widths))
-        out += [line(r) for r in foot]
-    return "\n".join(out) + "\n"
+    return fit_table(result.columns, body, foot, numeric, width or terminal_width())
 
 
 def to_markdown(result: ReportResult) -> str:
@@ -142,9 +143,9 @@ def to_markdown(result: ReportResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(result: ReportResult, fmt: str) -> str:
+def render(result: ReportResult, fmt: str, *, width: int | None = None) -> str:
     if fmt == "table":
-        return to_table(result)
+        return to_table(result, width)
     if fmt == "csv":
         return to_csv(result)
     if fmt == "json":

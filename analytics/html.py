@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Final
 
-from .charts import bar_chart, color, column_chart, fmt_number, fmt_usd
+from .charts import bar_chart, color, column_chart, duration_unit, fmt_number, fmt_usd, usd_format
 from .reports import ReportParams, ReportResult
 
 Fetch = Callable[[str, ReportParams], ReportResult]
@@ -35,18 +35,6 @@ table{border-collapse:collapse;margin:6px 0 0;font-size:12px}
 th,td{padding:2px 10px;border-bottom:1px solid #eceff2;text-align:right}
 th:first-child,td:first-child{text-align:left}details{margin-top:4px}
 """
-
-# Runs after layout: records each chart's rendered size and each bar's drawn length on the element, so
-# a headless-browser test can check the picture matches the numbers (no network, no external script).
-_LAYOUT_JS: Final = """
-(function(){var out={};document.querySelectorAll('svg.chart').forEach(function(s){
-var r=s.getBoundingClientRect();out[s.id]=[Math.round(r.width),Math.round(r.height),
-s.querySelectorAll('rect.bar').length];s.querySelectorAll('rect.bar').forEach(function(b){
-var bb=b.getBBox();b.setAttribute('data-px-h',bb.height.toFixed(2));
-b.setAttribute('data-px-w',bb.width.toFixed(2));
-});});document.body.setAttribute('data-layout',JSON.stringify(out));})();
-"""
-
 
 def _num(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
@@ -98,11 +86,13 @@ def _cost_sections(cost: ReportResult) -> tuple[list[str], dict[str, float], dic
     # One colour per model across every chart, the most expensive first.
     everyone = models + [m for m in _order(model_tokens) if m not in model_cost]
     colors = {m: color(i) for i, m in enumerate(everyone)}
+    day_totals = [sum(v for (d, _), v in per_day.items() if d == day) for day in day_list]
+    usd = usd_format([*per_day.values(), *day_totals])
     sections = [
         _section("Cost per day, by model (USD)",
                  column_chart("chart-cost", "cost per day stacked by model", day_list, models, dict(per_day),
-                              fmt=fmt_usd, colors=colors),
-                 _data_table(day_list, models, dict(per_day), fmt_usd),
+                              fmt=usd, colors=colors),
+                 _data_table(day_list, models, dict(per_day), usd),
                  "Token cost at the price book's rates plus tool fees. Unpriced runs are left out: see "
                  "<code>runtap report unpriced</code>." if summary["unpriced_runs"] else ""),
         _section("Tokens by model",
@@ -130,6 +120,37 @@ def _stacked(result: ReportResult, category: str, series: str, value: str,
     return cats, _order(ser_tot), dict(values)
 
 
+def _percentiles(latency: ReportResult, prefix: str) -> tuple[list[str], dict[tuple[str, str], float]]:
+    models: list[str] = []
+    values: dict[tuple[str, str], float] = {}
+    for r in latency.records():
+        models.append(str(r["model"]))
+        for q in ("p50", "p95", "p99"):
+            if r[f"{prefix}_{q}_s"] is not None:
+                values[(str(r["model"]), q)] = _num(r[f"{prefix}_{q}_s"])
+    return models, values
+
+
+def _duration_section(latency: ReportResult) -> str:
+    models, lat = _percentiles(latency, "duration")
+    note = "started_at to the final status; queue time and tool turnaround: <code>runtap report latency</code>."
+    observed = _percentiles(latency, "observed")[1]
+    # The API's timestamps are whole seconds: runs of a second or two read 0 or 1 there. runtap's own
+    # observation times are microseconds, so such runs get a duration that means something.
+    if observed and max(lat.values(), default=0.0) < 2:
+        lat = observed
+        note = ("The API's timestamps are whole seconds, too coarse for runs this short: these are "
+                "runtap's own observations, from the run first seen to its final status seen (queue "
+                "time included; as fine as the app's polling). <code>runtap report latency</code>.")
+    unit, factor = duration_unit(max(lat.values(), default=0.0))
+    lat = {k: v * factor for k, v in lat.items()}
+    qs = ["p50", "p95", "p99"]
+    return _section(
+        f"Run duration percentiles ({unit})",
+        column_chart("chart-latency", "latency percentiles", models, qs, lat, stacked=False),
+        _data_table(models, qs, lat, fmt_number, total=False), note)
+
+
 def build_html(fetch: Fetch, params: ReportParams | None = None, *, source: str = "",
                now: datetime | None = None) -> str:
     p = dataclasses.replace(params or ReportParams(), by=None, limit=None)
@@ -149,22 +170,7 @@ def build_html(fetch: Fetch, params: ReportParams | None = None, *, source: str 
                                                                series, vals, colors=colors),
                              _data_table(cats, series, vals, fmt_number)))
 
-    lat: dict[tuple[str, str], float] = {}
-    models: list[str] = []
-    for r in fetch("latency", p).records():
-        m = str(r["model"])
-        models.append(m)
-        for q in ("p50", "p95", "p99"):
-            v = r[f"duration_{q}_s"]
-            if v is not None:
-                lat[(m, q)] = _num(v)
-    qs = ["p50", "p95", "p99"]
-    sections.append(_section(
-        "Run duration percentiles (seconds)",
-        column_chart("chart-latency", "latency percentiles", models, qs, lat, stacked=False),
-        _data_table(models, qs, lat, fmt_number, total=False),
-        "started_at to the final status; queue time and tool turnaround: "
-        "<code>runtap report latency</code>."))
+    sections.append(_duration_section(fetch("latency", p)))
 
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     period = "all time"
@@ -182,7 +188,7 @@ def build_html(fetch: Fetch, params: ReportParams | None = None, *, source: str 
         f"<title>runtap report</title><style>{_CSS}</style></head><body>"
         f"<h1>runtap: Assistants runs report</h1><p class=\"sub\">{escape(source)} · {escape(period)} · "
         f"generated {escape(stamp)}</p><div class=\"cards\">{card_html}</div>"
-        + "".join(sections) + f"<script>{_LAYOUT_JS}</script></body></html>\n")
+        + "".join(sections) + "</body></html>\n")
 
 
 def write_html(path: str | Path, fetch: Fetch, params: ReportParams | None = None, *,

@@ -177,7 +177,8 @@ def export_connection(conn: duckdb.DuckDBPyConnection, out: str, *, instance: st
             if not is_remote(out):
                 Path(target).mkdir(parents=True, exist_ok=True)
             conn.execute(f"""
-                COPY (SELECT *, CAST(? AS TIMESTAMPTZ) AS _exported_at, CAST(? AS VARCHAR) AS _export_id,
+                COPY (SELECT *{_as_text(_json_columns(conn, "runtap_export_pending"))},
+                             CAST(? AS TIMESTAMPTZ) AS _exported_at, CAST(? AS VARCHAR) AS _export_id,
                              strftime({_DAY_OF[table]}, '%Y-%m-%d') AS date, CAST(? AS VARCHAR) AS instance
                       FROM runtap_export_pending)
                 TO {_quote(target)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date, instance), APPEND,
@@ -185,6 +186,18 @@ def export_connection(conn: duckdb.DuckDBPyConnection, out: str, *, instance: st
             """, [stamp.isoformat(), result.export_id, instance])  # noqa: S608 - table names are constants, paths go through _quote; values are bound
         conn.execute("DROP TABLE runtap_export_pending")
     return result
+
+
+def _json_columns(conn: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
+    return [str(r[0]) for r in conn.execute(f"DESCRIBE {relation}").fetchall() if r[1] == "JSON"]
+
+
+def _as_text(columns: list[str]) -> str:
+    """JSON columns leave as plain Parquet strings: with the JSON logical type, ClickHouse (26.x) reads
+    them as its object-only JSON type and fails on `[]` or `"auto"` (Code 117); a string every engine
+    reads. open_lake casts them back to JSON."""
+    casts = [f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in columns]
+    return f" REPLACE ({', '.join(casts)})" if casts else ""
 
 
 def _quote_list(items: list[str]) -> str:
@@ -235,9 +248,12 @@ def _schema_sql() -> str:
     return resources.files("runtap.analytics").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-def _dedup_sql(table: str, files: list[str]) -> str:
+def _dedup_sql(table: str, files: list[str], json_columns: list[str]) -> str:
     src = (f"read_parquet({_quote_list(files)}, hive_partitioning=true, union_by_name=true)")
     drop = ", ".join(f'"{c}"' for c in (*_EXPORT_COLUMNS, *_PARTITION_COLUMNS))
+    if json_columns:  # exported as strings (see _as_text): the lake's views have the capture's types
+        casts = ", ".join(f"CAST({c} AS JSON) AS {c}" for c in json_columns)
+        src = f"(SELECT * REPLACE ({casts}) FROM {src})"  # noqa: S608 - column names come from the schema
     if table in ("runs", "run_steps"):
         order = (f"CASE WHEN status IN {_TERMINAL} THEN 0 ELSE 1 END, last_seen_at DESC NULLS LAST, "
                  "_exported_at DESC")
@@ -248,6 +264,14 @@ def _dedup_sql(table: str, files: list[str]) -> str:
         order, key = "_exported_at DESC", "run_id, observed_at, from_status, to_status"
     return (f"SELECT * EXCLUDE ({drop}) FROM {src} "  # noqa: S608 - table names are constants, paths go through _quote; values are bound
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1")
+
+
+def _lake_json_columns(conn: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> list[str]:
+    """The capture schema's JSON columns of `table` that its files hold (older exports may lack some)."""
+    wanted = set(_json_columns(conn, f"main.{table}"))
+    present = conn.execute(f"DESCRIBE SELECT * FROM read_parquet({_quote_list(files)}, union_by_name=true)"  # noqa: S608 - paths go through _quote
+                           ).fetchall()
+    return [f'"{r[0]}"' for r in present if r[0] in wanted]
 
 
 def open_lake(pattern: str, prices: PriceBook, *, environ: Mapping[str, str] | None = None,
@@ -267,7 +291,8 @@ def open_lake(pattern: str, prices: PriceBook, *, environ: Mapping[str, str] | N
             if m and m.group(1) in TABLES:
                 by_table.setdefault(m.group(1), []).append(f)
         for table, files in by_table.items():
-            conn.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {_dedup_sql(table, files)}")
+            conn.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS "
+                         f"{_dedup_sql(table, files, _lake_json_columns(conn, table, files))}")
         if install_views:
             prepare(conn, prices)
     except Exception:

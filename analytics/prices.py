@@ -1,6 +1,6 @@
 """The price book: what a model's tokens and a tool's calls cost, from the shipped CSV plus the user's.
 
-Matching (implemented in views.sql, view `run_prices`; documented here and in the README):
+Matching (implemented in views.sql, view `run_prices`; documented here and in docs/prices.md):
   1. exact: a run's model equals a price-book name (case-insensitive); the row whose effective_from is
      the latest on or before the run's UTC day applies (aliases like gpt-4o changed price over time).
   2. snapshot: else, a name ending in a date, `BASE-YYYY-MM-DD` (gpt-4o-2024-08-06), takes BASE's price

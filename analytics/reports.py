@@ -129,6 +129,13 @@ def report_specs() -> dict[str, ReportSpec]:
     return specs
 
 
+def report_source(name: str) -> str:
+    """The report's file as shipped (header comment included), for the DuckDB CLI: `runtap report NAME --sql`."""
+    if name not in report_specs():
+        raise ReportError(f"unknown report {name!r}; reports: {', '.join(report_specs())}")
+    return resources.files("runtap.analytics").joinpath("reports", f"{name}.sql").read_text(encoding="utf-8")
+
+
 def views_sql() -> str:
     return resources.files("runtap.analytics").joinpath("views.sql").read_text(encoding="utf-8")
 

@@ -1,6 +1,6 @@
--- runtap capture schema. Applied on every start (idempotent); analytics/store.py reads the column
+-- runtap capture schema. Applied on every start (idempotent); analytics/ingest/store.py reads the column
 -- lists back from the catalog, so a column added here is written and read without code changes
--- as long as analytics/merge.py fills it.
+-- as long as analytics/ingest/merge.py fills it.
 --
 -- Times are TIMESTAMPTZ (the API sends unix seconds). Fetching a TIMESTAMPTZ into Python needs
 -- pytz, which runtap does not depend on: Python readers select epoch(col) or col::VARCHAR.
@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
 );
 
--- One row per run id: its latest state under the merge rules in analytics/merge.py.
+-- One row per run id: its latest state under the merge rules in analytics/ingest/merge.py.
 CREATE TABLE IF NOT EXISTS runs (
     id                    VARCHAR PRIMARY KEY,
     thread_id             VARCHAR,

@@ -226,11 +226,16 @@ WHERE ev.to_status = 'requires_action' AND ev.prev_status IS DISTINCT FROM 'requ
 --   ended_at         TIMESTAMPTZ  runs.ended_at: completed/failed/cancelled/expires_at of the final
 --                             status, else when runtap first saw it (NULL while the run is live)
 --   duration_s       DOUBLE  started_at -> ended_at (NULL until it ends, or if never started)
+--   observed_s       DOUBLE  runtap's own clock: the run first seen -> its final status first seen
+--                             (NULL while live). The API's timestamps are whole seconds; these are
+--                             microseconds, as fine as the app's polling, so sub-second runs show.
 CREATE OR REPLACE TEMP VIEW run_timings AS
 SELECT r.id AS run_id, r.model, r.assistant_id, r.status, r.day, r.by_value,
        epoch(r.started_at) - epoch(r.created_at) AS queue_s,
        r.ended_at,
-       epoch(r.ended_at) - epoch(r.started_at) AS duration_s
+       epoch(r.ended_at) - epoch(r.started_at) AS duration_s,
+       CASE WHEN r.status IN ('completed', 'failed', 'cancelled', 'expired', 'incomplete')
+            THEN epoch(r.status_observed_at) - epoch(r.first_seen_at) END AS observed_s
 FROM scoped_runs r;
 
 -- run_budgets: one row per run in scope with a token budget or an incomplete reason

@@ -1,4 +1,4 @@
-"""Render a Grafana dashboard's panel grid to SVG (and optionally PNG) for the README.
+"""Render a Grafana dashboard's panel grid to SVG (and optionally PNG) for the docs.
 
 No Grafana runs where the docs are built, so this draws what the JSON says: every row and panel at its
 gridPos, with its title, visualisation type, unit and the metrics it reads, over placeholder graphics

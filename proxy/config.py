@@ -1,6 +1,6 @@
 """Settings: one frozen object parsed once from flags and `RUNTAP_*` environment variables.
 
-Every setting is declared once in SETTINGS (name, default, help); the CLI, the README table and the
+Every setting is declared once in SETTINGS (name, default, help); the CLI, docs/configuration.md and the
 docs test are all generated from or checked against that list. A bad value fails start-up with one
 line naming the flag and the variable.
 """

@@ -1,7 +1,7 @@
-"""Rewrite the configuration table in README.md from proxy.config.SETTINGS (the single source).
+"""Rewrite the configuration table in docs/configuration.md from proxy.config.SETTINGS (the single source).
 
-    .venv/bin/python scripts/config_table.py          # rewrite README.md in place
-    .venv/bin/python scripts/config_table.py --check  # exit 1 if README.md is stale
+    .venv/bin/python scripts/config_table.py          # rewrite docs/configuration.md in place
+    .venv/bin/python scripts/config_table.py --check  # exit 1 if docs/configuration.md is stale
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from runtap.proxy.config import SETTINGS  # noqa: E402
 
+PAGE = ROOT / "docs" / "configuration.md"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 
 
@@ -26,7 +27,7 @@ def table() -> str:
 
 
 def main() -> int:
-    path = ROOT / "README.md"
+    path = PAGE
     text = path.read_text()
     new = re.sub(rf"{re.escape(START)}.*?{re.escape(END)}", f"{START}\n{table()}\n{END}", text, flags=re.S)
     if "--check" in sys.argv:

@@ -226,7 +226,7 @@ def test_layout_picture_in_docs_is_rendered_from_the_current_json(tmp_path: Path
     svg = out.read_text()
     for panel in iter_panels(load(f"{name}.json")["panels"]):
         assert _xml_escape(panel["title"]) in svg
-    assert f"docs/dashboard-{name}.svg" in (ROOT / "README.md").read_text()
+    assert f"](dashboard-{name}.svg)" in (ROOT / "docs" / "dashboards.md").read_text()
 
 
 def _xml_escape(s: str) -> str:

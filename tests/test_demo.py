@@ -3,12 +3,14 @@ no upstream, whose summary must agree with the DuckDB file it leaves behind."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from runtap.proxy.commands.demo_db import prepare_db
 
 from tests.fault_helpers import query
 
@@ -28,7 +30,7 @@ def test_demo_runs_the_whole_product_offline_and_its_summary_matches_the_db(tmp_
 
     # Runs by status, as printed, are the runs in the file, and every lifecycle end the demo promises
     # is there.
-    block = out[out.index("runs by status:"):out.index("tokens by model:")]
+    block = out[out.index("runs by status (this demo):"):out.index("tokens by model:")]
     printed = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+)\s+(\d+)$", block, re.M)}
     stored = dict(query(db, "SELECT status, count(*) FROM runs GROUP BY status"))
     assert printed == stored
@@ -44,8 +46,84 @@ def test_demo_runs_the_whole_product_offline_and_its_summary_matches_the_db(tmp_
 
     # The cost table closes with a total, and the user is told where everything is.
     assert re.search(r"^TOTAL\s+" + str(total) + r"\s", out, re.M)
-    assert f"DuckDB file : {db}" in out
-    assert re.search(r"admin\s+: http://127\.0\.0\.1:\d+/metrics", out)
+    assert f"DuckDB file  {db}" in out
+    # --once: no live addresses, only what works after the demo has exited
+    assert "/metrics" not in out and f"runtap report cost --by metadata.tenant --db {db}" in out
+    # fits a 100-column terminal (stdout is a pipe here, as when nothing says how wide the terminal is)
+    # (measured with the default file's name: this test's temp path alone is 80 characters)
+    shown = out.replace(str(db), "./runtap-demo.duckdb")
+    assert [line for line in shown.splitlines() if len(line) > 100] == []
     # Runs are tagged with a tenant, so the README's `--by metadata.tenant` example has something to group.
     tenants = query(db, "SELECT DISTINCT metadata->>'tenant' FROM runs WHERE metadata->>'tenant' IS NOT NULL")
     assert len(tenants) >= 2
+
+    # The Responses API is driven too, through every ending; what runtap captured of it is summarised
+    # from the responses table where this build has one.
+    line = re.search(r"responses done: (\d+) responses \(([^)]*)\)", out)
+    assert line is not None, out[-3000:]
+    sdk_statuses = {s: int(n) for s, n in (part.rsplit(" ", 1) for part in line[2].split(", "))}
+    assert {"completed", "cancelled", "failed", "incomplete"} <= set(sdk_statuses)
+    assert sum(sdk_statuses.values()) == int(line[1])
+    tables = {t for (t,) in query(db, "SELECT table_name FROM information_schema.tables")}
+    if "responses" in tables:
+        block = out[out.index("responses by status:"):out.index("response tokens by model:")]
+        printed = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+)\s+(\d+)$", block, re.M)}
+        assert printed == dict(query(db, "SELECT status, count(*) FROM responses GROUP BY status"))
+        assert printed == sdk_statuses  # every response the SDK saw, captured once, with its final status
+        seen = re.search(r"tokens the SDK saw: input (\d+), cached (\d+), output (\d+), reasoning (\d+)", out)
+        assert seen is not None
+        assert tuple(int(n) for n in seen.groups()) == query(
+            db, "SELECT sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens) "
+                "FROM responses")[0]
+    else:
+        assert "responses: not captured by this build yet" in out
+
+def _demo(cwd: Path, env: dict[str, str], *extra: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtap.proxy", "demo", "--once", "--rounds", "1", "--listen", "127.0.0.1:0",
+         "--admin", "127.0.0.1:0", "--log-level", "warning", *extra],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=150, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_demo_keeps_to_its_own_file_and_counts_earlier_demos_apart(tmp_path: Path) -> None:
+    """A shell set up for `runtap serve` (RUNTAP_DB, RUNTAP_EXPORT_DIR) runs the demo: nothing reaches
+    those paths. A second demo in the same directory reports its own runs and says how many are older."""
+    prod, lake = tmp_path / "prod.duckdb", tmp_path / "lake"
+    env = {**os.environ, "RUNTAP_DB": str(prod), "RUNTAP_EXPORT_DIR": str(lake), "RUNTAP_EXPORT_INTERVAL": "1",
+           "PYTHONPATH": str(REPO)}
+    work = tmp_path / "work"
+    work.mkdir()
+    first = _demo(work, env)
+    ignoring = next(line for line in first.splitlines() if "ignoring" in line)
+    assert all(name in ignoring for name in ("RUNTAP_DB", "RUNTAP_EXPORT_DIR", "RUNTAP_EXPORT_INTERVAL"))
+    assert not prod.exists() and not lake.exists()
+    demo_db = work / "runtap-demo.duckdb"
+    (n_first,) = query(demo_db, "SELECT count(*) FROM runs")[0]
+    assert n_first > 0 and "earlier" not in first
+
+    second = _demo(work, env)
+    assert f"({n_first} runs from earlier demos already in it)" in second
+    block = second[second.index("runs by status"):second.index("tokens by model:")]
+    assert f"{n_first} earlier runs in the file not counted" in block
+    printed = sum(int(m[1]) for m in re.finditer(r"^\s+\w+\s+(\d+)$", block, re.M))
+    (n_all,) = query(demo_db, "SELECT count(*) FROM runs")[0]
+    assert printed == n_all - n_first == n_first  # one round each time
+    assert f"the file holds {n_all} runs: {printed} from this demo, {n_first} from earlier ones" in second
+    assert re.search(r"^TOTAL\s+" + str(printed) + r"\s", second, re.M)  # cost covers this demo only
+    assert not prod.exists() and not lake.exists()
+
+
+def test_fresh_removes_the_demo_file_and_what_lies_beside_it(tmp_path: Path) -> None:
+    db = str(tmp_path / "d.duckdb")
+    for name in (db, db + ".wal", db + ".spool.jsonl", db + ".spool.rejected.jsonl"):
+        Path(name).write_text("x")
+    keep = tmp_path / "other.duckdb"
+    keep.write_text("x")
+    got = prepare_db(db, fresh=True)
+    assert got.earlier_runs == 0 and len(got.removed) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.duckdb"]
+    assert prepare_db(None, fresh=False).path == "./runtap-demo.duckdb"

@@ -177,6 +177,8 @@ def test_build_context_holds_everything_the_package_build_needs() -> None:
         assert any(f == src or f.startswith(src.rstrip("/") + "/") for f in context), f"{src} not in context"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["readme"] in copied
+    for license_file in pyproject["project"]["license-files"]:  # the build fails without them
+        assert license_file in copied, f"{license_file} is not copied into the image"
     assert "pyproject.toml" in copied
     declared = pyproject["tool"]["setuptools"]["packages"]
     folders = pyproject["tool"]["setuptools"]["package-dir"]

@@ -4,6 +4,7 @@ right numbers (bar values read back from the DOM, drawn lengths proportional to 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -19,6 +20,17 @@ from runtap.analytics.synth import RunSpec, create_db, insert_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 M = 1_000_000
+
+# The test's own probe, added to a copy of the page: after layout it records each chart's rendered size
+# and each bar's drawn length on the element, so the DOM dump shows whether the picture matches the numbers.
+LAYOUT_PROBE = """<script>
+(function(){var out={};document.querySelectorAll('svg.chart').forEach(function(s){
+var r=s.getBoundingClientRect();out[s.id]=[Math.round(r.width),Math.round(r.height),
+s.querySelectorAll('rect.bar').length];s.querySelectorAll('rect.bar').forEach(function(b){
+var bb=b.getBBox();b.setAttribute('data-px-h',bb.height.toFixed(2));
+b.setAttribute('data-px-w',bb.width.toFixed(2));
+});});document.body.setAttribute('data-layout',JSON.stringify(out));})();
+</script>"""
 
 
 class _Dom(HTMLParser):
@@ -92,6 +104,7 @@ def test_page_is_self_contained_and_carries_the_numbers(tmp_path: Path) -> None:
     html = known_html(tmp_path)
     assert "http://" not in html and "https://" not in html
     assert " src=" not in html and "<link" not in html and "@import" not in html
+    assert "<script" not in html  # nothing only a test needs ships in the page
     dom = parse(html)
     cost = values(dom, "chart-cost")
     assert cost.keys() == EXPECTED_COST.keys()
@@ -112,7 +125,7 @@ def test_page_is_self_contained_and_carries_the_numbers(tmp_path: Path) -> None:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_charts_render_in_headless_chromium(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
-    page.write_text(known_html(tmp_path))
+    page.write_text(known_html(tmp_path).replace("</body>", LAYOUT_PROBE + "</body>"))
     assert CHROMIUM is not None
     proc = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -137,3 +150,44 @@ def test_charts_render_in_headless_chromium(tmp_path: Path) -> None:
         assert top_px > 50, chart
         for value, px in bars:
             assert px == pytest.approx(value * top_px / top_value, abs=0.05), chart
+
+
+def _table_after(html: str, heading: str) -> list[list[str]]:
+    section = html[html.index(heading):]
+    section = section[section.index("<table>"):section.index("</table>")]
+    return [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in section.split("<tr>")[1:]]
+
+
+def test_sub_second_runs_get_a_duration_chart_in_milliseconds(tmp_path: Path) -> None:
+    """The demo's runs last a fraction of a second: whole-second API timestamps give 0 s; the chart
+    switches to runtap's own clock and a unit that fits."""
+    db = str(tmp_path / "c.duckdb")
+    create_db(db)
+    conn = duckdb.connect(db)
+    insert_runs(conn, [RunSpec(f"run_{i}", "gpt-4o-mini", "2024-11-01T10:00:00Z", 70, 30,
+                               started_at="2024-11-01T10:00:00Z", ended_at="2024-11-01T10:00:00Z")
+                       for i in range(4)])
+    for i, ms in enumerate((40, 80, 120, 400)):
+        conn.execute("UPDATE runs SET first_seen_at = TIMESTAMPTZ '2024-11-01 10:00:00.100+00', "
+                     "status_observed_at = TIMESTAMPTZ '2024-11-01 10:00:00.100+00' + to_milliseconds(?) "
+                     "WHERE id = ?", [ms, f"run_{i}"])
+    conn.close()
+    reader = open_db(db, load_price_book(environ={}))
+    try:
+        html = build_html(lambda name, params: run_report(reader, name, params), source=db)
+    finally:
+        reader.close()
+    assert "Run duration percentiles (milliseconds)" in html
+    lat = values(parse(html), "chart-latency")
+    assert lat[("gpt-4o-mini", "p50")] == pytest.approx(100.0)
+    assert lat[("gpt-4o-mini", "p99")] == pytest.approx(391.6, abs=0.5)
+    # tiny amounts: one precision down the money column, enough digits that none reads as zero
+    cost = _table_after(html, "Cost per day")
+    assert cost[1][1:] == ["$0.00011", "$0.00011"]  # 4 runs x (70 x $0.15 + 30 x $0.60) / 1M; the day total
+
+
+def test_known_amounts_use_one_precision_per_money_table(tmp_path: Path) -> None:
+    cost = _table_after(known_html(tmp_path), "Cost per day")
+    amounts = [c for row in cost[1:] for c in row[1:] if c]
+    assert amounts and all(c.startswith("$") for c in amounts)
+    assert len({len(c.split(".")[1]) for c in amounts}) == 1, amounts  # $0.00044 beside $3.50000, not $3.50

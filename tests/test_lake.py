@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import os
 import re
 import socket
@@ -15,10 +17,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import chdb  # type: ignore[import-untyped, unused-ignore]
 import duckdb
 import pytest
 from runtap.analytics.ingest.store import Store
 from runtap.analytics.lake import (
+    TABLES,
     ExportResult,
     LakeError,
     export,
@@ -123,7 +127,7 @@ def test_three_sidecars_one_lake_totals_are_the_sum(tmp_path: Path) -> None:
     assert (runs, tokens) == (sum(p[0] for p in parts), sum(p[1] for p in parts))
     # each report row is rounded to the micro-dollar; thousands of rows leave well under a cent
     assert usd == pytest.approx(sum(p[2] for p in parts), abs=1e-3)
-    # the README's plain-DuckDB query, as printed there: no runtap, one version of each run
+    # docs/lake.md's plain-DuckDB query, as printed there: no runtap, one version of each run
     assert duckdb.sql(f"SELECT sum(runs), sum(tokens) FROM ({readme_lake_query(lake)})").fetchone() == (runs, tokens)
     instances = duckdb.sql(f"SELECT DISTINCT instance FROM read_parquet('{lake}/**/*.parquet', "
                            "hive_partitioning=true) ORDER BY 1").fetchall()
@@ -237,15 +241,15 @@ def test_s3_export_and_lake(tmp_path: Path, s3_endpoint: str, monkeypatch: pytes
 
 
 def readme_lake_query(lake: Path) -> str:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"The same query without runtap, in DuckDB.*?```sql\n(.*?)```", readme, re.S)
-    assert block is not None, "README lost its plain-DuckDB lake query"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "lake.md").read_text(encoding="utf-8")
+    block = re.search(r"The same query without runtap, in DuckDB.*?```sql\n(.*?)```", page, re.S)
+    assert block is not None, "docs/lake.md lost its plain-DuckDB lake query"
     return block[1].strip().rstrip(";").replace("/mnt/lake", str(lake))
 
 
 def test_the_readme_lake_query_takes_the_finished_version_like_runtap(tmp_path: Path) -> None:
     """A run exported completed, then seen again by a late poll as in_progress (a later last_seen_at):
-    runtap's reader and the README's query both keep the finished version."""
+    runtap's reader and the docs' query both keep the finished version."""
     lake = tmp_path / "lake"
     db = str(tmp_path / "s.duckdb")
     create_db(db)
@@ -261,3 +265,73 @@ def test_the_readme_lake_query_takes_the_finished_version_like_runtap(tmp_path: 
     status = {r["status"]: r["runs"] for r in lake_report(f"{lake}/**/*.parquet", "status").records()}
     assert status == {"completed": 1}
     assert duckdb.sql(readme_lake_query(lake)).fetchall() == [("gpt-4o", 1, 1_500)]
+
+
+def readme_clickhouse_query(lake: Path) -> str:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "lake.md").read_text(encoding="utf-8")
+    block = re.search(r"and in ClickHouse .*?```sql\n(.*?)```", page, re.S)
+    assert block is not None, "docs/lake.md lost its ClickHouse lake query"
+    return block[1].strip().rstrip(";").replace("/mnt/lake", str(lake))
+
+
+def _clickhouse(sql: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(str(chdb.query(sql, "CSV")))))
+
+
+_SAMPLE = {"VARCHAR": "'{name}_{n}'", "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ '2025-05-01 10:00:0{n}+00'",
+           "BIGINT": "{n}", "INTEGER": "{n}", "DOUBLE": "{n}.5", "BOOLEAN": "false", "JSON": "'[]'"}
+
+
+def _fill_if_empty(conn: duckdb.DuckDBPyConnection, table: str, rows: int = 4) -> None:
+    """Rows of every column type for a table the synthetic generator leaves empty (requests, ...)."""
+    if conn.execute(f"SELECT count(*) FROM {table}").fetchone() != (0,):  # noqa: S608
+        return
+    columns = conn.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
+    for n in range(rows):
+        values = ", ".join(_SAMPLE[kind].format(name=name, n=n) for name, kind in columns)
+        conn.execute(f"INSERT INTO {table} VALUES ({values})")  # noqa: S608
+
+
+def test_clickhouse_reads_every_lake_table_and_the_readme_query_gives_duckdbs_totals(tmp_path: Path) -> None:
+    """A second engine, ClickHouse in process (chdb), over an exported lake: `SELECT *` of every table
+    with the JSON shapes the API sends (`[]`, `"auto"`, objects) in every JSON column, and the README's
+    ClickHouse query giving the README's DuckDB totals."""
+    db = sidecar_db(tmp_path / "a.duckdb", 300)
+    conn = duckdb.connect(db)
+    for table in TABLES:
+        _fill_if_empty(conn, table)
+    shapes = ["[]", '"auto"', '{"type": "auto", "last_messages": null}', '["function", "file_search"]']
+    json_columns = [(t, c) for t, c in conn.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE data_type = 'JSON' ORDER BY ALL").fetchall()
+        if t in TABLES]
+    assert json_columns  # the property below is about them
+    for table, column in json_columns:
+        for i, shape in enumerate(shapes):
+            conn.execute(f"UPDATE {table} SET {column} = ? WHERE rowid % 4 = {i}", [shape])  # noqa: S608
+    conn.close()
+    lake = tmp_path / "lake"
+    export(db, str(lake), instance="a")
+    for table in TABLES:
+        source = f"file('{lake}/table={table}/*/*/*.parquet', Parquet)"
+        (count,) = _clickhouse(f"SELECT count() FROM {source}")  # noqa: S608
+        rows = _clickhouse(f"SELECT * FROM {source}")  # noqa: S608
+        assert len(rows) == int(count[0]) > 0, table
+    for table, column in json_columns:
+        values = {r[0] for r in _clickhouse(
+            f"SELECT DISTINCT {column} FROM file('{lake}/table={table}/*/*/*.parquet', Parquet)")}  # noqa: S608
+        assert values <= {*shapes, ""} and "[]" in values, (table, column, values)
+
+    in_duckdb = sorted(duckdb.sql(readme_lake_query(lake)).fetchall())
+    in_clickhouse = sorted((m, int(n), int(t)) for m, n, t in _clickhouse(readme_clickhouse_query(lake)))
+    assert in_clickhouse == in_duckdb and sum(n for _, n, _ in in_duckdb) == 300
+    # runtap's own reader still sees JSON columns as JSON.
+    two_tools = "SELECT count(*) FROM run_steps WHERE json_array_length(tool_types) = 2"
+    with duckdb.connect(db, read_only=True) as source_conn:
+        expected = source_conn.execute(two_tools).fetchone()
+    lake_conn = open_lake(f"{lake}/**/*.parquet", PRICES)
+    try:
+        types = dict(lake_conn.execute("SELECT column_name, column_type FROM (DESCRIBE runs)").fetchall())
+        assert types["tools"] == "JSON"
+        assert lake_conn.execute(two_tools).fetchone() == expected and expected[0] > 0
+    finally:
+        lake_conn.close()

@@ -33,6 +33,7 @@ FORBIDDEN = [
 # with an install hint; the relay builds the Exchange record (a plain dataclass) its flows carry.
 ALLOWED = {
     ("runtap.proxy.commands.demo", "runtap.demo"),
+    ("runtap.proxy.commands.demo_responses", "runtap.demo"),  # for type checking only
     ("runtap.proxy.forward", "runtap.analytics.ingest.records"),
     ("runtap.proxy.tap", "runtap.analytics.ingest.records"),
 }

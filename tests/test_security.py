@@ -226,7 +226,7 @@ async def test_an_oversized_authorization_header_is_not_logged(
 
 
 def test_the_parser_error_filter_keeps_the_event_and_drops_the_key() -> None:
-    # proxy.errors.RedactParserErrors, as it would see aiohttp's record for an oversized header value.
+    # runtap.proxy.errors.RedactParserErrors, as it would see aiohttp's record for an oversized header value.
     exc = LineTooLong(f"Bearer {BEARER_KEY}".encode(), 1024)
     record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
                                ("127.0.0.1",), (type(exc), exc, None))

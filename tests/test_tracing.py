@@ -4,6 +4,7 @@ with step children, and the real OTLP/HTTP exporter path into a protobuf-decodin
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,9 +266,11 @@ async def test_each_run_becomes_one_lifecycle_span_with_its_steps(traced: Traced
         assert span.kind == SpanKind.CLIENT and span.parent is None
         # One trace per run, derived from the run id; the span covers created_at .. terminal time.
         assert span.context.trace_id == run_trace_id(run.id) and span.context.span_id == run_span_id(run.id)
-        # Ends at the terminal timestamp (whole seconds in the API), refined by runtap's observation.
+        # Ends at the terminal timestamp (whole seconds in the API), or at runtap's observation when
+        # that came later: never before its own events.
         assert span.start_time == run.created_at * 10**9
-        assert span.end_time is not None and end * 10**9 <= span.end_time < (end + 1) * 10**9
+        assert span.end_time is not None and end * 10**9 <= span.end_time
+        assert all(e.timestamp <= span.end_time for e in span.events)
         a = attrs(span)
         assert a["gen_ai.provider.name"] == "openai" and a["gen_ai.operation.name"] == "invoke_agent"
         assert a["gen_ai.agent.id"] == run.assistant_id and a["gen_ai.conversation.id"] == run.thread_id
@@ -576,3 +579,29 @@ def test_a_sampler_that_delegates_to_itself_does_not_stop_start_up() -> None:
     looped = ParentBased(ALWAYS_ON)
     looped._remote_parent_sampled = looped  # noqa: SLF001 - a hand-built cycle
     assert Tracing(TracerProvider(sampler=looped), upstream="http://127.0.0.1:9").enabled
+
+
+async def test_a_run_span_never_ends_before_its_events_when_seen_seconds_after_its_timestamp(
+        tmp_path: Path) -> None:
+    """The API stamps a run's end in whole seconds; runtap may observe it later (a stream completing
+    at x.98 s read at x+1.005 s). The upstream's clock here runs 1.5 s behind the observer's, so
+    every stream crosses a second boundary between the upstream's stamp and runtap's observation."""
+    runner, url = await start_sim(SimConfig(), clock=lambda: time.time() - 1.5)
+    traced = await _traced(tmp_path, url.removesuffix("/v1"))
+    try:
+        sdk = w.client_for(traced.running.proxy_url + "/v1")
+        result = w.WorkloadResult()
+        streamed = await w.streamed_run(sdk, result, model="gpt-4o", scenario="complete", headers=V2)
+        polled = await w.polled_run(sdk, result, model="gpt-4o", scenario="fail", headers=V2)
+        await sdk.close()
+        traced.flush()
+        for run, stamp in ((streamed, streamed.completed_at), (polled, polled.failed_at)):
+            span = _run_span(traced.spans(), run.id)
+            assert span.end_time is not None and span.start_time is not None
+            times = [e.timestamp for e in span.events]
+            assert times and max(times) > (stamp + 1) * 10**9  # observed after the upstream's second
+            assert span.start_time <= min(times) and max(times) <= span.end_time
+            assert _transitions(span)[-1][1] == run.status
+    finally:
+        await traced.running.stop()
+        await runner.cleanup()

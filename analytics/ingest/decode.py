@@ -10,7 +10,7 @@ Ordering rule (what `Snapshot.observed_at` means):
   snapshots carry `exchange.started_at`. Two responses therefore order by when their requests left,
   which never puts an older state after a newer one that was fetched later;
 - an SSE event reflects upstream state when its chunk arrived, so it carries `chunk.received_at`.
-analytics/merge.py resolves conflicts with this key (plus the status order), not arrival order.
+analytics/ingest/merge.py resolves conflicts with this key (plus the status order), not arrival order.
 """
 
 from __future__ import annotations

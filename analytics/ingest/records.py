@@ -93,7 +93,7 @@ class Snapshot:
 
     kind: Kind
     obj: dict[str, Any]
-    observed_at: float  # ordering key, see analytics/merge.py
+    observed_at: float  # ordering key, see analytics/ingest/merge.py
     source: Source
     operation: str | None
     api_version: str | None

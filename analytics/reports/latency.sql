@@ -3,6 +3,9 @@
 -- Queue time is created_at -> started_at; run duration is started_at -> completed/failed/cancelled_at
 -- (or when runtap first saw a final status); tool turnaround is time in requires_action, as runtap
 -- observed it (precision is the app's polling interval when it polls). Seconds; continuous percentiles.
+-- The API's timestamps are whole seconds, so runs shorter than a few seconds read 0 or 1 in the
+-- duration columns; observed_* measure the same run on runtap's clock (first seen -> final status seen,
+-- queue time included), in microseconds.
 --
 -- columns:
 --   model                   VARCHAR
@@ -14,6 +17,9 @@
 --   duration_p50_s          DOUBLE
 --   duration_p95_s          DOUBLE
 --   duration_p99_s          DOUBLE
+--   observed_p50_s          DOUBLE   run first seen -> final status first seen, by runtap's clock
+--   observed_p95_s          DOUBLE
+--   observed_p99_s          DOUBLE
 --   tool_turnarounds        BIGINT   completed waits in requires_action
 --   tool_turnaround_p50_s   DOUBLE
 --   tool_turnaround_p95_s   DOUBLE
@@ -24,7 +30,9 @@ WITH runs_agg AS (
            quantile_cont(queue_s, 0.50) AS q50, quantile_cont(queue_s, 0.95) AS q95,
            quantile_cont(queue_s, 0.99) AS q99,
            quantile_cont(duration_s, 0.50) AS d50, quantile_cont(duration_s, 0.95) AS d95,
-           quantile_cont(duration_s, 0.99) AS d99
+           quantile_cont(duration_s, 0.99) AS d99,
+           quantile_cont(observed_s, 0.50) AS o50, quantile_cont(observed_s, 0.95) AS o95,
+           quantile_cont(observed_s, 0.99) AS o99
     FROM run_timings
     GROUP BY model, by_value
 ), tools_agg AS (
@@ -38,6 +46,7 @@ SELECT r.model, r.by_value, r.runs,
        round(r.q50, 3) AS queue_p50_s, round(r.q95, 3) AS queue_p95_s, round(r.q99, 3) AS queue_p99_s,
        round(r.d50, 3) AS duration_p50_s, round(r.d95, 3) AS duration_p95_s,
        round(r.d99, 3) AS duration_p99_s,
+       round(r.o50, 3) AS observed_p50_s, round(r.o95, 3) AS observed_p95_s, round(r.o99, 3) AS observed_p99_s,
        coalesce(t.n, 0) AS tool_turnarounds,
        round(t.t50, 3) AS tool_turnaround_p50_s, round(t.t95, 3) AS tool_turnaround_p95_s,
        round(t.t99, 3) AS tool_turnaround_p99_s

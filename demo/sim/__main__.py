@@ -15,7 +15,7 @@ from .config import SimConfig
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     defaults = SimConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m runtap.demo.sim", description="Simulated OpenAI Assistants API."
+        prog="python -m runtap.demo.sim", description="Simulated OpenAI Assistants and Responses APIs."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
@@ -25,6 +25,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--poll-after-ms", type=int, default=defaults.poll_after_ms)
     parser.add_argument("--stream-event-delay-s", type=float, default=defaults.stream_event_delay_s)
     parser.add_argument("--gzip-min-bytes", type=int, default=defaults.gzip_min_bytes)
+    parser.add_argument("--sse-max-chunk", type=int, default=defaults.sse_max_chunk,
+                        help="Responses streams: largest write in bytes (0: one event per write)")
     return parser.parse_args(argv)
 
 
@@ -36,6 +38,7 @@ async def _serve(args: argparse.Namespace) -> None:
         poll_after_ms=args.poll_after_ms,
         stream_event_delay_s=args.stream_event_delay_s,
         gzip_min_bytes=args.gzip_min_bytes,
+        sse_max_chunk=args.sse_max_chunk,
     )
     runner, base_url = await start_sim(config, host=args.host, port=args.port)
     stop = asyncio.Event()

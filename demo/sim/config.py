@@ -16,6 +16,9 @@ class SimConfig:
     stream_event_delay_s: float = 0.0
     # api.openai.com gzips JSON bodies for clients that accept it; a proxy must relay them untouched.
     gzip_min_bytes: int = 256
+    # Responses streams are written in random slices of up to this many bytes (events split anywhere,
+    # as networks deliver them); 0 writes one event per write, as the Runs streams do (benchmarks).
+    sse_max_chunk: int = 97
 
     def __post_init__(self) -> None:
         if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
@@ -25,5 +28,5 @@ class SimConfig:
         for name in ("queued_s", "step_s", "stream_event_delay_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0")
-        if self.poll_after_ms < 0 or self.gzip_min_bytes < 0:
-            raise ValueError("SimConfig.poll_after_ms and gzip_min_bytes must be >= 0")
+        if self.poll_after_ms < 0 or self.gzip_min_bytes < 0 or self.sse_max_chunk < 0:
+            raise ValueError("SimConfig.poll_after_ms, gzip_min_bytes and sse_max_chunk must be >= 0")

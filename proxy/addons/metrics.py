@@ -149,7 +149,7 @@ class Metrics:
                 self.sse_events.labels(self._events(name)).inc(n)
 
     def on_health(self, what: str, label: str, n: int) -> None:
-        """Capture health as the writer reports it (see proxy/writer.py for the vocabulary)."""
+        """Capture health as the writer reports it (see analytics/ingest/writer.py for the vocabulary)."""
         if n <= 0:
             return
         if what == "written":

@@ -1,4 +1,4 @@
-"""The OTLP/HTTP span exporter with runtap's encoder (proxy/otlp_encode.py) in place of the SDK's.
+"""The OTLP/HTTP span exporter with runtap's encoder (proxy/addons/otlp_encode.py) in place of the SDK's.
 
 Everything else is the SDK exporter's own: endpoint, headers, compression, timeout, TLS and retry
 all come from the standard OTEL_EXPORTER_OTLP_* variables as before. `export` mirrors the pinned

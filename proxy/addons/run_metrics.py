@@ -1,4 +1,4 @@
-"""Run and step metrics, fed by the capture Effects of analytics/merge.py, plus the OTel GenAI metrics.
+"""Run and step metrics, fed by the capture Effects of analytics/ingest/merge.py, plus the OTel GenAI metrics.
 
 "Counted once per run" is not tracked here: merge.py emits RunFinished, UsageKnown, StepFinished and
 ToolTurnaround exactly once per run/step/round, across re-deliveries, out-of-order snapshots and

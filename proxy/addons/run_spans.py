@@ -131,7 +131,7 @@ def emit_finished(tracer: SdkTracer, name: str, context: SpanContext, parent: Sp
                   status: Status, start: int, end: int, *, max_value: int | None) -> None:
     """Hand the span processors the ReadableSpan an SDK span built live would have ended as.
 
-    Request spans (proxy/tracing.py) and run spans both skip the SDK's live spans, whose attribute
+    Request spans (proxy/addons/tracing.py) and run spans both skip the SDK's live spans, whose attribute
     validation on every call costs more than the span is worth here; `max_value` is the SDK's
     attribute value length limit (None: unlimited), applied to strings as the SDK applies it.
     """
@@ -163,7 +163,7 @@ class RunSpans:
                 log.warning("tracer provider %s is not the OpenTelemetry SDK's: run span ids will be random",
                             type(tracer_provider).__name__)
         self._lock = threading.Lock()
-        # OrderedDicts: bounded by evicting the oldest, O(1) by popitem (proxy/tracing.py says why)
+        # OrderedDicts: bounded by evicting the oldest, O(1) by popitem (proxy/addons/tracing.py says why)
         self._open: OrderedDict[str, _OpenRun] = OrderedDict()
         self._finished: OrderedDict[str, str | None] = OrderedDict()  # run id -> model, for late steps
 
@@ -259,13 +259,13 @@ class RunSpans:
         end_field = _RUN_END.get(status)
         end = _ns(row.get(end_field)) if end_field else None
         end = end or _ns(row.get("ended_at")) or _ns(row.get("status_observed_at"))
-        # API timestamps are truncated to the second. When this process saw the terminal status
-        # within that second, its observation (microseconds) is the better end: the span then does
-        # not end before its own terminal transition event.
-        seen_end = next((at for _, a, at in reversed(run.events)
-                         if a.get("openai.run.to_status") == status), 0)
-        if end is not None and end <= seen_end < end + _NS:
-            end = seen_end
+        # API timestamps are truncated to the second, and this process may see the terminal status
+        # any time after it (a stream ending at x.98 s read at x+1.005 s, a poll minutes later). The
+        # span never ends before the last event it carries: its observation (microseconds) is then
+        # the end.
+        last_seen = max((at for _, _, at in run.events), default=0)
+        if end is None or last_seen > end:
+            end = last_seen or end
         attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": PROVIDER,
                                  "gen_ai.response.id": run_id, "openai.run.id": run_id,
                                  "openai.run.status": status}

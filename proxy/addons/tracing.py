@@ -1,5 +1,5 @@
 """OpenTelemetry traces: a server span per proxied request with a client child span for the upstream
-call, and run-lifecycle spans (proxy/run_spans.py). A true no-op without a tracer provider.
+call, and run-lifecycle spans (proxy/addons/run_spans.py). A true no-op without a tracer provider.
 
 The provider is injected (tests, embedding) or built from the standard OTEL_* variables by
 `provider_from_env`; without either every method returns at its first line, and the forwarder's

@@ -20,6 +20,7 @@ from ...analytics.reports import (
     ReportResult,
     make_params,
     open_db,
+    report_source,
     report_specs,
     run_report,
 )
@@ -59,7 +60,8 @@ def add_parser(sub: Any) -> None:
                               "  runtap report cost --since 7d\n"
                               "  runtap report top-assistants --by metadata.tenant --format markdown\n"
                               "  runtap report cost --lake 'lake/**/*.parquet' --format json\n"
-                              "  runtap report --html report.html")
+                              "  runtap report --html report.html\n"
+                              "  runtap report cost --sql > cost.sql   # the query, for the DuckDB CLI")
     p.add_argument("name", nargs="?", metavar="NAME", help=f"report to run: {names}")
     src = p.add_mutually_exclusive_group()
     add_arguments(src, ["db"])
@@ -71,6 +73,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="rows of top-threads / top-assistants (default 20)")
     p.add_argument("--html", metavar="FILE", help="write one self-contained HTML page with charts instead")
     p.add_argument("--list", action="store_true", help="list the reports and what each answers")
+    p.add_argument("--sql", action="store_true", help="print the report's SQL (for the DuckDB CLI, after "
+                   "`runtap sql --setup`) instead of running it")
     p.set_defaults(run=run)
 
 
@@ -105,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         err("error: name a report (runtap report --list shows them) or pass --html FILE")
         return 2
     try:
+        if args.sql:
+            sys.stdout.write(report_source(args.name or ""))
+            return 0
         if args.name and args.name not in report_specs():
             raise ReportError(f"unknown report {args.name!r}; reports: {', '.join(report_specs())}")
         params = make_params(since=args.since, until=args.until, by=args.by, limit=args.limit)

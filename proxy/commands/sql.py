@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from typing import Any
 
 import duckdb
@@ -17,7 +16,6 @@ from ...analytics.reports import (
     ReportError,
     make_params,
     open_db,
-    report_specs,
     run_sql,
     setup_script,
 )
@@ -30,14 +28,14 @@ HELP = "run ad-hoc SQL against the capture tables and the report views"
 DESCRIPTION = """\
 Run one SQL query (or several statements; the last one's rows are printed) on a read-only connection
 with the report views installed: scoped_runs, run_costs, step_costs, run_prices, price_periods,
-run_timings, tool_turnarounds, run_budgets, priced_models (columns: analytics/views.sql, README).
+run_timings, tool_turnarounds, run_budgets, priced_models (columns: docs/reports.md).
 --since/--until/--by set the same variables the views read.
 
 Arbitrary SQL is never served over HTTP: next to a live `runtap serve` that holds --db, use
 `runtap report` (it reads named reports from the admin listener), or query an exported lake.
-`runtap sql --setup` prints the SQL that creates the price book and the views, and
-`runtap sql --report NAME` a named report's SQL, for the DuckDB CLI:
-  runtap sql --setup > setup.sql && runtap sql --report cost > cost.sql
+`runtap sql --setup` prints the SQL that creates the price book and the views, for the DuckDB CLI
+(`runtap report NAME --sql` prints a report's query):
+  runtap sql --setup > setup.sql && runtap report cost --sql > cost.sql
   duckdb -readonly runtap.duckdb -c '.read setup.sql' -c '.read cost.sql'
 """
 
@@ -56,9 +54,6 @@ def add_parser(sub: Any) -> None:
     add_filter_arguments(p)
     p.add_argument("--setup", action="store_true",
                    help="print the SQL that creates the price book and the views, and exit")
-    p.add_argument("--report", metavar="NAME", choices=sorted(report_specs()),
-                   help="print the SQL of a named report (what `runtap report NAME` runs; needs the views "
-                        "--setup creates) and exit")
     p.set_defaults(run=run)
 
 
@@ -67,10 +62,6 @@ def run(args: argparse.Namespace) -> int:
         prices = load_price_book(args.prices)
         if args.setup:
             sys.stdout.write(setup_script(prices))
-            return 0
-        if args.report:
-            sql = resources.files("runtap.analytics").joinpath("reports", f"{args.report}.sql")
-            sys.stdout.write(sql.read_text(encoding="utf-8"))
             return 0
         query = sys.stdin.read() if args.query == "-" else args.query
         if not query or not query.strip():
