@@ -1,6 +1,7 @@
 """The capture writer: one thread that owns the DuckDB store, fed by a bounded queue.
 
-The event loop only calls `submit` (O(1), never blocks, never raises). The thread batches items,
+The event loop only calls `submit` (O(1), never blocks, never raises). The thread takes batches from
+the bounded queue (batching.py),
 decodes them (analytics/ingest/decode.py), and applies each batch to the Store in one transaction. When the store
 cannot be opened or a write fails, the batch goes to an append-only spool file instead and is replayed
 once the store is back (also at the next start), so a locked or broken database loses nothing until the
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -30,8 +30,9 @@ from typing import Any, Final
 
 import duckdb
 
+from .batching import BatchQueue, batch_bytes
 from .decode import CaptureDecoder
-from .records import CaptureItem, RequestBody, RequestRecord, ResponseBody, Snapshot, StreamChunk
+from .records import CaptureItem, RequestRecord, Snapshot
 from .spool import Spool
 from .store import Store, StoreError
 
@@ -51,24 +52,10 @@ OnEffects = Callable[[list[Any]], None]
 OnHealth = Callable[[str, str, int], None]
 
 
-class _Stop:
-    pass
-
-
-_QueueItem = CaptureItem | threading.Event | _Stop
-
 
 def _cause(exc: BaseException) -> BaseException:
     # StoreError wraps the DuckDB or OS error that says what actually went wrong.
     return exc.__cause__ or exc
-
-
-def _size(item: CaptureItem) -> int:
-    if isinstance(item, StreamChunk):
-        return len(item.data)
-    if isinstance(item, ResponseBody | RequestBody):
-        return len(item.body)
-    return 0
 
 
 @contextlib.contextmanager
@@ -107,9 +94,6 @@ class CaptureWriter:
         self._db_path = db_path
         self._spool_path = spool_path or f"{db_path}.spool.jsonl"
         self._spool_max = spool_max_bytes
-        self._max_bytes = queue_max_bytes
-        self._batch_max = batch_max
-        self._interval = flush_interval_s
         self._reopen_s = reopen_interval_s
         self._on_effects = on_effects
         self._on_health = on_health
@@ -119,17 +103,12 @@ class CaptureWriter:
         self._factory: Callable[[], Store] = store_factory or (
             lambda: Store(db_path, store_prompts=store_prompts, memory_limit=db_memory_limit))
         self._decoder = CaptureDecoder(max_event_bytes=max_event_bytes, store_prompts=store_prompts)
-        self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=queue_size)
+        self._queue = BatchQueue(maxsize=queue_size, max_bytes=queue_max_bytes, batch_max=batch_max,
+                                 interval_s=flush_interval_s)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        # Set by flush() and stop() to end the writer's wait for a batch to fill (see _collect).
-        self._wake = threading.Event()
         self._stopped = False
         self._closing = False
-        # Bytes waiting in the queue, as two counters each written by one thread only (no lock on the
-        # event loop): the submitter adds, the writer subtracts.
-        self._bytes_in = 0
-        self._bytes_out = 0
         # Writer-thread state below.
         self._store: Store | None = None
         self._spool: Spool | None = None
@@ -163,18 +142,12 @@ class CaptureWriter:
             if self._closing:
                 self._dropped("stopped")
                 return False
-            size = _size(item)
-            if size and self._bytes_in - self._bytes_out + size > self._max_bytes:
-                self._dropped("queue_bytes_full")
-                return False
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self._dropped("queue_full")
-            return False
+            refused = self._queue.put(item)
         except Exception:  # the request path must never see a capture failure
-            self._dropped("submit_error")
+            refused = "submit_error"
+        if refused is not None:
+            self._dropped(refused)
             return False
-        self._bytes_in += size
         self.stats["submitted"] += 1
         return True
 
@@ -201,11 +174,8 @@ class CaptureWriter:
             return self._queue.empty()
         deadline = None if timeout is None else time.monotonic() + timeout
         marker = threading.Event()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
+        if not self._queue.put_marker(marker, timeout):
             return False
-        self._wake.set()
         while True:
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if marker.wait(max(wait, 0.0)):
@@ -226,12 +196,9 @@ class CaptureWriter:
         self._closing = True
         if thread is not None:
             deadline = time.monotonic() + timeout
-            try:
-                self._queue.put(_Stop(), timeout=timeout)
-            except queue.Full:
+            if not self._queue.put_stop(timeout):
                 log.error("capture writer did not drain its queue within %.0fs", timeout)
                 return
-            self._wake.set()
             thread.join(max(deadline - time.monotonic(), 0.0))
             if thread.is_alive():
                 log.error("capture writer still busy after %.0fs; %d items not written", timeout,
@@ -290,66 +257,26 @@ class CaptureWriter:
             stop = False
             size = 0
             try:
-                stop = self._collect(items, markers)
-                size = sum(_size(item) for item in items)
+                stop = self._queue.collect(items, markers, self._idle_timeout())
+                size = batch_bytes(items)
                 if not items:
                     self._maintain()
                 with automatic_gc_paused():
                     try:
-                        for i in range(0, len(items), self._batch_max):
-                            self._batch(items[i:i + self._batch_max])
+                        batch_max = self._queue.batch_max
+                        for i in range(0, len(items), batch_max):
+                            self._batch(items[i:i + batch_max])
                     finally:
                         items.clear()  # freed by reference counting before collection resumes
             except Exception as exc:  # one bad batch must not end capture for good
                 self._error("internal", exc, stack=True)
             finally:
-                self._bytes_out += size
+                self._queue.done(size)
                 for marker in markers:
                     marker.set()
             if stop:
                 break
         self._close_store()
-
-    def _collect(self, items: list[CaptureItem], markers: list[threading.Event]) -> bool:
-        """Fill one batch; True when stop() was requested (then the whole queue is drained)."""
-        try:
-            pending = self._queue.get(timeout=self._idle_timeout())
-        except queue.Empty:
-            return False
-        deadline = time.monotonic() + self._interval
-        while True:
-            if isinstance(pending, _Stop):
-                self._drain(items, markers)
-                return True
-            if isinstance(pending, threading.Event):
-                markers.append(pending)
-                return False  # a flush is waiting: write what is here now
-            items.append(pending)
-            if len(items) >= self._batch_max:
-                return False
-            while True:
-                try:
-                    pending = self._queue.get_nowait()
-                    break
-                except queue.Empty:
-                    # Sleep out the interval rather than block in get(): a blocked get() wakes this
-                    # thread on every submit, a GIL hand-off with the event loop per captured item.
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._wake.wait(remaining)
-                    self._wake.clear()
-
-    def _drain(self, items: list[CaptureItem], markers: list[threading.Event]) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, threading.Event):
-                markers.append(item)
-            elif not isinstance(item, _Stop):
-                items.append(item)
 
     def _idle_timeout(self) -> float | None:
         now = time.monotonic()
