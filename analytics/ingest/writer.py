@@ -2,9 +2,9 @@
 
 The event loop only calls `submit` (O(1), never blocks, never raises). The thread takes batches from
 the bounded queue (batching.py), decodes them (decode.py), and applies each batch to the Store in one
-transaction. When the store cannot be opened or a write fails, the batch goes to an append-only spool file instead and is replayed
-once the store is back (also at the next start), so a locked or broken database loses nothing until the
-spool's own bound is reached. Every loss is counted.
+transaction. When the store cannot be opened or a write fails, the batch goes to an append-only spool
+file instead and is replayed once the store is back (also at the next start), so a locked or broken
+database loses nothing until the spool's own bound is reached. Every loss is counted.
 
 Health events reported through `on_health(what, label, n)` (called from the writer thread, except
 "dropped" for queue overflow, which is reported from the submitting thread):
