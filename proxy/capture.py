@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import orjson
 
+from proxy.bounds import cap_label
 from proxy.records import (
     CaptureItem,
     Exchange,
@@ -402,6 +403,7 @@ class CaptureDecoder:
         return out
 
     def _count_event(self, name: str) -> None:
+        name = cap_label(name)  # a key kept for the process's life, and a label value later
         seen = self.events_seen
         if name in seen or len(seen) < _MAX_EVENT_NAMES:
             seen[name] += 1

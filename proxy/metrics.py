@@ -86,12 +86,12 @@ class Metrics:
         self.loop_lag = Histogram(
             "runtap_event_loop_lag_seconds", "How late a 100 ms timer on the proxy's event loop fires: the "
             "delay any proxied byte would have had at that moment.", buckets=LAG_BUCKETS, registry=r)
-        self.runs = RunMetrics(r, label_assistant=label_assistant)
         # Values reported by the writer (event names, skip reasons, stages) come partly from upstream
         # data; cap them like every other such label.
         self._events = LabelValues(128)
         self._reasons = LabelValues(64)
         self._stages = LabelValues(32)
+        self.runs = RunMetrics(r, label_assistant=label_assistant, on_skip=self.capture_skipped)
         # Children per (operation, code, stream): labels() costs a lock and a tuple per call, and this
         # runs once per proxied request. Operations and codes are bounded, so this dict is too.
         self._request_children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
