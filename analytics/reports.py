@@ -204,7 +204,8 @@ def make_params(*, since: str | None = None, until: str | None = None, by: str |
     lim: int | None = None
     if isinstance(limit, int):
         if not 0 < limit <= MAX_LIMIT:
-            raise ReportError(f"limit must be an integer from 1 to {MAX_LIMIT:,}, got {'a larger one' if limit > 0 else limit}")
+            got = "a larger one" if limit > 0 else limit
+            raise ReportError(f"limit must be an integer from 1 to {MAX_LIMIT:,}, got {got}")
         lim = limit
     elif limit is not None and limit != "":
         text = limit.strip()

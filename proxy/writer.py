@@ -12,6 +12,9 @@ Health events reported through `on_health(what, label, n)` (called from the writ
   ("errors", "decode:<reason>", n)                 reasons: see CaptureDecoder.skipped
   ("errors", "<where>:<ExceptionType>", 1)   where: store_open, store, replay, spool, on_effects, internal
   ("errors", "replay:rejected", n)   spooled items the store refused for their data, moved aside
+  ("errors", "store:rejected", n)   items of a live batch the store refused for their data (the batch was
+                                    bisected, the rest written), moved to the spool's rejected file
+  ("errors", "spool:rejected", n)   items the spool could not encode, moved to its rejected file
   ("written", "runs" | "steps" | "requests", n)
   ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
 """
@@ -30,6 +33,7 @@ from typing import Any, Final
 
 import duckdb
 
+from analytics.isolate import Isolated, apply_isolating, data_fault, split
 from analytics.spool import Spool
 from analytics.store import Store, StoreError
 from proxy.capture import CaptureDecoder
@@ -385,6 +389,9 @@ class CaptureWriter:
             try:
                 effects = store.apply(snapshots, requests)
             except Exception as exc:
+                if data_fault(exc):
+                    self._isolate(store, snapshots, requests)
+                    return
                 self._error("store", exc)
                 self._failures += 1
                 if isinstance(_cause(exc), _FATAL) or self._failures >= _REOPEN_AFTER:
@@ -402,6 +409,38 @@ class CaptureWriter:
                 self._emit(effects)
                 return
         self._to_spool(snapshots, requests)
+
+    def _isolate(self, store: Store, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
+        """The batch failed for what one of its items holds: keep every other item (analytics/isolate.py)."""
+        done: Isolated = apply_isolating(store.apply, [*snapshots, *requests])
+        applied_snaps, applied_reqs = split(done.applied)
+        self._failures = 0
+        self._written(applied_snaps, applied_reqs)
+        self._lag(applied_reqs)
+        self._emit(done.effects)
+        if done.rejected:
+            self._reject(done.rejected)
+        if done.error is not None:
+            self._error("store", done.error)
+            self._failures += 1
+            self._next_replay = time.monotonic() + self._reopen_s
+            self._to_spool(*split(done.pending))
+
+    def _reject(self, rejected: list[tuple[Snapshot | RequestRecord, Exception]]) -> None:
+        n = len(rejected)
+        self._log_once("store", rejected[0][1])
+        self.stats["errors"] += 1
+        self.stats["rejected"] += n
+        self._health("errors", "store:rejected", n)
+        spool = self._ensure_spool()
+        try:
+            if spool is None:
+                raise OSError("no spool")
+            spool.reject(rejected)
+        except Exception as exc:
+            self._error("spool", exc)
+            self.stats["spool_dropped"] += n
+            self._health("dropped", "spool_error", n)
 
     def _emit(self, effects: list[Any]) -> None:
         if effects and self._on_effects is not None:
@@ -437,6 +476,7 @@ class CaptureWriter:
         if spool is None:
             dropped = n
         else:
+            rejected_before = spool.rejected_lines
             try:
                 dropped = spool.append(snapshots, requests)
             except Exception as exc:
@@ -445,6 +485,13 @@ class CaptureWriter:
                 failed = True
             else:
                 self._spool_pending = True
+            rejected = spool.rejected_lines - rejected_before
+            if rejected:
+                # Not lost: in the spool's rejected file; neither spooled nor dropped.
+                n -= rejected
+                self.stats["errors"] += 1
+                self.stats["rejected"] += rejected
+                self._health("errors", "spool:rejected", rejected)
         if n - dropped:
             self.stats["spooled"] += n - dropped
             self._health("spooled", "items", n - dropped)

@@ -64,7 +64,7 @@ def test_any_parameter_is_a_result_or_a_report_error(conn: duckdb.DuckDBPyConnec
 
 @pytest.mark.parametrize(("key", "value"), [("since", v) for v in HOSTILE[:12]]
                          + [("until", "999999999d"), ("until", "9999-12-31T23:59:59-01:00")]
-                         + [("limit", v) for v in LIMITS[:6]])
+                         + [("limit", v) for v in LIMITS[:6]], ids=lambda v: repr(v)[:24])
 async def test_admin_answers_hostile_parameters_with_a_400_in_its_error_shape(
         tmp_path: Path, aiohttp_client: Any, key: str, value: str) -> None:
     client, store = await _report_client(aiohttp_client, small_db(tmp_path))
