@@ -14,6 +14,7 @@ from proxy import errors
 from proxy.admin import create_admin_app
 from proxy.app import Runtime, build_runtime, create_app
 from proxy.config import Settings
+from proxy.owner import SpoolClaim, claim_spool
 
 log = logging.getLogger("runtap")
 
@@ -25,12 +26,17 @@ class Running:
     admin_url: str
     _proxy: web.AppRunner
     _admin: web.AppRunner
+    _claim: SpoolClaim | None = None
 
     async def stop(self) -> None:
         # Stop the proxy first: it stops accepting, waits up to the grace period for in-flight requests
         # and streams, then its cleanup flushes the capture queue and closes DuckDB.
-        await self._proxy.cleanup()
-        await self._admin.cleanup()
+        try:
+            await self._proxy.cleanup()
+            await self._admin.cleanup()
+        finally:
+            if self._claim is not None:
+                self._claim.release()
 
 
 def _url(runner: web.AppRunner) -> str:
@@ -44,6 +50,18 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, errors.RedactParserErrors) for f in server_log.filters):
         server_log.addFilter(errors.RedactParserErrors())
+    # Before anything opens the spool or the database: a second runtap on the same files stops here.
+    spool = runtime.writer.spool_path if runtime is not None and runtime.writer is not None else settings.spool_path
+    claim = claim_spool(spool, db_path=settings.db) if runtime is None or runtime.writer is not None else None
+    try:
+        return await _start(settings, runtime, claim)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+
+
+async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim | None) -> Running:
     rt = runtime or build_runtime(settings)
     proxy_app = create_app(settings, runtime=rt)
     # auto_decompress=False: a gzip request body must reach the upstream as the app compressed it
@@ -65,7 +83,7 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
         await proxy_runner.cleanup()
         await admin_runner.cleanup()
         raise
-    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner)
+    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
 
 
 async def serve_forever(settings: Settings,

@@ -182,6 +182,10 @@ class CaptureWriter:
         self.stats["submitted"] += 1
         return True
 
+    @property
+    def spool_path(self) -> str:
+        return self._spool_path
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the open capture database, for readers on other threads (reports,
         exports): DuckDB lets only this process open the file, so readers share its instance."""
