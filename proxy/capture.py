@@ -25,6 +25,7 @@ from typing import Any, Final
 import orjson
 
 from proxy.bounds import cap_label
+from proxy.routes import RUNS_LIST, STEPS_LIST
 from proxy.records import (
     CaptureItem,
     Exchange,
@@ -58,6 +59,9 @@ STEP_EVENTS: Final = frozenset({
 _RUN_PREFIX: Final = "thread.run."
 _STEP_PREFIX: Final = "thread.run.step."
 _STEP_DELTA: Final = "thread.run.step.delta"
+# On these paths the body is a page of objects whatever its `object` says (an upstream that omits it or
+# names it otherwise): the items are taken when `data` is a list.
+_LIST_OPERATIONS: Final = frozenset({RUNS_LIST, STEPS_LIST})
 
 # Request fields that are prompt content: only kept with --store-prompts. `thread` is the
 # create_and_run request's initial thread (its messages).
@@ -229,7 +233,8 @@ class CaptureDecoder:
         if value is None:
             return []
         ex = item.exchange
-        if isinstance(value, dict) and value.get("object") == "list":
+        if isinstance(value, dict) and (value.get("object") == "list" or (
+                ex.operation in _LIST_OPERATIONS and isinstance(value.get("data"), list))):
             items = value.get("data")
             if not isinstance(items, list):
                 self.skipped["not_run_object"] += 1
