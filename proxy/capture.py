@@ -25,7 +25,6 @@ from typing import Any, Final
 import orjson
 
 from proxy.bounds import cap_label
-from proxy.routes import RUNS_LIST, STEPS_LIST
 from proxy.records import (
     CaptureItem,
     Exchange,
@@ -38,6 +37,7 @@ from proxy.records import (
     StreamChunk,
     StreamEnd,
 )
+from proxy.routes import RUNS_LIST, STEPS_LIST
 from proxy.sse import SSEEvent, SSEParser
 
 log = logging.getLogger("runtap.capture")
