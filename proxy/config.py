@@ -138,6 +138,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("spool", "", "Spool file for snapshots the DB could not take (default: DB path + .spool.jsonl).",),
     Setting("spool_max_bytes", "256M", "Bound on the spool file; snapshots beyond it are dropped and "
             "counted.", parse_size),
+    Setting("spool_memory_bytes", "64M", "Bound on captured items kept in memory while neither the DB nor "
+            "the spool file can take them (a full disk under both): written when space returns; beyond it, "
+            "dropped and counted.", parse_size),
     Setting("connect_timeout", "10", "Seconds to connect to the upstream before answering 504 "
             "(a refused connection is a 502 at once).", parse_seconds),
     Setting("read_timeout", "600", "Idle seconds waiting for upstream bytes (headers or body) before "
@@ -188,6 +191,7 @@ class Settings:
     db: str = "./runtap.duckdb"
     spool: str = ""
     spool_max_bytes: int = 256 << 20
+    spool_memory_bytes: int = 64 << 20
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     grace_period: float = 30.0

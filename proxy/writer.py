@@ -17,6 +17,7 @@ Health events reported through `on_health(what, label, n)` (called from the writ
   ("errors", "spool:rejected", n)   items the spool could not encode, moved to its rejected file
   ("written", "runs" | "steps" | "requests", n)
   ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
+  ("held", "items", n)   kept in memory: neither the store nor the spool could take them (proxy/hold.py)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from analytics.isolate import Isolated, apply_isolating, data_fault, split
 from analytics.spool import Spool
 from analytics.store import Store, StoreError
 from proxy.capture import CaptureDecoder
+from proxy.hold import MemoryHold
 from proxy.records import CaptureItem, RequestBody, RequestRecord, ResponseBody, Snapshot, StreamChunk
 
 log = logging.getLogger("runtap.writer")
@@ -103,7 +105,7 @@ class CaptureWriter:
                  on_effects: OnEffects | None = None, on_health: OnHealth | None = None,
                  on_sse_events: Callable[[Mapping[str, int]], None] | None = None,
                  on_capture_lag: Callable[[list[float]], None] | None = None,
-                 store_factory: Callable[[], Store] | None = None) -> None:
+                 store_factory: Callable[[], Store] | None = None, spool_memory_bytes: int = 64 << 20) -> None:
         if queue_size < 1 or queue_max_bytes < 1 or batch_max < 1:
             raise ValueError("queue_size, queue_max_bytes and batch_max must be positive")
         if flush_interval_s < 0 or reopen_interval_s <= 0:
@@ -138,6 +140,8 @@ class CaptureWriter:
         self._store: Store | None = None
         self._spool: Spool | None = None
         self._spool_pending = False
+        self._hold = MemoryHold(spool_memory_bytes)
+        self._next_hold_retry = 0.0
         self._next_open = 0.0
         self._next_replay = 0.0
         self._replay_backoff = reopen_interval_s
@@ -151,7 +155,7 @@ class CaptureWriter:
         # writing thread: "submitted"/"dropped" the submitter, the rest the writer thread.
         self.stats: dict[str, int] = dict.fromkeys(
             ("submitted", "dropped", "written", "spooled", "spool_dropped", "replayed", "rejected", "errors",
-             "decode_skipped"), 0)
+             "decode_skipped", "held"), 0)
 
     # --- any thread --------------------------------------------------------------------------------
 
@@ -315,6 +319,7 @@ class CaptureWriter:
                     marker.set()
             if stop:
                 break
+        self._release_hold(final=True)
         self._close_store()
 
     def _collect(self, items: list[CaptureItem], markers: list[threading.Event]) -> bool:
@@ -359,6 +364,8 @@ class CaptureWriter:
                 items.append(item)
 
     def _idle_timeout(self) -> float | None:
+        if len(self._hold):
+            return max(self._next_hold_retry - time.monotonic(), 0.0)
         now = time.monotonic()
         if self._store is None:
             return max(self._next_open - now, 0.0)
@@ -372,6 +379,19 @@ class CaptureWriter:
             self._open_store()
         elif self._store is not None and self._spool_pending and now >= self._next_replay:
             self._replay()
+        if len(self._hold) and now >= self._next_hold_retry:
+            self._release_hold()
+
+    def _release_hold(self, *, final: bool = False) -> None:
+        """Write what was held in memory (to the store, else the spool); at stop, what still cannot be
+        written is dropped and counted."""
+        if not len(self._hold):
+            return
+        self._write(*split(self._hold.take()))
+        if final and len(self._hold):
+            n = len(self._hold.take())
+            self.stats["spool_dropped"] += n
+            self._health("dropped", "spool_error", n)
 
     def _batch(self, items: list[CaptureItem]) -> None:
         snapshots: list[Snapshot] = []
@@ -499,6 +519,15 @@ class CaptureWriter:
         if n - dropped:
             self.stats["spooled"] += n - dropped
             self._health("spooled", "items", n - dropped)
+        if dropped and failed:
+            # The spool file could not be written (a full disk): keep what fits in memory and retry.
+            # (failed: nothing of the batch reached the file, so dropped is all of it)
+            held = dropped - self._hold.add([*snapshots, *requests])
+            if held:
+                self.stats["held"] += held
+                self._health("held", "items", held)
+                self._next_hold_retry = time.monotonic() + self._reopen_s
+                dropped -= held
         if dropped:
             self.stats["spool_dropped"] += dropped
             self._health("dropped", "spool_error" if failed else "spool_full", dropped)
