@@ -56,6 +56,10 @@ class Metrics:
             ["operation"], buckets=OVERHEAD_BUCKETS, registry=r)
         self.upstream_errors = Counter("runtap_upstream_errors", "Upstream failures by reason.", ["reason"],
                                        registry=r)
+        self.client_timeouts = Counter(
+            "runtap_client_timeouts", "Client connections closed for sending too slowly (--client-timeout): "
+            "phase headers (no complete request in time; idle keep-alive too) or body (a body read; 408).",
+            ["phase"], registry=r)
         self.sse_events = Counter("runtap_sse_events", "SSE events relayed on Runs streams, by event name.",
                                   ["event"], registry=r)
         self.capture_skipped_total = Counter(
@@ -115,6 +119,9 @@ class Metrics:
         if ttfb is not None:
             upstream_ttfb.observe(ttfb)
         proxy_overhead.observe(overhead)
+
+    def client_timeout(self, phase: str) -> None:
+        self.client_timeouts.labels(phase).inc()
 
     def upstream_error(self, reason: str) -> None:
         self.upstream_errors.labels(reason).inc()

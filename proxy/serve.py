@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy import errors
+from proxy import client_timeouts, errors
 from proxy.admin import create_admin_app
 from proxy.app import Runtime, build_runtime, create_app
 from proxy.config import Settings
@@ -68,8 +68,10 @@ async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim 
     # (aiohttp's server would inflate it and leave Content-Encoding/Content-Length claiming otherwise).
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
     # request at once instead of at the next chunk (a stream can be idle for minutes).
-    proxy_runner = web.AppRunner(proxy_app, access_log=None, handler_cancellation=True, auto_decompress=False,
-                                 shutdown_timeout=settings.grace_period,
+    proxy_runner = client_timeouts.AppRunner(proxy_app, access_log=None, handler_cancellation=True,
+                                             auto_decompress=False, on_timeout=rt.metrics.client_timeout,
+                                             keepalive_timeout=settings.client_timeout,
+                                             shutdown_timeout=settings.grace_period,
                                  max_line_size=settings.max_header_bytes,
                                  max_field_size=settings.max_header_bytes)
     await proxy_runner.setup()
