@@ -115,10 +115,10 @@ def check_case(stack: Stack, hostile: bytes, *, sse: bool) -> None:
     good_body = sse_event("thread.run.completed", good) if sse else orjson.dumps(good)
     stack.responses += [(sse, hostile), (sse, good_body)]
     if sse:
-        hostile_wire = stack.call(raw_exchange(px.port, request_bytes(
-            "POST", "/v1/threads/thread_f/runs", body=b'{"stream": true}', headers={"Content-Type": "application/json"})))
-        good_wire = stack.call(raw_exchange(px.port, request_bytes(
-            "POST", "/v1/threads/thread_f/runs", body=b'{"stream": true}', headers={"Content-Type": "application/json"})))
+        create = request_bytes("POST", "/v1/threads/thread_f/runs", body=b'{"stream": true}',
+                               headers={"Content-Type": "application/json"})
+        hostile_wire = stack.call(raw_exchange(px.port, create))
+        good_wire = stack.call(raw_exchange(px.port, create))
     else:
         hostile_wire = stack.call(_get(px.port, "/v1/threads/thread_f/runs/run_hostile"))
         good_wire = stack.call(_get(px.port, f"/v1/threads/thread_f/runs/{good_id}"))
@@ -208,7 +208,7 @@ def test_string_lengths(stack: Stack, length: int, char: str, where: str, how: t
     text = char * length
     value = json.dumps({"code": text, "message": text} if where == "last_error" else
                        {"reason": text} if where == "incomplete_details" else text).encode()
-    status = b'"failed"' if where == "last_error" else b'"incomplete"' if where == "incomplete_details" else b'"completed"'
+    status = {"last_error": b'"failed"', "incomplete_details": b'"incomplete"'}.get(where, b'"completed"')
     check_case(stack, build(_obj(_base(f"run_len_{next(_ids)}", **{where: value, "status": status}))), sse=sse)
 
 
