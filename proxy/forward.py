@@ -176,7 +176,13 @@ class Forwarder:
                 if length is not None and length <= self._read_whole:
                     # A small body of known length (every SDK call): read it at once rather than
                     # through an async generator, which aiohttp's client drives chunk by chunk.
-                    data = await request.read()
+                    try:
+                        async with asyncio.timeout(self._settings.client_timeout):
+                            data = await request.read()
+                    except TimeoutError:
+                        status, error = 408, "client_timeout"
+                        self._metrics.client_timeout("body")
+                        return await self._client_timed_out(request)
                     body_state.size = len(data)
                     if capture_body:
                         self._submit(RequestBody(exchange, data, False))
@@ -192,11 +198,17 @@ class Forwarder:
                     method, url, headers=out_headers, data=data, skip_auto_headers=skip,
                     allow_redirects=False,
                 )
+            except _BodyTimeout:
+                status, error = 408, "client_timeout"
+                return await self._client_timed_out(request)
             except _BodyTooLarge:
                 status = 413
                 error = "request_too_large"
                 return errors.too_large(self._settings.max_body_bytes)
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                if body_state.timed_out:
+                    status, error = 408, "client_timeout"
+                    return await self._client_timed_out(request)
                 if must_queue and isinstance(exc, aiohttp.ConnectionTimeoutError):
                     # aiohttp's connect timeout includes the wait for a free pool slot: the upstream
                     # was never tried, runtap's own limit kept this request waiting.
@@ -209,6 +221,9 @@ class Forwarder:
                 status, error = 504, reason
                 return errors.upstream_error(504, reason, self._base, exc)
             except aiohttp.ClientError as exc:
+                if body_state.timed_out:
+                    status, error = 408, "client_timeout"
+                    return await self._client_timed_out(request)
                 if body_state.size > self._settings.max_body_bytes:
                     # aiohttp hands the body generator's _BodyTooLarge back wrapped in a ClientOSError.
                     status, error = 413, "request_too_large"
@@ -313,11 +328,31 @@ class Forwarder:
                 api_provider=exchange.api_provider,
             ))
 
+    async def _client_timed_out(self, request: web.Request) -> web.StreamResponse:
+        """408, then the connection is closed at once: aiohttp would otherwise linger for seconds reading
+        the rest of a body that is not coming."""
+        resp = errors.client_timeout(self._settings.client_timeout)
+        await resp.prepare(request)
+        await resp.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+
     async def _body(self, request: web.Request, state: _BodyState,
                     exchange: Exchange | None) -> AsyncIterator[bytes]:
         limit = self._settings.max_body_bytes
         copy: list[bytes] = []
-        async for chunk in request.content.iter_any():
+        content = request.content
+        while True:
+            try:
+                async with asyncio.timeout(self._settings.client_timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                state.timed_out = True
+                self._metrics.client_timeout("body")
+                raise _BodyTimeout() from None
+            if not chunk:
+                break
             state.size += len(chunk)
             if state.size > limit:
                 raise _BodyTooLarge()
@@ -329,11 +364,16 @@ class Forwarder:
 
 
 class _BodyState:
-    __slots__ = ("size",)
+    __slots__ = ("size", "timed_out")
 
     def __init__(self) -> None:
         self.size = 0
+        self.timed_out = False
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _BodyTimeout(Exception):
+    """The client stopped sending its body for --client-timeout."""
