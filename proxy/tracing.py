@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy import routes
+from proxy import response_routes, response_spans, routes
 from proxy.config import ConfigError
 from proxy.records import Exchange
 from proxy.run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
@@ -285,7 +285,9 @@ class Tracing:
             attrs["user_agent.original"] = agent
         links: list[Link] = []
         name = method
-        if runs_call:
+        if runs_call and operation in response_routes.OPERATIONS:
+            name = response_spans.request_span(method, path, operation, attrs, links)
+        elif runs_call:
             prefix, ids = _path_ids(path)
             route = prefix + _ROUTES[operation]
             name = f"{method} {route}"
