@@ -12,7 +12,7 @@ Health events reported through `on_health(what, label, n)` (called from the writ
   ("errors", "decode:<reason>", n)                 reasons: see CaptureDecoder.skipped
   ("errors", "<where>:<ExceptionType>", 1)   where: store_open, store, replay, spool, on_effects, internal
   ("errors", "replay:rejected", n)   spooled items the store refused for their data, moved aside
-  ("written", "runs" | "steps" | "requests", n)
+  ("written", "runs" | "steps" | "responses" | "requests", n)
   ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
 """
 
@@ -425,8 +425,10 @@ class CaptureWriter:
 
     def _written(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
         runs = sum(1 for s in snapshots if s.kind == "run")
+        responses = sum(1 for s in snapshots if s.kind == "response")
         self.stats["written"] += len(snapshots) + len(requests)
-        for label, n in (("runs", runs), ("steps", len(snapshots) - runs), ("requests", len(requests))):
+        for label, n in (("runs", runs), ("steps", len(snapshots) - runs - responses), ("responses", responses),
+                         ("requests", len(requests))):
             if n:
                 self._health("written", label, n)
 
