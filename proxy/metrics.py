@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.response_metrics import ResponseMetrics
 from proxy.run_metrics import LabelValues, RunMetrics
 
 # Latency of one HTTP exchange: proxied JSON calls take milliseconds to seconds (a run create or a
@@ -56,7 +57,8 @@ class Metrics:
             ["operation"], buckets=OVERHEAD_BUCKETS, registry=r)
         self.upstream_errors = Counter("runtap_upstream_errors", "Upstream failures by reason.", ["reason"],
                                        registry=r)
-        self.sse_events = Counter("runtap_sse_events", "SSE events relayed on Runs streams, by event name.",
+        self.sse_events = Counter("runtap_sse_events",
+                                  "SSE events relayed on Runs and Responses streams, by event name.",
                                   ["event"], registry=r)
         self.capture_skipped_total = Counter(
             "runtap_capture_skipped", "Bodies or events relayed but not captured, by reason.", ["reason"],
@@ -87,6 +89,7 @@ class Metrics:
             "runtap_event_loop_lag_seconds", "How late a 100 ms timer on the proxy's event loop fires: the "
             "delay any proxied byte would have had at that moment.", buckets=LAG_BUCKETS, registry=r)
         self.runs = RunMetrics(r, label_assistant=label_assistant)
+        self.responses = ResponseMetrics(r, runs=self.runs)
         # Values reported by the writer (event names, skip reasons, stages) come partly from upstream
         # data; cap them like every other such label.
         self._events = LabelValues(128)
@@ -126,6 +129,7 @@ class Metrics:
 
     def on_effects(self, effects: list[Any]) -> None:
         self.runs.on_effects(effects)
+        self.responses.on_effects(effects)
 
     def on_capture_lag(self, lags: Sequence[float]) -> None:
         observe = self.capture_lag.observe
