@@ -22,9 +22,10 @@ from typing import Any, Final
 import duckdb
 
 from analytics.prices import PriceBook
+from analytics.response_tables import ensure_response_tables
 
 BY_COLUMN: Final = "by_value"
-_BY_RE: Final = re.compile(r"^(key_fingerprint|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
+_BY_RE: Final = re.compile(r"^(key_fingerprint|conversation|api|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
 _RELATIVE_RE: Final = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # Python cannot fetch TIMESTAMPTZ without pytz (not a dependency): results carry ISO-8601 UTC text.
@@ -130,7 +131,8 @@ def report_specs() -> dict[str, ReportSpec]:
 
 
 def views_sql() -> str:
-    return resources.files("analytics").joinpath("views.sql").read_text(encoding="utf-8")
+    root = resources.files("analytics")
+    return "\n".join(root.joinpath(name).read_text(encoding="utf-8") for name in ("views.sql", "response_views.sql"))
 
 
 def setup_script(prices: PriceBook) -> str:
@@ -141,6 +143,7 @@ def setup_script(prices: PriceBook) -> str:
 
 def prepare(conn: duckdb.DuckDBPyConnection, prices: PriceBook) -> None:
     prices.install(conn)
+    ensure_response_tables(conn)
     conn.execute(views_sql())
 
 
@@ -166,7 +169,7 @@ def validate_by(by: str | None) -> str | None:
     if by is None or by == "":
         return None
     if not _BY_RE.match(by):
-        raise ReportError(f"--by must be metadata.KEY or key_fingerprint, got {by!r}")
+        raise ReportError(f"--by must be metadata.KEY, key_fingerprint, conversation or api, got {by!r}")
     return by
 
 
