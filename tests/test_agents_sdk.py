@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import agents
 import duckdb
-import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy import workload as w
@@ -16,8 +16,6 @@ from proxy.serve import start
 from tests import fake_responses as fr
 from tests.conftest import stack_settings
 from tests.metrics_scrape import scrape
-
-agents = pytest.importorskip("agents")
 
 
 async def test_an_agent_with_a_function_tool_is_captured_with_its_tool_turnaround(tmp_path: Path) -> None:
