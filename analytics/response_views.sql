@@ -91,3 +91,20 @@ SELECT r.id AS response_id, r.model, r.status, r.day, r.by_value, r.background, 
        epoch(r.first_event_at) - epoch(r.request_started_at) AS first_event_s,
        epoch(r.first_output_at) - epoch(r.request_started_at) AS first_output_s
 FROM scoped_responses r;
+
+-- response_tool_turnarounds: each response that ended with function calls and was answered by a
+-- response linked to it by previous_response_id (rounds matched by call id only, as the openai-agents
+-- SDK makes them, are in runtap_response_tool_turnaround_seconds, not here)
+--   response_id      VARCHAR      the response that made the calls
+--   model, by_value
+--   began_at         TIMESTAMPTZ  its terminal status first observed
+--   ended_at         TIMESTAMPTZ  the first answering request sent
+--   seconds          DOUBLE       ended_at - began_at
+CREATE OR REPLACE TEMP VIEW response_tool_turnarounds AS
+SELECT a.id AS response_id, a.model, a.by_value, a.status_observed_at AS began_at,
+       min(b.request_started_at) AS ended_at,
+       epoch(min(b.request_started_at)) - epoch(a.status_observed_at) AS seconds
+FROM scoped_responses a
+JOIN responses b ON b.previous_response_id = a.id AND b.request_started_at >= a.status_observed_at
+WHERE a.status = 'completed' AND a.function_calls > 0
+GROUP BY a.id, a.model, a.by_value, a.status_observed_at;

@@ -64,6 +64,28 @@ def test_cost_prices_cached_input_and_bills_reasoning_as_output(tmp_path: Path) 
     conn.close()
 
 
+def test_latency_covers_responses_with_their_tool_rounds(tmp_path: Path) -> None:
+    asked = rf.response("resp_a", created_at=T0, output=[rf.function_call()], background=True)
+    answer = rf.response("resp_b", created_at=T0 + 4, previous_response_id="resp_a")
+    snaps = [
+        Snapshot("response", dict(asked, status="queued", output=[], usage=None), T0 + 0.5, "response",
+                 "responses.create", None, None, "c1", {"request_started_at": T0 + 0.5}),
+        Snapshot("response", dict(asked, status="in_progress", output=[], usage=None), T0 + 1.5, "response",
+                 "responses.retrieve", None, None, "p1"),
+        Snapshot("response", asked, T0 + 3, "response", "responses.retrieve", None, None, "p2"),
+        Snapshot("response", answer, T0 + 4.25, "response", "responses.create", None, None, "c2",
+                 {"request_started_at": T0 + 4.25, "answers": ["resp_a"]}),
+        *run_lifecycle(),
+    ]
+    conn = open_db(capture(tmp_path, snaps), load_price_book(environ={}))
+    rows = {r["api"]: r for r in run_report(conn, "latency").records()}
+    conn.close()
+    assert rows["assistants"]["runs"] == 1 and rows["assistants"]["tool_turnarounds"] == 1
+    resp = rows["responses"]
+    assert resp["runs"] == 2 and resp["queue_p50_s"] == 1.0  # the one background response's queue
+    assert resp["tool_turnarounds"] == 1 and resp["tool_turnaround_p50_s"] == 1.25
+
+
 def test_reports_still_run_on_a_capture_file_from_before_responses(tmp_path: Path) -> None:
     db = capture(tmp_path, run_lifecycle())
     con = duckdb.connect(db)
