@@ -243,3 +243,22 @@ def test_store_closes_a_tool_round_of_a_response_from_an_earlier_batch(tmp_path:
         assert got == (2, 0)
     finally:
         store.close()
+
+
+def test_spooled_response_snapshots_replay_once_and_keep_their_tool_round(tmp_path: Any) -> None:
+    from analytics.spool import Spool
+
+    store = Store(str(tmp_path / "c.duckdb"))
+    spool = Spool(str(tmp_path / "spool.jsonl"), max_bytes=1 << 20)
+    answer = rf.response("resp_2", "completed", created_at=T0 + 5, previous_response_id="resp_1")
+    assert spool.append([*lifecycle(), snap(answer, T0 + 5, op="responses.create", answers=["resp_1"],
+                                            request_started_at=T0 + 5)], []) == 0
+    try:
+        assert Spool(spool.path, max_bytes=1 << 20).replay(store) == 9
+        assert stored(store.connection)[:6] == ("completed", 1200, 1024, 300, 256, 1500)
+        # the round closed during replay (no effect emitted then) is not measured again by a live delivery
+        again = store.apply([snap(answer, T0 + 5, op="responses.create", answers=["resp_1"],
+                                  request_started_at=T0 + 5), *lifecycle()], [])
+        assert again == []
+    finally:
+        store.close()
