@@ -108,3 +108,32 @@ FROM scoped_responses a
 JOIN responses b ON b.previous_response_id = a.id AND b.request_started_at >= a.status_observed_at
 WHERE a.status = 'completed' AND a.function_calls > 0
 GROUP BY a.id, a.model, a.by_value, a.status_observed_at;
+
+-- response_budgets: one row per response in scope, in run_budgets' shape (the cap is max_output_tokens)
+--   response_id, model, status, day, by_value, incomplete_reason, output_tokens, max_output_tokens
+--   budget_use             DOUBLE  output_tokens / max_output_tokens (NULL: no cap)
+--   headroom               DOUBLE  1 - budget_use, floored at 0
+--   hit_cap                BOOLEAN budget_use >= 1, or incomplete for max_output_tokens
+--   budget_bucket          VARCHAR 'no cap', '< 50%', '50-80%', '80-95%', '95-100%', 'hit cap'
+--   bucket_order           INTEGER 0..5 in that order
+CREATE OR REPLACE TEMP VIEW response_budgets AS
+WITH u AS (
+    SELECT r.id AS response_id, r.model, r.status, r.day, r.by_value, r.incomplete_reason, r.output_tokens,
+           r.max_output_tokens,
+           CASE WHEN r.max_output_tokens > 0 THEN coalesce(r.output_tokens, 0) / r.max_output_tokens END
+               AS budget_use
+    FROM scoped_responses r
+), h AS (
+    SELECT *,
+           CASE WHEN budget_use IS NOT NULL THEN greatest(1 - budget_use, 0) END AS headroom,
+           coalesce(budget_use >= 1, false) OR coalesce(incomplete_reason = 'max_output_tokens', false)
+               AS hit_cap
+    FROM u
+)
+SELECT *,
+       CASE WHEN hit_cap THEN 'hit cap' WHEN budget_use IS NULL THEN 'no cap'
+            WHEN budget_use < 0.5 THEN '< 50%' WHEN budget_use < 0.8 THEN '50-80%'
+            WHEN budget_use < 0.95 THEN '80-95%' ELSE '95-100%' END AS budget_bucket,
+       CASE WHEN hit_cap THEN 5 WHEN budget_use IS NULL THEN 0 WHEN budget_use < 0.5 THEN 1
+            WHEN budget_use < 0.8 THEN 2 WHEN budget_use < 0.95 THEN 3 ELSE 4 END AS bucket_order
+FROM h;

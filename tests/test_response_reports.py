@@ -86,6 +86,19 @@ def test_latency_covers_responses_with_their_tool_rounds(tmp_path: Path) -> None
     assert resp["tool_turnarounds"] == 1 and resp["tool_turnaround_p50_s"] == 1.25
 
 
+def test_budgets_cover_max_output_tokens(tmp_path: Path) -> None:
+    cut = rf.response("resp_cut", "incomplete", created_at=T0, max_output_tokens=100,
+                      incomplete_details={"reason": "max_output_tokens"},
+                      usage=rf.usage(output_tokens=100, reasoning=80))
+    half = rf.response("resp_half", created_at=T0, max_output_tokens=100, usage=rf.usage(output_tokens=25))
+    snaps = [Snapshot("response", o, T0 + 1, "response", "responses.retrieve", None, None, "p") for o in (cut, half)]
+    conn = open_db(capture(tmp_path, snaps), load_price_book(environ={}))
+    rows = {r["budget_use"]: r for r in run_report(conn, "budgets").records() if r["api"] == "responses"}
+    conn.close()
+    assert rows["hit cap"]["runs"] == 1 and rows["hit cap"]["incomplete_max_output_tokens"] == 1
+    assert rows["< 50%"]["runs"] == 1 and rows["< 50%"]["median_headroom_pct"] == 75.0
+
+
 def test_reports_still_run_on_a_capture_file_from_before_responses(tmp_path: Path) -> None:
     db = capture(tmp_path, run_lifecycle())
     con = duckdb.connect(db)
