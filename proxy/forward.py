@@ -25,6 +25,7 @@ from proxy import api_versions, errors, fingerprint, routes
 from proxy.config import Settings
 from proxy.metrics import Metrics
 from proxy.records import Exchange, RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
+from proxy.response_routes import RESPONSES_CREATE
 from proxy.tracing import Tracing
 from proxy.writer import CaptureWriter
 
@@ -172,7 +173,10 @@ class Forwarder:
             body_state = _BodyState()
             data: AsyncIterator[bytes] | bytes | None = None
             if request.body_exists:
-                capture_body = operation is not None and self._settings.store_prompts
+                # A Responses create's body is read for the call ids it answers (tool turnaround),
+                # not only for prompts.
+                capture_body = operation is not None and (self._settings.store_prompts
+                                                          or operation == RESPONSES_CREATE)
                 if length is not None and length <= self._read_whole:
                     # A small body of known length (every SDK call): read it at once rather than
                     # through an async generator, which aiohttp's client drives chunk by chunk.

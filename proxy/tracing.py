@@ -28,7 +28,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy import routes
+from analytics.response_merge import ResponseTransition
+from proxy import response_routes, response_spans, routes
 from proxy.config import ConfigError
 from proxy.records import Exchange
 from proxy.run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
@@ -215,6 +216,7 @@ class Tracing:
                     and type(root) is sampling.TraceIdRatioBased):
                 self._root_bound = root.bound
             self._runs = RunSpans(tracer_provider)
+            self._responses_spans = response_spans.ResponseSpans(self._runs)
             limit = tracer._span_limits.max_span_attribute_length  # noqa: SLF001 - pinned SDK
             self._max_value = limit if limit is not None and limit >= 0 else None
 
@@ -285,7 +287,9 @@ class Tracing:
             attrs["user_agent.original"] = agent
         links: list[Link] = []
         name = method
-        if runs_call:
+        if runs_call and operation in response_routes.OPERATIONS:
+            name = response_spans.request_span(method, path, operation, attrs, links)
+        elif runs_call:
             prefix, ids = _path_ids(path)
             route = prefix + _ROUTES[operation]
             name = f"{method} {route}"
@@ -389,8 +393,12 @@ class Tracing:
                 with self._lock:
                     ctx = contexts.get(request_id)
                 if ctx is not None:
-                    runs.link_request(e.run_id, ctx)
+                    if type(e) is ResponseTransition:
+                        self._responses_spans.link_request(e.response_id, ctx)
+                    else:
+                        runs.link_request(e.run_id, ctx)
         runs.on_effects(effects)
+        self._responses_spans.on_effects(effects)
 
     def shutdown(self) -> None:
         provider = self._provider
