@@ -71,15 +71,18 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
 
 async def serve_forever(settings: Settings,
                         on_ready: Callable[[Running], Awaitable[None] | None] | None = None,
-                        on_stop: Callable[[], None] | None = None) -> None:
+                        on_stop: Callable[[], None] | None = None, *, runtime: Runtime | None = None) -> None:
     """`on_stop` runs when SIGTERM/SIGINT arrives, before draining (to pass it on to workers)."""
-    running = await start(settings)
+    running = await start(settings, runtime=runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    rt = running.runtime
+    where = settings.db if rt.channel is None else (
+        f"{settings.db} (capture process pid {rt.supervisor.pid})" if rt.supervisor else "the capture process")
     log.info("runtap proxying %s -> %s; admin on %s (healthz, readyz, metrics); capturing into %s",
-             running.proxy_url, settings.upstream, running.admin_url, settings.db)
+             running.proxy_url, settings.upstream, running.admin_url, where)
     if on_ready is not None:
         res = on_ready(running)
         if res is not None:
