@@ -25,11 +25,21 @@ from .prices import PriceBook
 
 BY_COLUMN: Final = "by_value"
 _BY_RE: Final = re.compile(r"^(key_fingerprint|api_version|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
-_RELATIVE_RE: Final = re.compile(r"^(\d+)\s*([smhdw])$")
+_RELATIVE_RE: Final = re.compile(r"^([0-9]{1,12})\s*([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # Python cannot fetch TIMESTAMPTZ without pytz (not a dependency): results carry ISO-8601 UTC text.
 _TZ_TYPES: Final = ("TIMESTAMP WITH TIME ZONE",)
 _LOCK_RE: Final = re.compile(r"Could not set lock on file|Conflicting lock is held", re.IGNORECASE)
+
+
+# Bounds checked before any query, so a parameter is answered with a 4xx, never reaches DuckDB as an
+# overflow: times from 1900 to the end of year 9999 (what a Python datetime holds), ages up to 100
+# years, at most a million rows.
+EARLIEST: Final = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+MAX_AGE: Final = timedelta(days=36_525)
+MAX_LIMIT: Final = 1_000_000
+_MAX_PARAM_CHARS: Final = 256
 
 
 class ReportError(ValueError):
@@ -158,41 +168,63 @@ def prepare(conn: duckdb.DuckDBPyConnection, prices: PriceBook) -> None:
 
 
 def parse_when(value: str, *, now: datetime | None = None) -> datetime:
-    """ISO date or date-time (UTC unless it has an offset), or an age such as 7d, 12h, 30m, 2w."""
+    """ISO date or date-time (UTC unless it has an offset), or an age such as 7d, 12h, 30m, 2w; within
+    EARLIEST..LATEST and MAX_AGE (ReportError otherwise)."""
     v = value.strip()
+    if len(v) > _MAX_PARAM_CHARS:
+        raise ReportError(f"expected a date, a date-time or an age, got {len(v)} characters")
     rel = _RELATIVE_RE.match(v.lower())
     if rel:
         base = now or datetime.now(UTC)
-        return base - timedelta(**{_UNITS[rel.group(2)]: int(rel.group(1))})
+        try:
+            age = timedelta(**{_UNITS[rel.group(2)]: int(rel.group(1))})
+        except OverflowError:
+            age = MAX_AGE + MAX_AGE
+        if age > MAX_AGE:
+            raise ReportError(f"an age of at most {MAX_AGE.days} days (100 years), got {value!r}")
+        t = base - age
+    else:
+        t = _parse_time(value, v)
+    if not EARLIEST <= t <= LATEST:
+        raise ReportError(f"a time between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}, got {value!r}")
+    return t
+
+
+def _parse_time(value: str, v: str) -> datetime:
     try:
         if len(v) == 10:
             d = date.fromisoformat(v)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
+            t = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        else:
+            t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            t = t.astimezone(UTC) if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ReportError(f"expected a date (2024-06-01), a date-time (2024-06-01T12:00:00Z) or an age "
-                          f"(7d, 12h), got {value!r}") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+                          f"(7d, 12h), got {value[:80]!r}") from None
+    return t
 
 
 def validate_by(by: str | None) -> str | None:
     if by is None or by == "":
         return None
     if not _BY_RE.match(by):
-        raise ReportError(f"--by must be metadata.KEY, key_fingerprint or api_version, got {by!r}")
+        raise ReportError(f"--by must be metadata.KEY, key_fingerprint or api_version, got {by[:80]!r}")
     return by
 
 
 def make_params(*, since: str | None = None, until: str | None = None, by: str | None = None,
                 limit: str | int | None = None, now: datetime | None = None) -> ReportParams:
     lim: int | None = None
-    if limit is not None and limit != "":
-        try:
-            lim = int(limit)
-        except ValueError:
-            raise ReportError(f"limit must be a positive integer, got {limit!r}") from None
-        if lim <= 0:
-            raise ReportError(f"limit must be a positive integer, got {limit!r}")
+    if isinstance(limit, int):
+        if not 0 < limit <= MAX_LIMIT:
+            got = "a larger one" if limit > 0 else limit
+            raise ReportError(f"limit must be an integer from 1 to {MAX_LIMIT:,}, got {got}")
+        lim = limit
+    elif limit is not None and limit != "":
+        text = limit.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 7) or not 0 < int(text) <= MAX_LIMIT:
+            raise ReportError(f"limit must be an integer from 1 to {MAX_LIMIT:,}, got {limit[:40]!r}")
+        lim = int(text)
     params = ReportParams(parse_when(since, now=now) if since else None,
                           parse_when(until, now=now) if until else None, validate_by(by), lim)
     if params.since and params.until and params.since >= params.until:

@@ -82,7 +82,7 @@ async def get_report(request: web.Request) -> web.Response:
         return _error(400, f"format must be json or csv, got {fmt!r}", "bad_parameter")
     try:
         params = make_params(since=q.get("since"), until=q.get("until"), by=q.get("by"), limit=q.get("limit"))
-    except ReportError as exc:
+    except (ReportError, ValueError, OverflowError) as exc:  # make_params bounds them all; belt and braces
         return _error(400, str(exc), "bad_parameter")
     try:
         result = await asyncio.to_thread(_run, request.app[_GET_CONN], request.app[_PRICES], name, params)

@@ -61,6 +61,7 @@ def build_writer(settings: Settings, metrics: Metrics, tracing: Tracing) -> Capt
 
     return CaptureWriter(
         db_path=settings.db, spool_path=settings.spool_path, spool_max_bytes=settings.spool_max_bytes,
+        spool_memory_bytes=settings.spool_memory_bytes,
         queue_size=settings.queue_size, store_prompts=settings.store_prompts,
         db_memory_limit=settings.db_memory_limit,
         flush_interval_s=CAPTURE_FLUSH_INTERVAL_S, on_effects=on_effects, on_health=metrics.on_health,

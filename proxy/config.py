@@ -149,11 +149,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("spool", "", "Spool file for snapshots the DB could not take (default: DB path + .spool.jsonl).",),
     Setting("spool_max_bytes", "256M", "Bound on the spool file; snapshots beyond it are dropped and "
             "counted.", parse_size),
+    Setting("spool_memory_bytes", "64M", "Bound on captured items kept in memory while neither the DB nor "
+            "the spool file can take them (a full disk under both): written when space returns; beyond it, "
+            "dropped and counted.", parse_size),
     Setting("connect_timeout", "10", "Seconds to connect to the upstream before answering 504 "
             "(a refused connection is a 502 at once).", parse_seconds),
     Setting("read_timeout", "600", "Idle seconds waiting for upstream bytes (headers or body) before "
             "giving up (504 before headers; stream closed after). No total timeout: runs can stream for "
             "minutes.", parse_seconds),
+    Setting("client_timeout", "60", "Seconds a client connection may take to send a complete request's "
+            "headers (and may stay idle between requests), and to send each part of its body; beyond it the "
+            "connection is closed (the body: 408) and counted.", parse_seconds),
     Setting("grace_period", "30", "Seconds SIGTERM waits for in-flight requests and streams.", parse_seconds),
     Setting("max_body_bytes", "32M", "Largest request body accepted (413 beyond it).", parse_size),
     Setting("max_header_bytes", "16K", "Largest request header line or field accepted (431/400 beyond it).",
@@ -204,8 +210,10 @@ class Settings:
     db: str = "./runtap.duckdb"
     spool: str = ""
     spool_max_bytes: int = 256 << 20
+    spool_memory_bytes: int = 64 << 20
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
+    client_timeout: float = 60.0
     grace_period: float = 30.0
     max_body_bytes: int = 32 << 20
     max_header_bytes: int = 16 << 10

@@ -76,6 +76,13 @@ def too_large(limit: int) -> web.Response:
                           "(--max-body-bytes / RUNTAP_MAX_BODY_BYTES)", "request_too_large")
 
 
+def client_timeout(seconds: float) -> web.Response:
+    resp = error_response(408, f"the request body did not arrive within {seconds:g}s "
+                          "(--client-timeout / RUNTAP_CLIENT_TIMEOUT)", "client_timeout")
+    resp.force_close()
+    return resp
+
+
 def connection_limit(limit: int, waited: float) -> web.Response:
     return error_response(503, f"all {limit} upstream connections runtap may open stayed busy for "
                           f"{waited:g}s (--max-connections / RUNTAP_MAX_CONNECTIONS, --connect-timeout)",

@@ -24,7 +24,7 @@ from yarl import URL
 from ..analytics.ingest.records import Exchange
 from . import api_versions, errors, fingerprint, routes
 from .config import Settings
-from .tap import CLIENT_DISCONNECTED, Flow, Tap
+from .tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow, Tap
 
 log = logging.getLogger("runtap.forward")
 
@@ -176,8 +176,11 @@ class Forwarder:
         out_headers, skip = upstream_headers(request.headers)
         self._tap.upstream_request(flow, out_headers)
         body_state = _BodyState()
-        data = await self._request_data(request, flow, body_state)
-        sent = await self._send(request, flow, out_headers, skip, data, body_state)
+        try:
+            data = await self._request_data(request, flow, body_state)
+            sent = await self._send(request, flow, out_headers, skip, data, body_state)
+        except _BodyTimeout:
+            return await self._client_timed_out(request, flow)
         if isinstance(sent, web.StreamResponse):
             return sent
         try:
@@ -188,6 +191,17 @@ class Forwarder:
     def _too_large(self, flow: Flow) -> web.Response:
         flow.status, flow.error = 413, "request_too_large"
         return errors.too_large(self._settings.max_body_bytes)
+
+    async def _client_timed_out(self, request: web.Request, flow: Flow) -> web.StreamResponse:
+        """408, then the connection is closed at once: aiohttp would otherwise linger for seconds reading
+        the rest of a body that is not coming."""
+        flow.status, flow.error = 408, CLIENT_TIMEOUT
+        self._tap.error(flow, CLIENT_TIMEOUT)
+        resp = errors.client_timeout(self._settings.client_timeout)
+        await resp.prepare(request)
+        await resp.write_eof()
+        _drop_connection(request)
+        return resp
 
     def _failed(self, flow: Flow, status: int, reason: str) -> None:
         flow.status, flow.error = status, reason
@@ -202,7 +216,11 @@ class Forwarder:
         if length is not None and length <= self._read_whole:
             # A small body of known length (every SDK call): read it at once rather than through an
             # async generator, which aiohttp's client drives chunk by chunk.
-            data = await request.read()
+            try:
+                async with asyncio.timeout(self._settings.client_timeout):
+                    data = await request.read()
+            except TimeoutError:
+                raise _BodyTimeout() from None
             body_state.size = len(data)
             if keep:
                 self._tap.request_body(flow, data, False)
@@ -227,6 +245,8 @@ class Forwarder:
         except _BodyTooLarge:
             return self._too_large(flow)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if body_state.timed_out:
+                raise _BodyTimeout() from None
             if must_queue and isinstance(exc, aiohttp.ConnectionTimeoutError):
                 # aiohttp's connect timeout includes the wait for a free pool slot: the upstream was
                 # never tried, runtap's own limit kept this request waiting.
@@ -236,6 +256,8 @@ class Forwarder:
             self._failed(flow, 504, reason)
             return errors.upstream_error(504, reason, self._base, exc)
         except aiohttp.ClientError as exc:
+            if body_state.timed_out:
+                raise _BodyTimeout() from None
             if body_state.size > settings.max_body_bytes:
                 # aiohttp hands the body generator's _BodyTooLarge back wrapped in a ClientOSError.
                 return self._too_large(flow)
@@ -294,7 +316,16 @@ class Forwarder:
         limit = self._settings.max_body_bytes
         keep = self._settings.capture_max_body
         copy: list[bytes] = []
-        async for chunk in request.content.iter_any():
+        content = request.content
+        while True:
+            try:
+                async with asyncio.timeout(self._settings.client_timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                state.timed_out = True
+                raise _BodyTimeout() from None
+            if not chunk:
+                break
             state.size += len(chunk)
             if state.size > limit:
                 raise _BodyTooLarge()
@@ -311,11 +342,16 @@ def _drop_connection(request: web.Request) -> None:
 
 
 class _BodyState:
-    __slots__ = ("size",)
+    __slots__ = ("size", "timed_out")
 
     def __init__(self) -> None:
         self.size = 0
+        self.timed_out = False
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _BodyTimeout(Exception):
+    """The client stopped sending its body for --client-timeout."""

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import errors
+from . import client_timeouts, errors
 from .admin import create_admin_app
 from .app import Runtime, build_runtime, create_app
 from .config import Settings
+from .owner import SpoolClaim, claim_spool
 
 log = logging.getLogger("runtap")
 
@@ -25,12 +26,17 @@ class Running:
     admin_url: str
     _proxy: web.AppRunner
     _admin: web.AppRunner
+    _claim: SpoolClaim | None = None
 
     async def stop(self) -> None:
         # Stop the proxy first: it stops accepting, waits up to the grace period for in-flight requests
         # and streams, then its cleanup flushes the capture queue and closes DuckDB.
-        await self._proxy.cleanup()
-        await self._admin.cleanup()
+        try:
+            await self._proxy.cleanup()
+            await self._admin.cleanup()
+        finally:
+            if self._claim is not None:
+                self._claim.release()
 
 
 def _url(runner: web.AppRunner) -> str:
@@ -44,14 +50,28 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, errors.RedactParserErrors) for f in server_log.filters):
         server_log.addFilter(errors.RedactParserErrors())
+    # Before anything opens the spool or the database: a second runtap on the same files stops here.
+    spool = runtime.writer.spool_path if runtime is not None and runtime.writer is not None else settings.spool_path
+    claim = claim_spool(spool, db_path=settings.db) if runtime is None or runtime.writer is not None else None
+    try:
+        return await _start(settings, runtime, claim)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+
+
+async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim | None) -> Running:
     rt = runtime or build_runtime(settings)
     proxy_app = create_app(settings, runtime=rt)
     # auto_decompress=False: a gzip request body must reach the upstream as the app compressed it
     # (aiohttp's server would inflate it and leave Content-Encoding/Content-Length claiming otherwise).
     # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
     # request at once instead of at the next chunk (a stream can be idle for minutes).
-    proxy_runner = web.AppRunner(proxy_app, access_log=None, handler_cancellation=True, auto_decompress=False,
-                                 shutdown_timeout=settings.grace_period,
+    proxy_runner = client_timeouts.AppRunner(proxy_app, access_log=None, handler_cancellation=True,
+                                             auto_decompress=False, on_timeout=rt.metrics.client_timeout,
+                                             keepalive_timeout=settings.client_timeout,
+                                             shutdown_timeout=settings.grace_period,
                                  max_line_size=settings.max_header_bytes,
                                  max_field_size=settings.max_header_bytes)
     admin_runner = web.AppRunner(create_admin_app(rt), access_log=None)
@@ -66,7 +86,7 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
         await proxy_runner.cleanup()
         await admin_runner.cleanup()
         raise
-    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner)
+    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
 
 
 async def serve_forever(settings: Settings,

@@ -30,8 +30,10 @@ from ..analytics.ingest.records import Exchange
 log = logging.getLogger("runtap.tap")
 
 HOOKS: Final = ("request", "upstream_request", "request_body", "response_headers", "chunk", "end", "error", "done")
-# error(flow, reason) for a client that went away; every other reason names an upstream failure.
+# error(flow, reason) for a client that went away; every reason but these two names an upstream failure.
 CLIENT_DISCONNECTED: Final = "client_disconnected"
+# error(flow, reason) for a client that stopped sending its request body (--client-timeout).
+CLIENT_TIMEOUT: Final = "client_timeout"
 
 
 class Flow:

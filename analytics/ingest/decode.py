@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import orjson
 
+from .bounds import cap_label
 from .records import (
     CaptureItem,
     Exchange,
@@ -57,6 +58,10 @@ STEP_EVENTS: Final = frozenset({
 _RUN_PREFIX: Final = "thread.run."
 _STEP_PREFIX: Final = "thread.run.step."
 _STEP_DELTA: Final = "thread.run.step.delta"
+# On these paths the body is a page of objects whatever its `object` says (an upstream that omits it or
+# names it otherwise): the items are taken when `data` is a list.
+# operation names of proxy/routes.py (the ingest path cannot import the relay)
+_LIST_OPERATIONS: Final = frozenset({"runs.list", "steps.list"})
 
 # Request fields that are prompt content: only kept with --store-prompts. `thread` is the
 # create_and_run request's initial thread (its messages).
@@ -228,7 +233,8 @@ class CaptureDecoder:
         if value is None:
             return []
         ex = item.exchange
-        if isinstance(value, dict) and value.get("object") == "list":
+        if isinstance(value, dict) and (value.get("object") == "list" or (
+                ex.operation in _LIST_OPERATIONS and isinstance(value.get("data"), list))):
             items = value.get("data")
             if not isinstance(items, list):
                 self.skipped["not_run_object"] += 1
@@ -402,6 +408,7 @@ class CaptureDecoder:
         return out
 
     def _count_event(self, name: str) -> None:
+        name = cap_label(name)  # a key kept for the process's life, and a label value later
         seen = self.events_seen
         if name in seen or len(seen) < _MAX_EVENT_NAMES:
             seen[name] += 1

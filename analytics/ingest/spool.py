@@ -13,10 +13,12 @@ fail every replay and hold back everything spooled after it, so replay moves it 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import fields
+from typing import Any
 
 import duckdb
 import orjson
@@ -52,6 +54,33 @@ def _store_failed(exc: Exception) -> bool:
     if isinstance(cause, duckdb.DataError | duckdb.IntegrityError):
         return False
     return isinstance(cause, duckdb.Error | OSError | MemoryError)
+
+
+store_failed = _store_failed  # public name for the capture writer's own isolation (analytics/ingest/isolate.py)
+
+
+def _plain(item: Snapshot | RequestRecord) -> dict[str, Any]:
+    return {f.name: getattr(item, f.name) for f in fields(item)}
+
+
+def rejected_line(item: Snapshot | RequestRecord, error: BaseException | str) -> bytes:
+    """A line for the rejected file, in the spool's format (so it can be appended back to retry).
+
+    The item may be what orjson cannot encode (nesting deeper than its 254 levels, which its parser
+    accepts up to 1,024): the standard library's encoder goes deeper; past that, the line keeps what
+    identifies the item and why it was refused."""
+    tag = "s" if isinstance(item, Snapshot) else "r"
+    try:
+        return orjson.dumps({tag: item}) + b"\n"
+    except TypeError:
+        pass
+    try:
+        return json.dumps({tag: _plain(item)}, ensure_ascii=False, default=str).encode("utf-8", "replace") + b"\n"
+    except (RecursionError, ValueError, TypeError):
+        pass
+    who = {"tag": tag, "id": item.obj.get("id") if isinstance(item, Snapshot) else item.id,
+           "request_id": item.request_id if isinstance(item, Snapshot) else item.id, "error": str(error)[:500]}
+    return orjson.dumps({"unencodable": who}, default=str) + b"\n"
 
 
 class Spool:
@@ -100,10 +129,17 @@ class Spool:
         budget = self._max_bytes - self._size - len(lines)
         total = len(snapshots) + len(requests)
         kept = 0
+        refused: list[bytes] = []
         items: list[tuple[str, Snapshot | RequestRecord]] = [("s", s) for s in snapshots]
         items += [("r", r) for r in requests]
         for tag, item in items:
-            line = orjson.dumps({tag: item}) + b"\n"
+            try:
+                line = orjson.dumps({tag: item}) + b"\n"
+            except TypeError as exc:
+                # One item orjson cannot encode must not cost the others their lines: it goes to the
+                # rejected file (counted in rejected_lines), the rest are kept.
+                refused.append(rejected_line(item, exc))
+                continue
             if len(line) > budget:
                 break
             lines.append(line)
@@ -117,7 +153,25 @@ class Spool:
                 self._fsync_dir()
             self._size += len(data)
             self._torn_tail = False
-        return total - kept
+        if refused:
+            try:
+                self._append_rejected(b"".join(refused))
+            except OSError as exc:
+                log.warning("spool %s: %d item(s) that cannot be encoded are lost: %s", self._path, len(refused), exc)
+                return total - kept
+            self.rejected_lines += len(refused)
+            log.warning("spool %s: moved %d item(s) that cannot be encoded to %s", self._path, len(refused),
+                        self.rejected_path)
+        return total - kept - len(refused)
+
+    def reject(self, items: list[tuple[Snapshot | RequestRecord, Exception]]) -> int:
+        """Set aside items the store refused for what they hold (see analytics/ingest/isolate.py): appended
+        to the rejected file, counted in rejected_lines. Raises OSError when the file cannot take them."""
+        if not items:
+            return 0
+        self._append_rejected(b"".join(rejected_line(item, exc) for item, exc in items))
+        self.rejected_lines += len(items)
+        return len(items)
 
     def _write(self, data: bytes) -> None:
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)

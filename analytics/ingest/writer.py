@@ -12,8 +12,12 @@ Health events reported through `on_health(what, label, n)` (called from the writ
   ("errors", "decode:<reason>", n)                 reasons: see CaptureDecoder.skipped
   ("errors", "<where>:<ExceptionType>", 1)   where: store_open, store, replay, spool, on_effects, internal
   ("errors", "replay:rejected", n)   spooled items the store refused for their data, moved aside
+  ("errors", "store:rejected", n)   items of a live batch the store refused for their data (the batch was
+                                    bisected, the rest written), moved to the spool's rejected file
+  ("errors", "spool:rejected", n)   items the spool could not encode, moved to its rejected file
   ("written", "runs" | "steps" | "requests", n)
   ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
+  ("held", "items", n)   kept in memory: neither the store nor the spool could take them (analytics/ingest/hold.py)
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import duckdb
 
 from .batching import BatchQueue, batch_bytes
 from .decode import CaptureDecoder
+from .hold import MemoryHold
+from .isolate import Isolated, apply_isolating, data_fault, split
 from .records import CaptureItem, RequestRecord, Snapshot
 from .spool import Spool
 from .store import Store, StoreError
@@ -85,7 +91,7 @@ class CaptureWriter:
                  on_effects: OnEffects | None = None, on_health: OnHealth | None = None,
                  on_sse_events: Callable[[Mapping[str, int]], None] | None = None,
                  on_capture_lag: Callable[[list[float]], None] | None = None,
-                 store_factory: Callable[[], Store] | None = None) -> None:
+                 store_factory: Callable[[], Store] | None = None, spool_memory_bytes: int = 64 << 20) -> None:
         if queue_size < 1 or queue_max_bytes < 1 or batch_max < 1:
             raise ValueError("queue_size, queue_max_bytes and batch_max must be positive")
         if flush_interval_s < 0 or reopen_interval_s <= 0:
@@ -112,6 +118,8 @@ class CaptureWriter:
         self._store: Store | None = None
         self._spool: Spool | None = None
         self._spool_pending = False
+        self._hold = MemoryHold(spool_memory_bytes)
+        self._next_hold_retry = 0.0
         self._next_open = 0.0
         self._next_replay = 0.0
         self._replay_backoff = reopen_interval_s
@@ -125,7 +133,7 @@ class CaptureWriter:
         # writing thread: "submitted"/"dropped" the submitter, the rest the writer thread.
         self.stats: dict[str, int] = dict.fromkeys(
             ("submitted", "dropped", "written", "spooled", "spool_dropped", "replayed", "rejected", "errors",
-             "decode_skipped"), 0)
+             "decode_skipped", "held"), 0)
 
     # --- any thread --------------------------------------------------------------------------------
 
@@ -149,6 +157,10 @@ class CaptureWriter:
             return False
         self.stats["submitted"] += 1
         return True
+
+    @property
+    def spool_path(self) -> str:
+        return self._spool_path
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A read connection of the caller's own on the open capture database (Store.reader)."""
@@ -275,9 +287,12 @@ class CaptureWriter:
                     marker.set()
             if stop:
                 break
+        self._release_hold(final=True)
         self._close_store()
 
     def _idle_timeout(self) -> float | None:
+        if len(self._hold):
+            return max(self._next_hold_retry - time.monotonic(), 0.0)
         now = time.monotonic()
         if self._store is None:
             return max(self._next_open - now, 0.0)
@@ -291,6 +306,19 @@ class CaptureWriter:
             self._open_store()
         elif self._store is not None and self._spool_pending and now >= self._next_replay:
             self._replay()
+        if len(self._hold) and now >= self._next_hold_retry:
+            self._release_hold()
+
+    def _release_hold(self, *, final: bool = False) -> None:
+        """Write what was held in memory (to the store, else the spool); at stop, what still cannot be
+        written is dropped and counted."""
+        if not len(self._hold):
+            return
+        self._write(*split(self._hold.take()))
+        if final and len(self._hold):
+            n = len(self._hold.take())
+            self.stats["spool_dropped"] += n
+            self._health("dropped", "spool_error", n)
 
     def _batch(self, items: list[CaptureItem]) -> None:
         snapshots: list[Snapshot] = []
@@ -312,6 +340,9 @@ class CaptureWriter:
             try:
                 effects = store.apply(snapshots, requests)
             except Exception as exc:
+                if data_fault(exc):
+                    self._isolate(store, snapshots, requests)
+                    return
                 self._error("store", exc)
                 self._failures += 1
                 if isinstance(_cause(exc), _FATAL) or self._failures >= _REOPEN_AFTER:
@@ -329,6 +360,38 @@ class CaptureWriter:
                 self._emit(effects)
                 return
         self._to_spool(snapshots, requests)
+
+    def _isolate(self, store: Store, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
+        """The batch failed for what one of its items holds: keep every other item (analytics/ingest/isolate.py)."""
+        done: Isolated = apply_isolating(store.apply, [*snapshots, *requests])
+        applied_snaps, applied_reqs = split(done.applied)
+        self._failures = 0
+        self._written(applied_snaps, applied_reqs)
+        self._lag(applied_reqs)
+        self._emit(done.effects)
+        if done.rejected:
+            self._reject(done.rejected)
+        if done.error is not None:
+            self._error("store", done.error)
+            self._failures += 1
+            self._next_replay = time.monotonic() + self._reopen_s
+            self._to_spool(*split(done.pending))
+
+    def _reject(self, rejected: list[tuple[Snapshot | RequestRecord, Exception]]) -> None:
+        n = len(rejected)
+        self._log_once("store", rejected[0][1])
+        self.stats["errors"] += 1
+        self.stats["rejected"] += n
+        self._health("errors", "store:rejected", n)
+        spool = self._ensure_spool()
+        try:
+            if spool is None:
+                raise OSError("no spool")
+            spool.reject(rejected)
+        except Exception as exc:
+            self._error("spool", exc)
+            self.stats["spool_dropped"] += n
+            self._health("dropped", "spool_error", n)
 
     def _emit(self, effects: list[Any]) -> None:
         if effects and self._on_effects is not None:
@@ -364,6 +427,7 @@ class CaptureWriter:
         if spool is None:
             dropped = n
         else:
+            rejected_before = spool.rejected_lines
             try:
                 dropped = spool.append(snapshots, requests)
             except Exception as exc:
@@ -372,9 +436,25 @@ class CaptureWriter:
                 failed = True
             else:
                 self._spool_pending = True
+            rejected = spool.rejected_lines - rejected_before
+            if rejected:
+                # Not lost: in the spool's rejected file; neither spooled nor dropped.
+                n -= rejected
+                self.stats["errors"] += 1
+                self.stats["rejected"] += rejected
+                self._health("errors", "spool:rejected", rejected)
         if n - dropped:
             self.stats["spooled"] += n - dropped
             self._health("spooled", "items", n - dropped)
+        if dropped and failed:
+            # The spool file could not be written (a full disk): keep what fits in memory and retry.
+            # (failed: nothing of the batch reached the file, so dropped is all of it)
+            held = dropped - self._hold.add([*snapshots, *requests])
+            if held:
+                self.stats["held"] += held
+                self._health("held", "items", held)
+                self._next_hold_retry = time.monotonic() + self._reopen_s
+                dropped -= held
         if dropped:
             self.stats["spool_dropped"] += dropped
             self._health("dropped", "spool_error" if failed else "spool_full", dropped)

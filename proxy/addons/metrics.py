@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..tap import CLIENT_DISCONNECTED, Flow
+from ..tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow
 from .run_metrics import LabelValues, RunMetrics
 
 # Latency of one HTTP exchange: proxied JSON calls take milliseconds to seconds (a run create or a
@@ -57,6 +57,10 @@ class Metrics:
             ["operation"], buckets=OVERHEAD_BUCKETS, registry=r)
         self.upstream_errors = Counter("runtap_upstream_errors", "Upstream failures by reason.", ["reason"],
                                        registry=r)
+        self.client_timeouts = Counter(
+            "runtap_client_timeouts", "Client connections closed for sending too slowly (--client-timeout): "
+            "phase headers (no complete request in time; idle keep-alive too) or body (a body read; 408).",
+            ["phase"], registry=r)
         self.sse_events = Counter("runtap_sse_events", "SSE events relayed on Runs streams, by event name.",
                                   ["event"], registry=r)
         self.capture_skipped_total = Counter(
@@ -87,12 +91,12 @@ class Metrics:
         self.loop_lag = Histogram(
             "runtap_event_loop_lag_seconds", "How late a 100 ms timer on the proxy's event loop fires: the "
             "delay any proxied byte would have had at that moment.", buckets=LAG_BUCKETS, registry=r)
-        self.runs = RunMetrics(r, label_assistant=label_assistant)
         # Values reported by the writer (event names, skip reasons, stages) come partly from upstream
         # data; cap them like every other such label.
         self._events = LabelValues(128)
         self._reasons = LabelValues(64)
         self._stages = LabelValues(32)
+        self.runs = RunMetrics(r, label_assistant=label_assistant, on_skip=self.capture_skipped)
         # Children per (operation, code, stream): labels() costs a lock and a tuple per call, and this
         # runs once per proxied request. Operations and codes are bounded, so this dict is too.
         self._request_children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
@@ -100,7 +104,9 @@ class Metrics:
     # --- request path (event loop): the tap's hooks --------------------------------------------------
 
     def error(self, flow: Flow, reason: str) -> None:
-        if reason != CLIENT_DISCONNECTED:
+        if reason == CLIENT_TIMEOUT:
+            self.client_timeout("body")
+        elif reason != CLIENT_DISCONNECTED:
             self.upstream_error(reason)
 
     def done(self, flow: Flow) -> None:
@@ -125,6 +131,9 @@ class Metrics:
         if ttfb is not None:
             upstream_ttfb.observe(ttfb)
         proxy_overhead.observe(overhead)
+
+    def client_timeout(self, phase: str) -> None:
+        self.client_timeouts.labels(phase).inc()
 
     def upstream_error(self, reason: str) -> None:
         self.upstream_errors.labels(reason).inc()

@@ -9,10 +9,13 @@ still unknown when they finish.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from ...analytics.ingest.bounds import cap_label, positive_cap, token_count
 from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
 
 # Run timestamps (created_at, started_at, completed_at...) are whole seconds in the API, so nothing
@@ -46,10 +49,11 @@ _STEP_END = {"completed": "completed_at", "failed": "failed_at", "cancelled": "c
 
 
 class LabelValues:
-    """Caps the distinct values one label takes: the first `limit` are kept, later ones become `other`.
+    """Caps the distinct values one label takes: the first `limit` are kept, later ones become `other`;
+    and each value's length (analytics/ingest/bounds.py cap_label).
 
     Label values here come from upstream JSON (model names, error codes, event names); a misbehaving
-    upstream or a typo-happy app must not be able to grow the series count without bound.
+    upstream or a typo-happy app must not be able to grow the series count, or one series, without bound.
     """
 
     def __init__(self, limit: int, *, missing: str = UNKNOWN) -> None:
@@ -62,7 +66,7 @@ class LabelValues:
     def __call__(self, value: Any) -> str:
         if value is None or value == "":
             return self._missing
-        text = value if type(value) is str else str(value)
+        text = cap_label(value if type(value) is str else str(value))
         seen = self._seen
         if text in seen:
             return text
@@ -73,7 +77,9 @@ class LabelValues:
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if type(v) is int or type(v) is float else None
+    if type(v) is int:
+        return float(v)
+    return v if type(v) is float and math.isfinite(v) else None
 
 
 def _elapsed(start: Any, end: Any) -> float | None:
@@ -91,9 +97,18 @@ def _step_tool(row: dict[str, Any]) -> str:
     return "+".join(sorted(str(t) for t in types))
 
 
+OnSkip = Callable[[str, int], None]
+# Skip reasons (runtap_capture_skipped_total{reason}): a usage or cap value that is not a plausible
+# count, and an effect that raised while it was being counted (the others are still counted).
+TOKENS_OUT_OF_RANGE: Final = "tokens_out_of_range"
+EFFECT_ERROR: Final = "metrics_effect_error"
+
+
 class RunMetrics:
-    def __init__(self, registry: CollectorRegistry, *, label_assistant: bool = False) -> None:
+    def __init__(self, registry: CollectorRegistry, *, label_assistant: bool = False,
+                 on_skip: OnSkip | None = None) -> None:
         r = registry
+        self._on_skip = on_skip
         self._with_assistant = label_assistant
         a = ["assistant_id"] if label_assistant else []
         self.transitions = Counter(
@@ -157,18 +172,30 @@ class RunMetrics:
         return child
 
     def on_effects(self, effects: list[Any]) -> None:
+        # One by one, each guarded: an effect that cannot be counted must not cost the next run its
+        # metrics (they arrive batched, many runs per call).
         for e in effects:
-            if type(e) is Transition:
-                self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None else NONE,
-                                        self._statuses(e.to_status), self._models(e.model)).inc()
-            elif type(e) is RunFinished:
-                self._finished(e.row)
-            elif type(e) is UsageKnown:
-                self._usage_known(e)
-            elif type(e) is StepFinished:
-                self._step(e.row)
-            elif type(e) is ToolTurnaround:
-                self._child(self.turnaround, self._models(e.model)).observe(max(e.seconds, 0.0))
+            try:
+                self._effect(e)
+            except Exception:
+                self._skip(EFFECT_ERROR)
+
+    def _skip(self, reason: str) -> None:
+        if self._on_skip is not None:
+            self._on_skip(reason, 1)
+
+    def _effect(self, e: Any) -> None:
+        if type(e) is Transition:
+            self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None else NONE,
+                                    self._statuses(e.to_status), self._models(e.model)).inc()
+        elif type(e) is RunFinished:
+            self._finished(e.row)
+        elif type(e) is UsageKnown:
+            self._usage_known(e)
+        elif type(e) is StepFinished:
+            self._step(e.row)
+        elif type(e) is ToolTurnaround:
+            self._child(self.turnaround, self._models(e.model)).observe(max(e.seconds, 0.0))
 
     def _assistant(self, value: Any) -> list[str]:
         return [self._assistants(value)] if self._with_assistant else []
@@ -204,13 +231,21 @@ class RunMetrics:
                 caps: tuple[Any, Any]) -> None:
         for kind, used, cap, genai_type in (("prompt", prompt, caps[0], "input"),
                                             ("completion", completion, caps[1], "output")):
-            n = _num(used)
+            if used is None:
+                continue
+            n = token_count(used)
             if n is None:
+                # As received in DuckDB (the column and raw); kept out of counters and histograms.
+                self._skip(TOKENS_OUT_OF_RANGE)
                 continue
             self._child(self.tokens, model, kind, *who).inc(n)
             self._child(self.genai_tokens, INVOKE_AGENT, PROVIDER, model, genai_type).observe(n)
-            limit = _num(cap)
-            if limit:
+            if cap is None:
+                continue
+            limit = positive_cap(cap)
+            if limit is None:
+                self._skip(TOKENS_OUT_OF_RANGE)
+            else:
                 self._child(self.budget, model, kind).observe(n / limit)
 
     def _step(self, row: dict[str, Any]) -> None:

@@ -182,26 +182,33 @@ class RunSpans:
             links.append(request_span)
 
     def on_effects(self, effects: list[Any]) -> None:
+        # Each effect guarded: one that cannot be traced must not cost the next run its span.
         for e in effects:
-            if type(e) is Transition:
-                run = self._run(e.run_id)
-                run.model = e.model or run.model
-                attrs = {"openai.run.from_status": e.from_status or "none",
-                         "openai.run.to_status": e.to_status, "openai.run.source": e.source}
-                run.events.append(("openai.run.transition", attrs, _us_ns(e.observed_at)))
-            elif type(e) is ToolTurnaround:
-                run = self._run(e.run_id)
-                # The round started at the latest requires_action this process saw (0: not seen here,
-                # the event then sits at the span's end).
-                asked = next((at for name, attrs, at in reversed(run.events)
-                              if attrs.get("openai.run.to_status") == "requires_action"), 0)
-                run.events.append(("openai.run.tool_outputs_submitted",
-                                   {"openai.run.tool_turnaround_seconds": e.seconds},
-                                   asked + _us_ns(e.seconds) if asked else 0))
-            elif type(e) is RunFinished:
-                self._run_span(e.row)
-            elif type(e) is StepFinished:
-                self._step_span(e.row)
+            try:
+                self._effect(e)
+            except Exception:
+                log.debug("run span for %s not built", type(e).__name__, exc_info=True)
+
+    def _effect(self, e: Any) -> None:
+        if type(e) is Transition:
+            run = self._run(e.run_id)
+            run.model = e.model or run.model
+            attrs = {"openai.run.from_status": e.from_status or "none",
+                     "openai.run.to_status": e.to_status, "openai.run.source": e.source}
+            run.events.append(("openai.run.transition", attrs, _us_ns(e.observed_at)))
+        elif type(e) is ToolTurnaround:
+            run = self._run(e.run_id)
+            # The round started at the latest requires_action this process saw (0: not seen here,
+            # the event then sits at the span's end).
+            asked = next((at for name, attrs, at in reversed(run.events)
+                          if attrs.get("openai.run.to_status") == "requires_action"), 0)
+            run.events.append(("openai.run.tool_outputs_submitted",
+                               {"openai.run.tool_turnaround_seconds": e.seconds},
+                               asked + _us_ns(e.seconds) if asked else 0))
+        elif type(e) is RunFinished:
+            self._run_span(e.row)
+        elif type(e) is StepFinished:
+            self._step_span(e.row)
 
     def _emit(self, name: str, trace_id: int, span_id: int, parent: SpanContext | None, kind: SpanKind,
               attrs: dict[str, Any], events: list[tuple[str, dict[str, Any], int]], links: list[Link],
