@@ -191,8 +191,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("event_loop", "auto", "auto (uvloop when installed, else asyncio), uvloop or asyncio. uvloop "
             "cuts runtap's CPU per request; asyncio is the fallback if it misbehaves.", parse_event_loop),
     Setting("workers", "1", "Proxy processes sharing the --listen port (SO_REUSEPORT, Linux): one per core "
-            "to use every core. Worker i > 0 captures into DB-i (runtap-1.duckdb...), serves admin on the "
-            "admin port + i and exports as instance INSTANCE-i.", parse_positive_int),
+            "to use every core. Worker i > 0 serves admin on the admin port + i; with --capture-mode inprocess it "
+            "captures into DB-i (runtap-1.duckdb...) and exports as instance INSTANCE-i, with process all "
+            "workers capture into one DB.", parse_positive_int),
     Setting("capture_mode", "inprocess", "inprocess: the capture writer is a thread of the proxy process. "
             "process: one capture process owns the DuckDB file, spool and run metrics, fed by the proxy "
             "process(es) over a Unix socket; with --workers N, N proxies share one database.",

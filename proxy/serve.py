@@ -52,7 +52,9 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
         server_log.addFilter(errors.RedactParserErrors())
     # Before anything opens the spool or the database: a second runtap on the same files stops here.
     spool = runtime.writer.spool_path if runtime is not None and runtime.writer is not None else settings.spool_path
-    claim = claim_spool(spool, db_path=settings.db) if runtime is None or runtime.writer is not None else None
+    # In --capture-mode process the relay that owns the capture process claims for it.
+    owns = runtime is None or runtime.writer is not None or runtime.supervisor is not None
+    claim = claim_spool(spool, db_path=settings.db) if owns else None
     try:
         return await _start(settings, runtime, claim)
     except BaseException:
