@@ -135,7 +135,8 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
         exporter = loop.create_task(export_periodically(
             writer.reader, settings.export_dir, instance=settings.instance_id,
             interval_s=settings.export_interval, on_result=lambda r: log.info("periodic export: %s", r)))
-    os.write(ready_fd, b"1")
+    with contextlib.suppress(OSError):  # after a restart nobody waits on the pipe: the relays reconnect
+        os.write(ready_fd, b"1")
     os.close(ready_fd)
     try:
         await stop.wait()
