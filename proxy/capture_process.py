@@ -38,6 +38,7 @@ log = logging.getLogger("runtap.capture")
 
 # Bound on reading the relays to their end at shutdown; they have closed their sockets by then.
 DRAIN_TIMEOUT_S: Final = 30.0
+ORPHAN_CHECK_S: Final = 1.0
 
 
 class _Conn(asyncio.Protocol):
@@ -113,6 +114,15 @@ def control_app(settings: Settings, writer: CaptureWriter, metrics: Metrics, ing
     return app
 
 
+async def _orphaned(stop: asyncio.Event) -> None:
+    """Stop when the relay that started this process is gone (killed without a chance to stop us)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(ORPHAN_CHECK_S)
+    log.error("the runtap process that started this capture process is gone; flushing and exiting")
+    stop.set()
+
+
 async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
     metrics = Metrics(label_assistant=settings.metrics_label_assistant)
     tracing = Tracing(provider_from_env(), upstream=settings.upstream, owned=True)
@@ -135,6 +145,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
         exporter = loop.create_task(export_periodically(
             writer.reader, settings.export_dir, instance=settings.instance_id,
             interval_s=settings.export_interval, on_result=lambda r: log.info("periodic export: %s", r)))
+    watchdog = loop.create_task(_orphaned(stop))
     with contextlib.suppress(OSError):  # after a restart nobody waits on the pipe: the relays reconnect
         os.write(ready_fd, b"1")
     os.close(ready_fd)
@@ -147,6 +158,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
             log.error("%d relay connection(s) still open after %.0fs; flushing without them", len(ingest.open),
                       DRAIN_TIMEOUT_S)
     finally:
+        watchdog.cancel()
         if exporter is not None:
             exporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -125,13 +125,15 @@ class CaptureSupervisor:
         return rc
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+        # A session of its own: a terminal's Ctrl-C reaches the relays, which drain, and then stop() stops
+        # this process; were it to get the SIGINT too it would exit first and look like a crash.
         ready_r, ready_w = os.pipe()
         env = {**os.environ, **settings_env(self.settings)}
         env.pop(CAPTURE_DIR_ENV, None)
         try:
             proc = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module, our own arguments
                 [sys.executable, "-m", "runtap.proxy.capture_process", self.directory, str(ready_w)],
-                env=env, pass_fds=(ready_w,), start_new_session=False)
+                env=env, pass_fds=(ready_w,), start_new_session=True)
         except BaseException:
             os.close(ready_r)
             raise

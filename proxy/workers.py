@@ -1,10 +1,14 @@
-"""`--workers N`: N proxy processes on one port, each with its own capture file.
+"""`--workers N`: N proxy processes on one port.
 
-The kernel spreads new connections over the processes bound with SO_REUSEPORT. Each worker owns a
-DuckDB file (one writer per file is DuckDB's rule), a spool, an admin listener and an export
-instance id; the Parquet lake (`runtap export`, `--export-dir`) is partitioned by instance, so it
-holds every worker's rows side by side. The parent is worker 0; it starts the others with the same
-settings (as RUNTAP_* variables) plus WORKER_ENV, and passes SIGTERM/SIGINT on to them.
+The kernel spreads new connections over the processes bound with SO_REUSEPORT. The parent is worker
+0; it starts the others with the same settings (as RUNTAP_* variables) plus WORKER_ENV, and passes
+SIGTERM/SIGINT on to them. Each worker has an admin listener (admin port + i).
+
+With --capture-mode inprocess each worker also owns a DuckDB file (one writer per file is DuckDB's
+rule), a spool and an export instance id; the Parquet lake is partitioned by instance, so it holds
+every worker's rows side by side. With --capture-mode process worker 0 owns one capture process
+(capture_supervisor.py) that every worker feeds (CAPTURE_DIR_ENV): one database, one spool, one lake
+instance, /reports and run metrics on worker 0's admin listener.
 """
 
 from __future__ import annotations
