@@ -33,6 +33,12 @@ async def readyz(request: web.Request) -> web.Response:
     if rt.supervisor is not None:
         return await _readyz_process(rt)
     writer = rt.writer
+    if writer is None and rt.channel is not None:  # a --workers worker feeding worker 0's capture process
+        connected = rt.channel.connected
+        return _json({"status": "ok" if connected else "degraded", "upstream": rt.settings.upstream,
+                      "store": "capture process (worker 0)" if connected else "capture process unreachable",
+                      "capture_queue_depth": rt.channel.depth(), "inflight": rt.forwarder.inflight},
+                     200 if connected else 503)
     store_ok = writer is None or writer.healthy()
     body = {
         "status": "ok" if store_ok else "degraded",

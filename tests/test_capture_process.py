@@ -203,7 +203,13 @@ async def test_one_scrape_shows_relay_and_run_metrics_without_double_counting(tm
                 return (await scrape(running.admin_url)).get("runtap_capture_written_total", table="requests") >= 11
 
             await _until("11 requests rows", all_written)
-        m: Scrape = await scrape(running.admin_url)
+            m: Scrape = await scrape(running.admin_url)
+            # /reports reads the one database, wherever it is held
+            async with client.get(running.admin_url + "/reports/status?format=json") as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["X-Runtap-Columns"]
+                report = await r.json()
+            ready = await _json(client, running.admin_url + "/readyz")
     finally:
         await running.stop()
         await sim_runner.cleanup()
@@ -214,6 +220,8 @@ async def test_one_scrape_shows_relay_and_run_metrics_without_double_counting(tm
     assert m.get("runtap_capture_written_total", table="runs") >= 10
     assert m.get("runtap_run_transitions_total") >= 10
     assert m.get("runtap_capture_store_open") == 1
+    assert sum(row["runs"] for row in report) == 10, report
+    assert ready["status"] == "ok" and ready["store"] == "open"
     if mode == "process":
         assert m.get("runtap_capture_process_up") == 1
         assert m.get("runtap_capture_restarts_total") == 0
