@@ -7,7 +7,10 @@ next frame, and bytes the transport has not yet handed to the kernel. Beyond eit
 and counted (runtap_capture_dropped_total{stage="channel_full"}), as the in-process queue does.
 
 While the capture process is down (a crash, a restart), items wait here up to the same bounds and go
-out once the connection is back; only what exceeds the bounds is dropped, and counted.
+out once the connection is back; only what exceeds the bounds is dropped, and counted. The capture
+process confirms, about every half second, how many of a connection's items it has written, spooled or
+counted; when it dies, what it had not confirmed is counted as capture_unconfirmed (at most that many
+lost: some may have been written after its last confirmation).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ log = logging.getLogger("runtap.capture_channel")
 
 CHANNEL_FULL: Final = "channel_full"
 STOPPED: Final = "stopped"
+UNCONFIRMED: Final = "capture_unconfirmed"
 # Items gather this long before they are encoded as one frame: one syscall per frame, not per item.
 FLUSH_INTERVAL_S: Final = 0.005
 FRAME_MAX_ITEMS: Final = 2_000
@@ -37,11 +41,24 @@ OnDropped = Callable[[str, int], None]
 
 
 class _Sink(asyncio.Protocol):
+    """One connection: counts what it sent and what the capture process confirmed (wire.ACK)."""
+
     def __init__(self, channel: CaptureChannel) -> None:
         self._channel = channel
+        self._buf = b""
+        self.sent = 0
+        self.acked = 0
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data
+        size = wire.ACK.size
+        whole = len(buf) - len(buf) % size
+        if whole:
+            (self.acked,) = wire.ACK.unpack_from(buf, whole - size)  # running totals: the last one counts
+        self._buf = buf[whole:]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._channel._lost()
+        self._channel._lost(self)
 
 
 class CaptureChannel:
@@ -55,6 +72,7 @@ class CaptureChannel:
         self._bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.WriteTransport | None = None
+        self._sink: _Sink | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._connector: asyncio.Task[None] | None = None
         self._closing = False
@@ -139,6 +157,8 @@ class CaptureChannel:
             self._dropped(CHANNEL_FULL, len(batch))
         else:
             transport.write(frame)
+            if self._sink is not None:
+                self._sink.sent += len(batch)
             self.stats["sent"] += len(batch)
             self.stats["frames"] += 1
         if self._items and self._loop is not None:
@@ -148,18 +168,23 @@ class CaptureChannel:
         assert self._loop is not None  # noqa: S101 - set by start()
         while not self._closing:
             try:
-                transport, _ = await self._loop.create_unix_connection(lambda: _Sink(self), self._path)
+                transport, sink = await self._loop.create_unix_connection(lambda: _Sink(self), self._path)
             except OSError:
                 await asyncio.sleep(RECONNECT_S)  # the capture process is not listening (yet, or again)
                 continue
-            self._transport = transport
+            self._transport, self._sink = transport, sink
             self.stats["connects"] += 1
             if self._items and self._timer is None:
                 self._timer = self._loop.call_soon(self._flush)  # type: ignore[assignment]
             return
 
-    def _lost(self) -> None:
-        self._transport = None
+    def _lost(self, sink: _Sink) -> None:
+        self._transport = self._sink = None
+        unconfirmed = sink.sent - sink.acked
+        if unconfirmed > 0 and not self._closing:
+            # Handed to a capture process that ended before confirming them: at most this many lost
+            # (some may be in DuckDB, written after its last confirmation).
+            self._dropped(UNCONFIRMED, unconfirmed)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -17,7 +17,8 @@ import logging
 import os
 import signal
 import sys
-from typing import Final
+from collections import deque
+from typing import Final, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
@@ -29,7 +30,7 @@ from ..analytics.prices import load_price_book
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
 from .admin_reports import add_report_routes
-from .app import build_writer
+from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
 from .capture_supervisor import control_path, ingest_path
 from .commands.serve import loop_factory
 from .config import ConfigError, Settings, resolve
@@ -39,16 +40,21 @@ log = logging.getLogger("runtap.capture")
 # Bound on reading the relays to their end at shutdown; they have closed their sockets by then.
 DRAIN_TIMEOUT_S: Final = 30.0
 ORPHAN_CHECK_S: Final = 1.0
+CONFIRM_TIMEOUT_S: Final = 30.0
 
 
 class _Conn(asyncio.Protocol):
     def __init__(self, ingest: Ingest) -> None:
         self._ingest = ingest
         self._reader = wire.FrameReader()
-        self._transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.WriteTransport | None = None
+        self.received = 0  # items this relay sent, all frames so far
+        # (writer submissions after a frame, self.received after it): confirmed once the writer is past it
+        self.frames: deque[tuple[int, int]] = deque()
+        self.acked = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
+        self.transport = cast(asyncio.WriteTransport, transport)  # a stream socket's (uvloop's is no subclass)
         self._ingest.open.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -56,13 +62,26 @@ class _Conn(asyncio.Protocol):
             frames = self._reader.feed(data)
         except wire.FrameError as exc:
             self._ingest.bad_frame(exc)
-            if self._transport is not None:
-                self._transport.close()
+            if self.transport is not None:
+                self.transport.close()
             return
-        submit = self._ingest.writer.submit
+        writer = self._ingest.writer
+        submit = writer.submit
         for items in frames:
             for item in items:
                 submit(item)
+            self.received += len(items)
+            self.frames.append((writer.stats["submitted"], self.received))
+
+    def confirm(self, processed: int) -> None:
+        """Tell the relay how many of its items are now written, spooled or counted (wire.ACK)."""
+        acked = self.acked
+        frames = self.frames
+        while frames and frames[0][0] <= processed:
+            acked = frames.popleft()[1]
+        if acked != self.acked and self.transport is not None and not self.transport.is_closing():
+            self.acked = acked
+            self.transport.write(wire.ACK.pack(acked))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ingest.open.discard(self)
@@ -81,6 +100,19 @@ class Ingest:
     def protocol(self) -> _Conn:
         self.idle.clear()
         return _Conn(self)
+
+    async def confirm_forever(self) -> None:
+        """Every interval: a flush marker behind what was submitted so far; once the writer reaches it,
+        every connection's items up to there are confirmed. The marker closes the writer's batch, so
+        the interval is the writer's own batch interval."""
+        writer = self.writer
+        while True:
+            await asyncio.sleep(CAPTURE_FLUSH_INTERVAL_S)
+            submitted = writer.stats["submitted"]
+            if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S):
+                continue
+            for conn in list(self.open):
+                conn.confirm(submitted)
 
     def bad_frame(self, exc: Exception) -> None:
         log.error("capture channel: %s; closing that relay's connection", exc)
@@ -146,6 +178,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
             writer.reader, settings.export_dir, instance=settings.instance_id,
             interval_s=settings.export_interval, on_result=lambda r: log.info("periodic export: %s", r)))
     watchdog = loop.create_task(_orphaned(stop))
+    confirmer = loop.create_task(ingest.confirm_forever())
     with contextlib.suppress(OSError):  # after a restart nobody waits on the pipe: the relays reconnect
         os.write(ready_fd, b"1")
     os.close(ready_fd)
@@ -159,6 +192,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
                       DRAIN_TIMEOUT_S)
     finally:
         watchdog.cancel()
+        confirmer.cancel()
         if exporter is not None:
             exporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):

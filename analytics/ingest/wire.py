@@ -16,6 +16,9 @@ from typing import Any, Final
 from .records import CaptureItem, Exchange, RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
 
 HEADER: Final = struct.Struct("<I")
+# The other direction: the capture process confirms how many of this connection's items it has written,
+# spooled or counted (a running total), so a relay can count what a crashed capture process lost.
+ACK: Final = struct.Struct("<Q")
 # A frame holds a batch; a body is bounded by capture_max_body (8 MB by default). Anything beyond this
 # is not a frame runtap wrote: the reader closes the connection instead of allocating it.
 MAX_FRAME: Final = 256 << 20
