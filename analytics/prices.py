@@ -32,7 +32,7 @@ Kind = Literal["model", "tool"]
 
 PRICES_ENV: Final = "RUNTAP_PRICES"
 COLUMNS: Final = ("name", "kind", "effective_from", "prompt_usd_per_1m", "completion_usd_per_1m",
-                  "unit_usd", "unit")
+                  "unit_usd", "unit", "cached_prompt_usd_per_1m")
 _EPOCH: Final = date(1970, 1, 1)
 
 
@@ -50,6 +50,8 @@ class Price:
     unit_usd: float | None = None
     unit: str | None = None
     source: str = "builtin"
+    # prompt caching (Responses usage.input_tokens_details.cached_tokens); None: the prompt price
+    cached_prompt_usd_per_1m: float | None = None
 
 
 def _number(raw: str | None, what: str, where: str) -> float | None:
@@ -80,12 +82,13 @@ def _row(fields: Mapping[str, str | None], where: str, source: str) -> Price:
     completion = _number(fields.get("completion_usd_per_1m"), "completion_usd_per_1m", where)
     unit_usd = _number(fields.get("unit_usd"), "unit_usd", where)
     unit = (fields.get("unit") or "").strip() or None
+    cached = _number(fields.get("cached_prompt_usd_per_1m"), "cached_prompt_usd_per_1m", where)
     if kind == "model" and (prompt is None or completion is None):
         raise PriceError(f"{where}: model {name!r} needs prompt_usd_per_1m and completion_usd_per_1m")
     if kind == "tool" and unit_usd is None:
         raise PriceError(f"{where}: tool {name!r} needs unit_usd")
     return Price(name, "model" if kind == "model" else "tool", effective, prompt, completion, unit_usd,
-                 unit or ("call" if kind == "tool" else None), source)
+                 unit or ("call" if kind == "tool" else None), source, cached)
 
 
 def parse_prices(text: str, *, source: str) -> list[Price]:
@@ -144,13 +147,15 @@ class PriceBook:
 
         values = ",\n  ".join(
             "(" + ", ".join(lit(v) for v in (p.name, p.kind, p.effective_from, p.prompt_usd_per_1m,
-                                              p.completion_usd_per_1m, p.unit_usd, p.unit, p.source)) + ")"
+                                              p.completion_usd_per_1m, p.unit_usd, p.unit, p.source,
+                                              p.cached_prompt_usd_per_1m)) + ")"
             for p in self.rows)
         # Typed empty relation first, so a book with no rows (or only tools) still has the right types.
         return (f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE price_book AS\n"  # noqa: S608 - row values are SQL literals escaped by lit()
                 "SELECT * FROM (SELECT NULL::VARCHAR AS name, NULL::VARCHAR AS kind, NULL::DATE AS "
                 "effective_from, NULL::DOUBLE AS prompt_usd_per_1m, NULL::DOUBLE AS completion_usd_per_1m, "
-                "NULL::DOUBLE AS unit_usd, NULL::VARCHAR AS unit, NULL::VARCHAR AS source) WHERE false"
+                "NULL::DOUBLE AS unit_usd, NULL::VARCHAR AS unit, NULL::VARCHAR AS source, "
+                "NULL::DOUBLE AS cached_prompt_usd_per_1m) WHERE false"
                 + (f"\nUNION ALL SELECT * FROM (VALUES\n  {values}\n)" if self.rows else "") + ";\n")  # noqa: S608 - row values are SQL literals escaped by lit()
 
     def install(self, conn: duckdb.DuckDBPyConnection) -> None:

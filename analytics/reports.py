@@ -21,10 +21,11 @@ from typing import Any, Final
 
 import duckdb
 
+from .ingest.response_tables import ensure_response_tables
 from .prices import PriceBook
 
 BY_COLUMN: Final = "by_value"
-_BY_RE: Final = re.compile(r"^(key_fingerprint|api_version|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
+_BY_RE: Final = re.compile(r"^(key_fingerprint|api_version|conversation|api|metadata\.[A-Za-z0-9_.:@/-]{1,128})$")
 _RELATIVE_RE: Final = re.compile(r"^([0-9]{1,12})\s*([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # Python cannot fetch TIMESTAMPTZ without pytz (not a dependency): results carry ISO-8601 UTC text.
@@ -147,7 +148,8 @@ def report_source(name: str) -> str:
 
 
 def views_sql() -> str:
-    return resources.files("runtap.analytics").joinpath("views.sql").read_text(encoding="utf-8")
+    root = resources.files("runtap.analytics")
+    return "\n".join(root.joinpath(name).read_text(encoding="utf-8") for name in ("views.sql", "response_views.sql"))
 
 
 def setup_script(prices: PriceBook) -> str:
@@ -158,6 +160,7 @@ def setup_script(prices: PriceBook) -> str:
 
 def prepare(conn: duckdb.DuckDBPyConnection, prices: PriceBook) -> None:
     prices.install(conn)
+    ensure_response_tables(conn)
     sql = views_sql()
     described = conn.execute("SELECT * FROM runs LIMIT 0").description or []
     if "api_provider" not in {d[0] for d in described}:
@@ -208,7 +211,9 @@ def validate_by(by: str | None) -> str | None:
     if by is None or by == "":
         return None
     if not _BY_RE.match(by):
-        raise ReportError(f"--by must be metadata.KEY, key_fingerprint or api_version, got {by[:80]!r}")
+        raise ReportError(
+            f"--by must be metadata.KEY, key_fingerprint, api_version, conversation or api, got {by[:80]!r}"
+        )
     return by
 
 

@@ -115,7 +115,7 @@ CREATE TABLE IF NOT EXISTS requests (
     started_at          TIMESTAMPTZ,
     method              VARCHAR,
     path                VARCHAR,
-    operation           VARCHAR,   -- NULL for calls outside the Runs API
+    operation           VARCHAR,   -- NULL for calls outside the Runs and Responses APIs
     status_code         INTEGER,
     streamed            BOOLEAN,
     duration_ms         DOUBLE,
@@ -135,3 +135,73 @@ CREATE TABLE IF NOT EXISTS requests (
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS api_provider VARCHAR;
 ALTER TABLE run_steps ADD COLUMN IF NOT EXISTS api_provider VARCHAR;
 ALTER TABLE requests ADD COLUMN IF NOT EXISTS api_provider VARCHAR;
+
+-- One row per response id (Responses API): its latest state under the merge rules in
+-- analytics/ingest/response_merge.py (the run rules with the Responses statuses). Parallel to `runs`.
+CREATE TABLE IF NOT EXISTS responses (
+    id                      VARCHAR PRIMARY KEY,
+    model                   VARCHAR,
+    status                  VARCHAR,     -- queued | in_progress | completed | failed | cancelled | incomplete
+    background              BOOLEAN,
+    stream                  BOOLEAN,     -- created by a streamed request (NULL: the create was not seen)
+    store                   BOOLEAN,
+    created_at              TIMESTAMPTZ,
+    completed_at            TIMESTAMPTZ,
+    -- completed_at for a completed response, else the time runtap first observed the terminal status
+    ended_at                TIMESTAMPTZ,
+    queued_observed_at      TIMESTAMPTZ, -- earliest observation of `queued` (background responses)
+    in_progress_observed_at TIMESTAMPTZ, -- earliest observation of `in_progress`
+    conversation_id         VARCHAR,
+    previous_response_id    VARCHAR,
+    max_output_tokens       BIGINT,
+    max_tool_calls          BIGINT,
+    input_tokens            BIGINT,      -- including cached_input_tokens
+    cached_input_tokens     BIGINT,      -- usage.input_tokens_details.cached_tokens
+    cache_write_tokens      BIGINT,      -- usage.input_tokens_details.cache_write_tokens
+    output_tokens           BIGINT,      -- including reasoning_tokens
+    reasoning_tokens        BIGINT,      -- usage.output_tokens_details.reasoning_tokens
+    total_tokens            BIGINT,
+    incomplete_reason       VARCHAR,     -- max_output_tokens | content_filter
+    error_code              VARCHAR,
+    error_message           VARCHAR,
+    -- The output's tool calls: [{type, id, call_id, name, status}] (arguments only with
+    -- --store-prompts); kinds and function names as in run_steps.tool_types / tool_names.
+    tool_calls              JSON,
+    tool_types              JSON,
+    tool_names              JSON,
+    function_calls          INTEGER,     -- function calls in the output: the app's to answer
+    tools                   JSON,
+    tool_choice             JSON,
+    parallel_tool_calls     BOOLEAN,
+    service_tier            VARCHAR,
+    reasoning_effort        VARCHAR,
+    temperature             DOUBLE,
+    top_p                   DOUBLE,
+    metadata                JSON,
+    key_fingerprint         VARCHAR,
+    source                  VARCHAR,     -- 'stream' | 'response' of the snapshot the row's fields come from
+    request_started_at      TIMESTAMPTZ, -- the create request's send time, when runtap saw it
+    first_event_at          TIMESTAMPTZ, -- a streamed create's first event
+    first_output_at         TIMESTAMPTZ, -- a streamed create's first output delta (text, refusal, arguments)
+    first_seen_at           TIMESTAMPTZ,
+    last_seen_at            TIMESTAMPTZ,
+    status_observed_at      TIMESTAMPTZ, -- merge bookkeeping: when `status` was observed (earliest, once terminal)
+    fields_observed_at      TIMESTAMPTZ, -- merge bookkeeping: observed_at of the snapshot the fields come from
+    tool_wait_at            TIMESTAMPTZ, -- ended with function calls; cleared by the request answering them
+    finished_counted        BOOLEAN NOT NULL DEFAULT false,
+    usage_counted           BOOLEAN NOT NULL DEFAULT false,
+    instructions            VARCHAR,     -- only with --store-prompts
+    input                   JSON,        -- the create request's input, only with --store-prompts
+    raw                     JSON         -- the object the fields come from (without prompts or output text unless --store-prompts)
+);
+
+-- Every change of a stored response's status (first sighting: from_status NULL), like run_events.
+CREATE TABLE IF NOT EXISTS response_events (
+    response_id VARCHAR NOT NULL,
+    observed_at TIMESTAMPTZ NOT NULL,
+    from_status VARCHAR,
+    to_status   VARCHAR,
+    source      VARCHAR,   -- 'stream' | 'response'
+    operation   VARCHAR,
+    request_id  VARCHAR
+);

@@ -1,7 +1,7 @@
 -- runtap report views: every report in analytics/reports/ reads these, never the tables directly.
 --
--- Needs: the capture tables (runs, run_steps, run_events, requests; analytics/schema.sql, or the lake's
--- views of them) and table price_book (analytics/prices.py). `runtap sql --setup` prints a script that
+-- Needs: the capture tables (runs, run_steps, run_events, responses, response_events, requests;
+-- analytics/schema.sql, or the lake's views of them) and table price_book (analytics/prices.py). `runtap sql --setup` prints a script that
 -- creates both, to paste into the DuckDB CLI or any SQL client.
 --
 -- Everything is TEMP, so the views also work on a read-only connection and never change the capture
@@ -36,18 +36,42 @@ SELECT r.*,
            WHEN getvariable('runtap_by') = 'api_version' THEN
                CASE WHEN r.api_provider IS NULL AND r.api_version IS NULL THEN NULL
                     ELSE coalesce(r.api_provider, 'openai') || ':' || coalesce(r.api_version, '') END
+           WHEN getvariable('runtap_by') = 'conversation' THEN r.thread_id
+           WHEN getvariable('runtap_by') = 'api' THEN 'assistants'
            WHEN getvariable('runtap_by') LIKE 'metadata._%'
                THEN CAST(r.metadata AS JSON) ->> substr(getvariable('runtap_by'), 10)
-           ELSE error('runtap_by must be metadata.KEY, key_fingerprint or api_version, got ' || getvariable('runtap_by'))
+           ELSE error('runtap_by must be metadata.KEY, key_fingerprint, api_version, conversation or api, got '
+                      || getvariable('runtap_by'))
        END AS by_value
 FROM runs r
+WHERE r.created_at >= coalesce(CAST(getvariable('runtap_since') AS TIMESTAMPTZ), '-infinity'::TIMESTAMPTZ)
+  AND r.created_at < coalesce(CAST(getvariable('runtap_until') AS TIMESTAMPTZ), 'infinity'::TIMESTAMPTZ);
+
+-- scoped_responses: responses (Responses API) created in [runtap_since, runtap_until), every column of
+-- `responses`, plus day and by_value as in scoped_runs (conversation: conversation_id; api: 'responses')
+CREATE OR REPLACE TEMP VIEW scoped_responses AS
+SELECT r.*,
+       utc_day(r.created_at) AS day,
+       CASE
+           WHEN getvariable('runtap_by') IS NULL THEN NULL
+           WHEN getvariable('runtap_by') = 'key_fingerprint' THEN r.key_fingerprint
+           WHEN getvariable('runtap_by') = 'conversation' THEN r.conversation_id
+           WHEN getvariable('runtap_by') = 'api' THEN 'responses'
+           -- the responses table does not record the API version (the requests table does)
+           WHEN getvariable('runtap_by') = 'api_version' THEN NULL
+           WHEN getvariable('runtap_by') LIKE 'metadata._%'
+               THEN CAST(r.metadata AS JSON) ->> substr(getvariable('runtap_by'), 10)
+           ELSE error('runtap_by must be metadata.KEY, key_fingerprint, api_version, conversation or api, got '
+                      || getvariable('runtap_by'))
+       END AS by_value
+FROM responses r
 WHERE r.created_at >= coalesce(CAST(getvariable('runtap_since') AS TIMESTAMPTZ), '-infinity'::TIMESTAMPTZ)
   AND r.created_at < coalesce(CAST(getvariable('runtap_until') AS TIMESTAMPTZ), 'infinity'::TIMESTAMPTZ);
 
 -- price_periods: the price book as validity intervals, one row per price_book row
 --   key           VARCHAR  lower-cased name, the match key
 --   name, kind, effective_from, unit, source
---   prompt_usd_per_1m, completion_usd_per_1m, unit_usd  DECIMAL(18,8)
+--   prompt_usd_per_1m, completion_usd_per_1m, unit_usd, cached_prompt_usd_per_1m  DECIMAL(18,8)
 --   valid_from    DATE     effective_from; -infinity for a name's first row (it also prices earlier runs)
 --   valid_to      DATE     the next row's effective_from for the same name; infinity for the last
 CREATE OR REPLACE TEMP VIEW price_periods AS
@@ -55,22 +79,26 @@ SELECT lower(name) AS key, name, kind, effective_from,
        CAST(prompt_usd_per_1m AS DECIMAL(18, 8)) AS prompt_usd_per_1m,
        CAST(completion_usd_per_1m AS DECIMAL(18, 8)) AS completion_usd_per_1m,
        CAST(unit_usd AS DECIMAL(18, 8)) AS unit_usd, unit, source,
+       CAST(cached_prompt_usd_per_1m AS DECIMAL(18, 8)) AS cached_prompt_usd_per_1m,
        CASE WHEN row_number() OVER w = 1 THEN '-infinity'::DATE ELSE effective_from END AS valid_from,
        coalesce(lead(effective_from) OVER w, 'infinity'::DATE) AS valid_to
 FROM price_book
 WINDOW w AS (PARTITION BY lower(name), kind ORDER BY effective_from);
 
--- run_prices: which price applies to each model on each day it ran (the rule in analytics/prices.py)
---   model         VARCHAR  run model as captured
+-- run_prices: which price applies to each model on each day it ran (the rule in analytics/prices.py),
+-- for runs and responses alike
+--   model         VARCHAR  run or response model as captured
 --   day           DATE     UTC day
 --   price_rule    VARCHAR  'exact', 'snapshot', or NULL when unpriced
 --   price_name    VARCHAR  price-book name that matched (the base model for a snapshot)
 --   price_date    DATE     date the price was looked up at: the day, or the snapshot's date
 --   effective_from DATE    effective_from of the row that applied
---   prompt_usd_per_1m, completion_usd_per_1m DECIMAL(18,8)
+--   prompt_usd_per_1m, completion_usd_per_1m, cached_prompt_usd_per_1m DECIMAL(18,8)
 CREATE OR REPLACE TEMP VIEW run_prices AS
 WITH pairs AS (
     SELECT DISTINCT model, day FROM scoped_runs
+    UNION
+    SELECT DISTINCT model, day FROM scoped_responses
 ), keyed AS (
     SELECT model, day,
            lower(model) AS exact_key,
@@ -85,7 +113,9 @@ WITH pairs AS (
            CASE WHEN e.key IS NOT NULL THEN k.day WHEN b.key IS NOT NULL THEN k.snapshot_date END AS price_date,
            coalesce(e.effective_from, b.effective_from) AS effective_from,
            coalesce(e.prompt_usd_per_1m, b.prompt_usd_per_1m) AS prompt_usd_per_1m,
-           coalesce(e.completion_usd_per_1m, b.completion_usd_per_1m) AS completion_usd_per_1m
+           coalesce(e.completion_usd_per_1m, b.completion_usd_per_1m) AS completion_usd_per_1m,
+           CASE WHEN e.key IS NOT NULL THEN e.cached_prompt_usd_per_1m ELSE b.cached_prompt_usd_per_1m END
+               AS cached_prompt_usd_per_1m
     FROM keyed k
     LEFT JOIN price_periods e
            ON e.kind = 'model' AND e.key = k.exact_key AND k.day >= e.valid_from AND k.day < e.valid_to

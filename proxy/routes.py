@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from .response_routes import classify as classify_responses
+
 RUNS_CREATE: Final = "runs.create"
 THREADS_CREATE_AND_RUN: Final = "threads.create_and_run"
 RUNS_LIST: Final = "runs.list"
@@ -37,10 +39,11 @@ STREAMABLE: Final = frozenset({RUNS_CREATE, THREADS_CREATE_AND_RUN, RUNS_SUBMIT_
 
 
 def classify(method: str, path: str) -> str | None:
-    """Return the operation name, or None for any call that is not one of the nine Runs operations."""
+    """Return the operation name, or None for any call that is neither one of the nine Runs operations
+    nor a Responses operation (proxy/response_routes.py)."""
     # Cheap reject first: this runs for every proxied request.
     if "/runs" not in path:
-        return None
+        return classify_responses(method, path)
     parts = [p for p in path.split("/") if p]
     try:
         i = len(parts) - 1 - parts[::-1].index("threads")

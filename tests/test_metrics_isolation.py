@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from runtap.analytics.ingest.bounds import MAX_LABEL_CHARS, MAX_TOKENS, cap_label
 from runtap.analytics.ingest.merge import RunFinished, UsageKnown
+from runtap.analytics.ingest.response_merge import ResponseFinished, ResponseUsageKnown
 from runtap.proxy.addons.metrics import Metrics
 from runtap.proxy.addons.run_metrics import LabelValues
 
@@ -101,3 +102,27 @@ def test_a_one_megabyte_model_name_keeps_metrics_small() -> None:
     text = generate_latest(registry)
     assert len(text) < 4 << 20, len(text)  # was ~1 MB per series that carries the model: 104 MB
     assert _value(registry, "runtap_runs_finished_total", status="completed", model=cap_label(models[0])) == 1
+
+
+def _response_row(resp_id: str, model: str, output: Any, cap: Any = None) -> dict[str, Any]:
+    return {"id": resp_id, "status": "completed", "model": model, "created_at": 1.0, "ended_at": 5.0,
+            "input_tokens": 40, "cached_input_tokens": 0, "output_tokens": output, "reasoning_tokens": 0,
+            "total_tokens": 1, "max_output_tokens": cap}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(output=out_of_range, cap=st.none() | out_of_range, via_usage=st.booleans())
+def test_an_out_of_range_response_usage_costs_no_other_response_its_metrics(output: Any, cap: Any,
+                                                                            via_usage: bool) -> None:
+    """The same rule for the Responses API's usage: one response's odd number stays its own."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    bad: Any = (ResponseUsageKnown("resp_bad", "gpt-bad", 40, 0, output, 0, 1, cap) if via_usage
+                else ResponseFinished(_response_row("resp_bad", "gpt-bad", output, cap)))
+    metrics.on_effects([bad, ResponseFinished(_response_row("resp_good", "gpt-good", 30, 100))])
+    assert _value(registry, "runtap_responses_finished_total", status="completed", model="gpt-good") == 1
+    assert _value(registry, "runtap_response_tokens_total", model="gpt-good", type="output") == 30
+    assert _value(registry, "runtap_response_tokens_total", model="gpt-bad", type="output") == 0
+    assert _value(registry, "runtap_capture_skipped_total", reason="tokens_out_of_range") >= 1
+    text = generate_latest(registry).decode()
+    assert "NaN" not in text.replace('le="+Inf"', "") and "-Inf" not in text

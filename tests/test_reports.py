@@ -161,7 +161,7 @@ def test_by_metadata_key_splits_cost_onto_tenants(tmp_path: Path) -> None:
     assert {(r["day"].isoformat(), r["key_fingerprint"]) for r in by_key} == {
         ("2024-11-01", "k1"), ("2024-11-02", "k2"), ("2024-11-03", "k1")}
     assert "by_value" not in run_report(conn, "cost").columns
-    with pytest.raises(ReportError, match="metadata.KEY, key_fingerprint or api_version"):
+    with pytest.raises(ReportError, match="metadata.KEY, key_fingerprint, api_version, conversation or api"):
         make_params(by="thread_id; DROP TABLE runs")
     conn.close()
 
@@ -188,7 +188,7 @@ def test_formats(tmp_path: Path) -> None:
     data = json.loads(render(result, "json"))
     assert [r["total_usd"] for r in data] == [2.5, 5.0, 10.0]  # one object per row, no totals row
     assert data[0]["day"] == "2024-11-01" and list(data[0])[:3] == ["day", "model", "assistant_id"]
-    assert render(result, "csv").splitlines()[1].startswith("2024-11-01,gpt-4o,asst_1,1,0,1000000,")
+    assert render(result, "csv").splitlines()[1].startswith("2024-11-01,gpt-4o,asst_1,1,0,0,1000000,0,")
     table = render(result, "table", width=200).splitlines()
     assert table[0].split()[:3] == ["day", "model", "assistant_id"]
     assert table[-1].split()[0] == "TOTAL" and table[-1].split()[-1] == "17.5000"

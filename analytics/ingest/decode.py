@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import operations as response_routes
 from .bounds import cap_label
 from .records import (
     CaptureItem,
@@ -37,6 +38,7 @@ from .records import (
     StreamChunk,
     StreamEnd,
 )
+from .response_capture import ResponseDecoding, ResponseStream
 from .sse import SSEEvent, SSEParser
 
 log = logging.getLogger("runtap.capture")
@@ -164,12 +166,13 @@ class _Stream:
     broken: bool = False
     oversized: int = 0
     invalid_utf8: int = 0
+    responses: ResponseStream | None = None  # set for a Responses stream
 
 
 class CaptureDecoder:
     """One per writer thread. `skipped` reasons (a bounded set, safe as metric labels):
     upstream_error_status, truncated, unsupported_encoding, bad_gzip, bad_deflate, oversized_body,
-    malformed_json, not_run_object, missing_id, oversized_event, invalid_utf8, too_many_streams,
+    malformed_json, not_run_object, not_response_object, missing_id, oversized_event, invalid_utf8, too_many_streams,
     request_truncated, request_malformed_json, prompt_evicted, internal_error.
     """
 
@@ -187,6 +190,8 @@ class CaptureDecoder:
         self.events_seen: Counter[str] = Counter()
         self.streams_incomplete = 0
         self._logged: set[str] = set()
+        self._responses = ResponseDecoding(store_prompts=store_prompts, skipped=self.skipped,
+                                           pending=self._pending_extra, max_pending=max_open_streams)
 
     def open_streams(self) -> int:
         return len(self._streams)
@@ -233,6 +238,8 @@ class CaptureDecoder:
         if value is None:
             return []
         ex = item.exchange
+        if ex.operation in response_routes.OPERATIONS:
+            return self._responses.body(value, ex)
         if isinstance(value, dict) and (value.get("object") == "list" or (
                 ex.operation in _LIST_OPERATIONS and isinstance(value.get("data"), list))):
             items = value.get("data")
@@ -281,6 +288,9 @@ class CaptureDecoder:
             return None
 
     def _request(self, item: RequestBody) -> None:
+        if item.exchange.operation == response_routes.RESPONSES_CREATE:
+            self._responses.request(item)
+            return
         if not self._store_prompts:
             return
         if item.truncated:
@@ -354,6 +364,8 @@ class CaptureDecoder:
         if codings is None:
             self.skipped["unsupported_encoding"] += 1
             stream.broken = True  # kept open so each later chunk is not counted again
+        if ex.operation in response_routes.OPERATIONS:
+            stream.responses = self._responses.open_stream(ex)
         self._streams[ex.id] = stream
         return stream
 
@@ -392,6 +404,9 @@ class CaptureDecoder:
         if parser.invalid_utf8 != stream.invalid_utf8:
             self.skipped["invalid_utf8"] += parser.invalid_utf8 - stream.invalid_utf8
             stream.invalid_utf8 = parser.invalid_utf8
+        if stream.responses is not None:
+            return self._responses.events(events, stream.responses, ex, received_at, self._count_event,
+                                          self._loads)
         out: list[Snapshot] = []
         for event in events:
             name = event.event

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Source = Literal["stream", "response"]
-Kind = Literal["run", "step"]
+Kind = Literal["run", "step", "response"]
 
 
 @dataclass(slots=True)

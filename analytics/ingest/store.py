@@ -34,6 +34,7 @@ import orjson
 
 from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
+from .response_merge import ResponseEvent, merge_responses
 
 SCHEMA_VERSION = 2  # 2: api_provider on runs, run_steps and requests (schema.sql adds it to older files)
 DEFAULT_CACHE_ROWS = 50_000
@@ -50,6 +51,8 @@ _WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
     "runs": "insert",
     "run_steps": "insert",
     "run_events": "insert",
+    "responses": "insert",
+    "response_events": "insert",
     # A re-replayed spool batch (a crash before the spool was truncated) must not fail on its own
     # requests. Only replays can repeat an id (ids are unique per process), so live batches use a
     # plain INSERT: OR IGNORE costs ~3 us a row (8.8 vs 5.7 us CPU, 1,000-row batches).
@@ -57,6 +60,16 @@ _WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
 }
 
 log = logging.getLogger(__name__)
+
+
+def _response_ids(snaps: list[Snapshot]) -> set[str]:
+    """The responses a batch touches: its own, and those whose tool rounds its requests answer."""
+    ids = {s.obj["id"] for s in snaps}
+    for s in snaps:
+        answers = s.extra.get("answers") if s.extra else None
+        if type(answers) is list:
+            ids.update(a for a in answers if type(a) is str)
+    return ids
 
 
 class StoreError(Exception):
@@ -185,10 +198,11 @@ class Store:
         self._cache_rows = cache_rows
         # Cached rows are tuples in column order: a 39-column dict costs ~2.5x the memory of the tuple,
         # and 2 x 50,000 of them were most of the RSS growth in the soak.
-        self._cache: dict[str, OrderedDict[str, tuple[Any, ...]]] = {"runs": OrderedDict(), "run_steps": OrderedDict()}
+        self._cache: dict[str, OrderedDict[str, tuple[Any, ...]]] = {"runs": OrderedDict(), "run_steps": OrderedDict(),
+                                                                     "responses": OrderedDict()}
         self._stage_dir: str | None = None
         self._tables: dict[str, _Table] = {}
-        self._row_counts = {"runs": 0, "run_steps": 0}
+        self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
         self._con: duckdb.DuckDBPyConnection | None = None
         try:
             self._con = duckdb.connect(path, read_only=read_only)
@@ -350,9 +364,17 @@ class Store:
         steps = self._tables["run_steps"]
         run_snaps: list[Snapshot] = []
         step_snaps: list[Snapshot] = []
+        resp_snaps: list[Snapshot] = []
         for snap in snapshots:
             if type(snap.obj.get("id")) is str:  # an object without an id cannot be merged
-                (run_snaps if snap.kind == "run" else step_snaps).append(snap)
+                if snap.kind == "response":
+                    resp_snaps.append(snap)
+                else:
+                    (run_snaps if snap.kind == "run" else step_snaps).append(snap)
+        resps = self._tables["responses"]
+        resp_events: list[ResponseEvent] = []
+        merged_resps: dict[str, Row] = {}
+        before_resps: dict[str, Row] = {}
         effects: list[Effect] = []
         events: list[RunEvent] = []
         merged_runs: dict[str, Row] = {}
@@ -374,6 +396,10 @@ class Store:
                 if row is None and sid in before_steps:
                     row = dict(before_steps[sid])
                 merged_steps[sid] = merge_step(row, snap, effects=effects, emit=emit)
+            if resp_snaps:
+                before_resps = self._load(resps, _response_ids(resp_snaps))
+                merged_resps = merge_responses(before_resps, resp_snaps, events=resp_events, effects=effects,
+                                               store_prompts=self._store_prompts, emit=emit)
         except Exception as exc:
             raise StoreError(f"cannot merge batch into {self._path!r}: {exc!r}") from exc
         try:
@@ -381,6 +407,8 @@ class Store:
             new_runs = self._write_rows(runs, merged_runs, before_runs)
             new_steps = self._write_rows(steps, merged_steps, before_steps)
             self._write(self._tables["run_events"], events)
+            new_resps = self._write_rows(resps, merged_resps, before_resps)
+            self._write(self._tables["response_events"], resp_events)
             self._write(self._tables["requests"], requests, self._tables["requests"].replay_sql if replay else None)
             con.execute("COMMIT")
         except Exception as exc:
@@ -391,8 +419,10 @@ class Store:
             raise StoreError(f"cannot write batch to {self._path!r}: {exc!r}", effects=effects) from exc
         self._row_counts["runs"] += new_runs
         self._row_counts["run_steps"] += new_steps
+        self._row_counts["responses"] += new_resps
         self._remember(runs, merged_runs)
         self._remember(steps, merged_steps)
+        self._remember(resps, merged_resps)
         return effects if emit else []
 
     def _remember(self, table: _Table, rows: dict[str, Row]) -> None:

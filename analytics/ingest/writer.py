@@ -15,7 +15,7 @@ Health events reported through `on_health(what, label, n)` (called from the writ
   ("errors", "store:rejected", n)   items of a live batch the store refused for their data (the batch was
                                     bisected, the rest written), moved to the spool's rejected file
   ("errors", "spool:rejected", n)   items the spool could not encode, moved to its rejected file
-  ("written", "runs" | "steps" | "requests", n)
+  ("written", "runs" | "steps" | "responses" | "requests", n)
   ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
   ("held", "items", n)   kept in memory: neither the store nor the spool could take them (analytics/ingest/hold.py)
 """
@@ -415,8 +415,10 @@ class CaptureWriter:
 
     def _written(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
         runs = sum(1 for s in snapshots if s.kind == "run")
+        responses = sum(1 for s in snapshots if s.kind == "response")
         self.stats["written"] += len(snapshots) + len(requests)
-        for label, n in (("runs", runs), ("steps", len(snapshots) - runs), ("requests", len(requests))):
+        for label, n in (("runs", runs), ("steps", len(snapshots) - runs - responses), ("responses", responses),
+                         ("requests", len(requests))):
             if n:
                 self._health("written", label, n)
 

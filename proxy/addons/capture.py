@@ -18,6 +18,7 @@ from ...analytics.ingest.records import (
     StreamChunk,
     StreamEnd,
 )
+from ..response_routes import RESPONSES_CREATE
 from ..tap import Flow
 
 _STREAM: Final = "stream"
@@ -48,7 +49,10 @@ class Capture:
         self._on_skipped = on_skipped
 
     def keeps_request_body(self, flow: Flow) -> bool:
-        return self._store_prompts and flow.exchange.operation is not None
+        # A Responses create's body is read for the call ids it answers (tool turnaround), not only for
+        # prompts.
+        operation = flow.exchange.operation
+        return operation is not None and (self._store_prompts or operation == RESPONSES_CREATE)
 
     def request_body(self, flow: Flow, body: bytes, truncated: bool) -> None:
         self._submit(RequestBody(flow.exchange, body, truncated))

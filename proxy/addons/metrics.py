@@ -14,6 +14,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow
+from .response_metrics import ResponseMetrics
 from .run_metrics import LabelValues, RunMetrics
 
 # Latency of one HTTP exchange: proxied JSON calls take milliseconds to seconds (a run create or a
@@ -61,7 +62,8 @@ class Metrics:
             "runtap_client_timeouts", "Client connections closed for sending too slowly (--client-timeout): "
             "phase headers (no complete request in time; idle keep-alive too) or body (a body read; 408).",
             ["phase"], registry=r)
-        self.sse_events = Counter("runtap_sse_events", "SSE events relayed on Runs streams, by event name.",
+        self.sse_events = Counter("runtap_sse_events",
+                                  "SSE events relayed on Runs and Responses streams, by event name.",
                                   ["event"], registry=r)
         self.capture_skipped_total = Counter(
             "runtap_capture_skipped", "Bodies or events relayed but not captured, by reason.", ["reason"],
@@ -97,6 +99,7 @@ class Metrics:
         self._reasons = LabelValues(64)
         self._stages = LabelValues(32)
         self.runs = RunMetrics(r, label_assistant=label_assistant, on_skip=self.capture_skipped)
+        self.responses = ResponseMetrics(r, runs=self.runs)
         # Children per (operation, code, stream): labels() costs a lock and a tuple per call, and this
         # runs once per proxied request. Operations and codes are bounded, so this dict is too.
         self._request_children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
@@ -145,6 +148,7 @@ class Metrics:
 
     def on_effects(self, effects: list[Any]) -> None:
         self.runs.on_effects(effects)
+        self.responses.on_effects(effects)
 
     def on_capture_lag(self, lags: Sequence[float]) -> None:
         observe = self.capture_lag.observe

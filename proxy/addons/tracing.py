@@ -29,10 +29,11 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ...analytics.ingest.records import Exchange
-from .. import routes
+from ...analytics.ingest.response_merge import ResponseTransition
+from .. import response_routes, routes
 from ..config import ConfigError
 from ..tap import Flow
-from . import otel_private
+from . import otel_private, response_spans
 from .run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
 
 log = logging.getLogger("runtap.tracing")
@@ -189,7 +190,9 @@ def _server_span(request: web.Request, operation: str, exchange: Exchange,
         attrs["user_agent.original"] = agent
     links: list[Link] = []
     name = method
-    if runs_call:
+    if runs_call and operation in response_routes.OPERATIONS:
+        name = response_spans.request_span(method, path, operation, attrs, links)
+    elif runs_call:
         prefix, ids = _path_ids(path)
         route = prefix + _ROUTES[operation]
         name = f"{method} {route}"
@@ -257,6 +260,7 @@ class Tracing:
                     and type(root) is sampling.TraceIdRatioBased):
                 self._root_bound = root.bound
             self._runs = RunSpans(tracer_provider)
+            self._responses_spans = response_spans.ResponseSpans(self._runs)
             limit = otel_private.span_limits(tracer).max_span_attribute_length
             self._max_value = limit if limit is not None and limit >= 0 else None
 
@@ -407,8 +411,12 @@ class Tracing:
                 with self._lock:
                     ctx = contexts.get(request_id)
                 if ctx is not None:
-                    runs.link_request(e.run_id, ctx)
+                    if type(e) is ResponseTransition:
+                        self._responses_spans.link_request(e.response_id, ctx)
+                    else:
+                        runs.link_request(e.run_id, ctx)
         runs.on_effects(effects)
+        self._responses_spans.on_effects(effects)
 
     def shutdown(self) -> None:
         provider = self._provider

@@ -1,0 +1,36 @@
+"""The Responses API operation names, the vocabulary the relay's router (proxy/response_routes.py)
+tags an exchange with and the ingest path decodes by. Here, on the ingest side, because the ingest
+path never imports the relay."""
+
+from __future__ import annotations
+
+from typing import Final
+
+RESPONSES_CREATE: Final = "responses.create"
+RESPONSES_RETRIEVE: Final = "responses.retrieve"
+RESPONSES_CANCEL: Final = "responses.cancel"
+RESPONSES_DELETE: Final = "responses.delete"
+RESPONSES_INPUT_ITEMS: Final = "responses.input_items"
+CONVERSATIONS_CREATE: Final = "conversations.create"
+
+OPERATIONS: Final = (
+    RESPONSES_CREATE,
+    RESPONSES_RETRIEVE,
+    RESPONSES_CANCEL,
+    RESPONSES_DELETE,
+    RESPONSES_INPUT_ITEMS,
+    CONVERSATIONS_CREATE,
+)
+
+# Operations whose answer may be a response object (or an SSE stream of its events).
+RESPONSE_BODIES: Final = frozenset({RESPONSES_CREATE, RESPONSES_RETRIEVE, RESPONSES_CANCEL})
+
+
+def response_id(path: str) -> str | None:
+    """The `{response_id}` of a path this module classified, if it has one."""
+    parts = [p for p in path.split("/") if p]
+    try:
+        i = len(parts) - 1 - parts[::-1].index("responses")
+    except ValueError:
+        return None
+    return parts[i + 1] if len(parts) > i + 1 else None
