@@ -31,8 +31,9 @@ log = logging.getLogger("runtap.capture_channel")
 CHANNEL_FULL: Final = "channel_full"
 STOPPED: Final = "stopped"
 UNCONFIRMED: Final = "capture_unconfirmed"
-# Items gather this long before they are encoded as one frame: one syscall per frame, not per item.
-FLUSH_INTERVAL_S: Final = 0.005
+# Items gather this long before they are encoded as one frame: one syscall per frame, not per item, and
+# one wake-up of the capture process per frame (on a shared core it preempts the relay each time).
+FLUSH_INTERVAL_S: Final = 0.05
 FRAME_MAX_ITEMS: Final = 2_000
 RECONNECT_S: Final = 0.1
 _DROP_LOG_S: Final = 10.0
