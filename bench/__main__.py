@@ -113,10 +113,12 @@ def _scrape_or_none(admin: int | None) -> dict[str, float] | None:
 
 class Bench:
     def __init__(self, plan: Plan, workloads: list[load.Workload], names: list[str], workdir: Path,
-                 place: targets.Placement, *, install: bool, bare_loop: str = "asyncio") -> None:
+                 place: targets.Placement, *, install: bool, bare_loop: str = "asyncio",
+                 capture_mode: str = "inprocess") -> None:
         self.plan, self.workloads, self.names = plan, workloads, names
         self.workdir, self.place, self.install = workdir, place, install
         self.bare_loop = bare_loop
+        self.capture_mode = capture_mode
         self.cells: list[report.Cell] = []
         self.relays: list[report.Relay] = []
         self.capture: report.Capture | None = None
@@ -194,7 +196,8 @@ class Bench:
                 proc = targets.start_nginx(self.workdir, binary, self.upstream.port, self.place.proxy)
             else:
                 sink = self.sink.port if self.sink is not None else None
-                proc = targets.start_runtap(self.workdir, self.upstream.port, sink, self.place.proxy)
+                proc = targets.start_runtap(self.workdir, self.upstream.port, sink, self.place.proxy,
+                                            capture_mode=self.capture_mode)
         except StartError as exc:
             kind = "skipped" if name == "nginx" and "not found" in str(exc) else "failed to start"
             self.status[name] = {"status": kind, "note": str(exc)}
@@ -266,6 +269,7 @@ class Bench:
             self.runtap_requests += res.requests
         cell.load = res.to_json()
         cell.proxy_cpu_us = procstats.cpu_us_per_request(before, after, res.requests)
+        cell.relay_cpu_us = procstats.root_cpu_us_per_request(before, after, res.requests)
         cell.proxy_cores = procstats.utilisation(before, after)
         cell.upstream_cpu_us = procstats.cpu_us_per_request(up0, up1, res.requests)
         feeder = procstats.utilisation(up0, up1)
@@ -366,6 +370,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="override seconds per cell")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--no-install", action="store_true", help="never apt-get install nginx or wrk")
+    p.add_argument("--capture-mode", choices=("inprocess", "process"), default="inprocess",
+                   help="runtap's --capture-mode (process: its capture process is a child, pinned like it)")
     p.add_argument("--bare-loop", choices=("asyncio", "uvloop"), default="asyncio",
                    help="event loop of the bare forwarder [asyncio]; runtap runs on uvloop when the fast extra "
                         "is installed, so uvloop compares like with like")
@@ -396,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
           f"targets {names}\nbench: generator {generator}\nbench: placement {place.describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="runtap-bench-") as tmp:
         bench = Bench(plan, workloads, names, Path(tmp), place, install=not args.no_install,
-                      bare_loop=args.bare_loop)
+                      bare_loop=args.bare_loop, capture_mode=args.capture_mode)
         try:
             bench.run()
         except StartError as exc:
@@ -407,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_epoch": started, "elapsed_s": round(time.time() - started, 1),
         "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "generator": generator, "seconds": plan.seconds,
-        "placement": place.describe(), "bare_loop": args.bare_loop, "python": platform.python_version(),
+        "placement": place.describe(), "bare_loop": args.bare_loop,
+        "capture_mode": args.capture_mode, "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "polls_per_create": load.POLLS_PER_CREATE, "loadavg_end": os.getloadavg(),
         "workloads": {w.name: w.about for w in workloads},

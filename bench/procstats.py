@@ -21,6 +21,7 @@ class ProcSample:
     rss_bytes: int
     fds: int
     threads: int
+    root_cpu_s: float = 0.0  # the top process alone (runtap's relay, without its capture process)
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -32,19 +33,21 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def sample(pid: int) -> ProcSample:
-    cpu = 0.0
+    cpu = root_cpu = 0.0
     rss = fds = threads = 0
     for p in _tree(pid):
         try:
             with p.oneshot():
                 t = p.cpu_times()
                 cpu += t.user + t.system
+                if p.pid == pid:
+                    root_cpu = t.user + t.system
                 rss += p.memory_info().rss
                 fds += p.num_fds()
                 threads += p.num_threads()
         except psutil.Error:
             continue  # a worker that exited between listing and reading
-    return ProcSample(time.monotonic(), cpu, rss, fds, threads)
+    return ProcSample(time.monotonic(), cpu, rss, fds, threads, root_cpu)
 
 
 def try_sample(pid: int | None) -> ProcSample | None:
@@ -60,6 +63,12 @@ def cpu_us_per_request(before: ProcSample | None, after: ProcSample | None, requ
     if before is None or after is None or requests <= 0:
         return None
     return (after.cpu_s - before.cpu_s) * 1e6 / requests
+
+
+def root_cpu_us_per_request(before: ProcSample | None, after: ProcSample | None, requests: int) -> float | None:
+    if before is None or after is None or requests <= 0:
+        return None
+    return (after.root_cpu_s - before.root_cpu_s) * 1e6 / requests
 
 
 def utilisation(before: ProcSample | None, after: ProcSample | None) -> float | None:

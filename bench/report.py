@@ -27,6 +27,7 @@ class Cell:
     load: dict[str, Any] | None = None  # load.LoadResult.to_json()
     error: str | None = None
     proxy_cpu_us: float | None = None  # per request, the proxy's whole process tree
+    relay_cpu_us: float | None = None  # per request, the proxy's top process alone (runtap: the relay)
     proxy_cores: float | None = None  # cores the proxy kept busy over the window
     upstream_cpu_us: float | None = None
     # Cores the upstream used, plus the load generator's when both are pinned to one CPU: near 1.0, the
@@ -93,6 +94,26 @@ def _get(cells: list[Cell], target: str, workload: str, c: int) -> Cell | None:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
+
+
+def _relay_vs_tree(doc: dict[str, Any], cells: list[Cell]) -> list[str]:
+    """runtap's relay process alone against its whole tree (with --capture-mode process the capture
+    process is a child: the tree includes it), both against bare."""
+    mode = doc["meta"].get("capture_mode", "inprocess")
+    out = ["", f"runtap CPU by process (capture mode: {mode}; tree = relay "
+           "+ capture process + threads), µs per request, and RSS of the tree after the cell:", "",
+           "| workload | c | bare µs | runtap relay µs | runtap tree µs | relay/bare | tree/bare | runtap RSS MB |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in doc["ratios"]:
+        w, c = r["workload"], r["concurrency"]
+        bare, rt = _get(cells, "bare", w, c), _get(cells, "runtap", w, c)
+        if rt is None:
+            continue
+        b = bare.proxy_cpu_us if bare else None
+        out.append("| " + " | ".join([w, str(c), _f(b), _f(rt.relay_cpu_us), _f(rt.proxy_cpu_us),
+                                      _x(_ratio(rt.relay_cpu_us, b)), _x(_ratio(rt.proxy_cpu_us, b)),
+                                      _f(rt.rss_mb)]) + " |")
+    return out
 
 
 def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -240,6 +261,7 @@ def markdown(doc: dict[str, Any]) -> str:
         out += ["", f"† the fake upstream's core (upstream, plus the load generator where they share a CPU) "
                 f"was ≥ {UPSTREAM_BOUND:.0%} busy: that req/s is bounded by the feeding side, not by the "
                 "proxy; compare CPU per request instead."]
+    out += _relay_vs_tree(doc, cells)
     out += ["", "Latency p50 / p99 in ms, and p50 added over direct in µs:", "",
             "| workload | c | direct | nginx | bare | runtap | +nginx µs | +bare µs | +runtap µs |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]

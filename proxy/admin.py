@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..analytics.prices import load_price_book
+from . import capture_admin
 from .admin_reports import add_report_routes
 from .app import Runtime
+from .capture_supervisor import control_path
 from .config import ConfigError
 
 ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
@@ -26,7 +30,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     rt = request.app[ADMIN_RUNTIME]
+    if rt.supervisor is not None:
+        return await _readyz_process(rt)
     writer = rt.writer
+    if writer is None and rt.channel is not None:  # a --workers worker feeding worker 0's capture process
+        connected = rt.channel.connected
+        return _json({"status": "ok" if connected else "degraded", "upstream": rt.settings.upstream,
+                      "store": "capture process (worker 0)" if connected else "capture process unreachable",
+                      "capture_queue_depth": rt.channel.depth(), "inflight": rt.forwarder.inflight},
+                     200 if connected else 503)
     store_ok = writer is None or writer.healthy()
     body = {
         "status": "ok" if store_ok else "degraded",
@@ -38,14 +50,35 @@ async def readyz(request: web.Request) -> web.Response:
     return _json(body, 200 if store_ok else 503)
 
 
+async def _readyz_process(rt: Runtime) -> web.Response:
+    assert rt.supervisor is not None  # noqa: S101 - checked by the caller
+    text = await capture_admin.fetch_text(control_path(rt.supervisor.directory), "/status")
+    status = orjson.loads(text) if text is not None else {}
+    store_ok = bool(status.get("store_open"))
+    channel = rt.channel
+    body = {
+        "status": "ok" if store_ok else "degraded",
+        "upstream": rt.settings.upstream,
+        "store": "open" if store_ok else ("unavailable (spooling)" if status else "capture process restarting"),
+        "capture_queue_depth": int(status.get("capture_queue_depth", 0)) + (channel.depth() if channel else 0),
+        "capture_process": {"pid": rt.supervisor.pid, "restarts": rt.supervisor.restarts},
+        "inflight": rt.forwarder.inflight,
+    }
+    return _json(body, 200 if store_ok else 503)
+
+
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[ADMIN_RUNTIME]
+    registry: Any = rt.metrics.registry
     if rt.writer is not None:
         rt.metrics.capture_queue_depth.set(rt.writer.depth())
+    elif rt.channel is not None:
+        rt.metrics.capture_queue_depth.set(rt.channel.depth())
+    if rt.supervisor is not None:
+        registry = await capture_admin.merged_registry(registry, control_path(rt.supervisor.directory))
     # Always the classic text format, even to a Prometheus that asks for OpenMetrics: there a counter's
     # metadata is named without `_total`, and dashboards, alerts and tests use the `_total` names.
-    return web.Response(body=generate_latest(rt.metrics.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_admin_app(runtime: Runtime) -> web.Application:
@@ -54,6 +87,12 @@ def create_admin_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    supervisor = runtime.supervisor
+    if supervisor is not None and runtime.settings.admin_reports:
+        async def reports(request: web.Request) -> web.Response:
+            return await capture_admin.proxy_report(request, control_path(supervisor.directory))
+        app.router.add_get("/reports", reports)
+        app.router.add_get("/reports/{name}", reports)
     if runtime.writer is not None and runtime.settings.admin_reports:
         try:
             prices = load_price_book(runtime.settings.prices or None)

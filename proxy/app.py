@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
 from . import looplag
-from .addons.capture import Capture
+from .addons.capture import Capture, Submitter
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
-from .config import Settings
+from .capture_channel import CaptureChannel
+from .capture_supervisor import CaptureSupervisor, ingest_path
+from .config import PROCESS, Settings
 from .forward import Forwarder
 from .tap import Tap
 
@@ -35,6 +37,8 @@ class Runtime:
     writer: CaptureWriter | None
     forwarder: Forwarder
     extras: dict[str, Any] = field(default_factory=dict)
+    channel: CaptureChannel | None = None  # --capture-mode process: the relay's end of the channel
+    supervisor: CaptureSupervisor | None = None  # ... and the capture process, when this relay owns it
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -45,13 +49,9 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 CAPTURE_FLUSH_INTERVAL_S = 0.5
 
 
-def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = None,
-                  tracer_provider: Any | None = None, capture: bool = True) -> Runtime:
-    metrics = Metrics(registry, label_assistant=settings.metrics_label_assistant)
-    owned = tracer_provider is None
-    if owned:
-        tracer_provider = provider_from_env()
-    tracing = Tracing(tracer_provider, upstream=settings.upstream, owned=owned)
+def build_writer(settings: Settings, metrics: Metrics, tracing: Tracing) -> CaptureWriter:
+    """The capture writer and the effects that follow its commits (run metrics, run and step spans);
+    in the relay process (`--capture-mode inprocess`) or in the capture process (`process`)."""
 
     def on_effects(effects: list[Any]) -> None:
         try:
@@ -59,19 +59,44 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
         finally:  # one failing consumer must not starve the other
             tracing.on_effects(effects)
 
-    writer = CaptureWriter(
+    return CaptureWriter(
         db_path=settings.db, spool_path=settings.spool_path, spool_max_bytes=settings.spool_max_bytes,
         spool_memory_bytes=settings.spool_memory_bytes,
         queue_size=settings.queue_size, store_prompts=settings.store_prompts,
         db_memory_limit=settings.db_memory_limit,
         flush_interval_s=CAPTURE_FLUSH_INTERVAL_S, on_effects=on_effects, on_health=metrics.on_health,
         on_sse_events=metrics.on_sse_events, on_capture_lag=metrics.on_capture_lag,
-    ) if capture else None
-    forwarder = Forwarder(settings, tap=build_tap(settings, metrics, tracing, writer))
-    return Runtime(settings, metrics, tracing, writer, forwarder)
+    )
 
 
-def build_tap(settings: Settings, metrics: Metrics, tracing: Tracing, writer: CaptureWriter | None) -> Tap:
+def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = None,
+                  tracer_provider: Any | None = None, capture: bool = True,
+                  capture_dir: str | None = None) -> Runtime:
+    """`capture_dir`: with --capture-mode process, the directory of a capture process this relay feeds
+    and does not own (a --workers worker); None: this relay starts and supervises its own."""
+    metrics = Metrics(registry, label_assistant=settings.metrics_label_assistant)
+    owned = tracer_provider is None
+    if owned:
+        tracer_provider = provider_from_env()
+    tracing = Tracing(tracer_provider, upstream=settings.upstream, owned=owned)
+    writer = None
+    channel = None
+    supervisor = None
+    if capture and settings.capture_mode == PROCESS:
+        if capture_dir is None:
+            supervisor = CaptureSupervisor(settings)
+            metrics.registry.register(supervisor.collector())
+            capture_dir = supervisor.directory
+        channel = CaptureChannel(ingest_path(capture_dir), max_items=settings.queue_size,
+                                 on_dropped=lambda reason, n: metrics.on_health("dropped", reason, n))
+    elif capture:
+        writer = build_writer(settings, metrics, tracing)
+    sink = writer if channel is None else channel
+    forwarder = Forwarder(settings, tap=build_tap(settings, metrics, tracing, sink))
+    return Runtime(settings, metrics, tracing, writer, forwarder, channel=channel, supervisor=supervisor)
+
+
+def build_tap(settings: Settings, metrics: Metrics, tracing: Tracing, writer: Submitter | None) -> Tap:
     """The addons behind the relay, in the order their hooks run: metrics, tracing, capture."""
     addons: list[object] = [metrics]
     if tracing.enabled:
@@ -145,9 +170,35 @@ def _loop_lag_ctx(runtime: Runtime) -> CleanupCtx:
     return loop_lag_probe
 
 
+def _capture_process_ctx(supervisor: CaptureSupervisor) -> CleanupCtx:
+    async def capture_process(_: web.Application) -> AsyncIterator[None]:
+        await asyncio.to_thread(supervisor.start)
+        try:
+            yield
+        finally:
+            # Last to close: every relay (this one's channel, and --workers' processes) has finished
+            # handing items over, then the capture process drains its queue into DuckDB and exits.
+            await asyncio.to_thread(supervisor.stop)
+    return capture_process
+
+
+def _channel_ctx(channel: CaptureChannel) -> CleanupCtx:
+    async def capture_channel(_: web.Application) -> AsyncIterator[None]:
+        await channel.start()
+        try:
+            yield
+        finally:
+            await channel.close()
+    return capture_channel
+
+
 def cleanup_contexts(runtime: Runtime) -> list[CleanupCtx]:
     """The runtime's resources in start order; they close in reverse."""
     contexts = [_tracing_ctx(runtime)]
+    if runtime.supervisor is not None:
+        contexts.append(_capture_process_ctx(runtime.supervisor))
+    if runtime.channel is not None:
+        contexts.append(_channel_ctx(runtime.channel))
     writer = runtime.writer
     if writer is not None:
         contexts.append(_writer_ctx(writer))

@@ -14,7 +14,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 
@@ -104,6 +104,17 @@ def parse_positive_int(value: str) -> int:
     return n
 
 
+INPROCESS: Final = "inprocess"
+PROCESS: Final = "process"
+
+
+def parse_capture_mode(value: str) -> str:
+    v = value.lower()
+    if v not in (INPROCESS, PROCESS):
+        raise ValueError(f"expected inprocess or process, got {value!r}")
+    return v
+
+
 def parse_log_level(value: str) -> str:
     v = value.upper()
     if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -180,8 +191,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("event_loop", "auto", "auto (uvloop when installed, else asyncio), uvloop or asyncio. uvloop "
             "cuts runtap's CPU per request; asyncio is the fallback if it misbehaves.", parse_event_loop),
     Setting("workers", "1", "Proxy processes sharing the --listen port (SO_REUSEPORT, Linux): one per core "
-            "to use every core. Worker i > 0 captures into DB-i (runtap-1.duckdb...), serves admin on the "
-            "admin port + i and exports as instance INSTANCE-i.", parse_positive_int),
+            "to use every core. Worker i > 0 serves admin on the admin port + i; with --capture-mode inprocess it "
+            "captures into DB-i (runtap-1.duckdb...) and exports as instance INSTANCE-i, with process all "
+            "workers capture into one DB.", parse_positive_int),
+    Setting("capture_mode", "inprocess", "inprocess: the capture writer is a thread of the proxy process. "
+            "process: one capture process owns the DuckDB file, spool and run metrics, fed by the proxy "
+            "process(es) over a Unix socket; with --workers N, N proxies share one database.",
+            parse_capture_mode),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -217,6 +233,7 @@ class Settings:
     log_level: str = "INFO"
     event_loop: str = "auto"
     workers: int = 1
+    capture_mode: str = INPROCESS
 
     @property
     def spool_path(self) -> str:

@@ -52,7 +52,9 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
         server_log.addFilter(errors.RedactParserErrors())
     # Before anything opens the spool or the database: a second runtap on the same files stops here.
     spool = runtime.writer.spool_path if runtime is not None and runtime.writer is not None else settings.spool_path
-    claim = claim_spool(spool, db_path=settings.db) if runtime is None or runtime.writer is not None else None
+    # In --capture-mode process the relay that owns the capture process claims for it.
+    owns = runtime is None or runtime.writer is not None or runtime.supervisor is not None
+    claim = claim_spool(spool, db_path=settings.db) if owns else None
     try:
         return await _start(settings, runtime, claim)
     except BaseException:
@@ -91,15 +93,18 @@ async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim 
 
 async def serve_forever(settings: Settings,
                         on_ready: Callable[[Running], Awaitable[None] | None] | None = None,
-                        on_stop: Callable[[], None] | None = None) -> None:
+                        on_stop: Callable[[], None] | None = None, *, runtime: Runtime | None = None) -> None:
     """`on_stop` runs when SIGTERM/SIGINT arrives, before draining (to pass it on to workers)."""
-    running = await start(settings)
+    running = await start(settings, runtime=runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    rt = running.runtime
+    where = settings.db if rt.channel is None else (
+        f"{settings.db} (capture process pid {rt.supervisor.pid})" if rt.supervisor else "the capture process")
     log.info("runtap proxying %s -> %s; admin on %s (healthz, readyz, metrics); capturing into %s",
-             running.proxy_url, settings.upstream, running.admin_url, settings.db)
+             running.proxy_url, settings.upstream, running.admin_url, where)
     if on_ready is not None:
         res = on_ready(running)
         if res is not None:

@@ -1,10 +1,14 @@
-"""`--workers N`: N proxy processes on one port, each with its own capture file.
+"""`--workers N`: N proxy processes on one port.
 
-The kernel spreads new connections over the processes bound with SO_REUSEPORT. Each worker owns a
-DuckDB file (one writer per file is DuckDB's rule), a spool, an admin listener and an export
-instance id; the Parquet lake (`runtap export`, `--export-dir`) is partitioned by instance, so it
-holds every worker's rows side by side. The parent is worker 0; it starts the others with the same
-settings (as RUNTAP_* variables) plus WORKER_ENV, and passes SIGTERM/SIGINT on to them.
+The kernel spreads new connections over the processes bound with SO_REUSEPORT. The parent is worker
+0; it starts the others with the same settings (as RUNTAP_* variables) plus WORKER_ENV, and passes
+SIGTERM/SIGINT on to them. Each worker has an admin listener (admin port + i).
+
+With --capture-mode inprocess each worker also owns a DuckDB file (one writer per file is DuckDB's
+rule), a spool and an export instance id; the Parquet lake is partitioned by instance, so it holds
+every worker's rows side by side. With --capture-mode process worker 0 owns one capture process
+(capture_supervisor.py) that every worker feeds (CAPTURE_DIR_ENV): one database, one spool, one lake
+instance, /reports and run metrics on worker 0's admin listener.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
-from .config import SETTINGS, ConfigError, HostPort, Settings
+from .capture_supervisor import CAPTURE_DIR_ENV, CaptureSupervisor
+from .config import PROCESS, SETTINGS, ConfigError, HostPort, Settings
 
 log = logging.getLogger("runtap.workers")
 
@@ -47,15 +52,26 @@ def for_worker(settings: Settings, index: int) -> Settings:
     if index == 0:
         return settings
     admin = settings.admin
+    if settings.capture_mode == PROCESS:  # one capture process, one database, for every worker
+        return dataclasses.replace(settings, admin=HostPort(admin.host, admin.port + index if admin.port else 0),
+                                   instance=f"{settings.instance_id}-{index}")
     return dataclasses.replace(
         settings, db=suffixed(settings.db, index), spool=suffixed(settings.spool, index),
         admin=HostPort(admin.host, admin.port + index if admin.port else 0),
         instance=f"{settings.instance_id}-{index}")
 
 
-def start_workers(settings: Settings, raw: Mapping[str, str | None]) -> list[subprocess.Popen[bytes]]:
+def capture_dir(index: int, environ: Mapping[str, str] | None = None) -> str | None:
+    """The capture process a worker > 0 feeds (--capture-mode process); None for worker 0, its owner."""
+    return (os.environ if environ is None else environ).get(CAPTURE_DIR_ENV) if index > 0 else None
+
+
+def start_workers(settings: Settings, raw: Mapping[str, str | None],
+                  supervisor: CaptureSupervisor | None = None) -> list[subprocess.Popen[bytes]]:
     """Workers 1..N-1, configured like this process: flags passed on as their RUNTAP_* variables."""
     env = dict(os.environ)
+    if supervisor is not None:
+        env[CAPTURE_DIR_ENV] = supervisor.directory
     for s in SETTINGS:
         value = raw.get(s.name)
         if value is not None:

@@ -17,7 +17,7 @@ import pytest
 from runtap.demo import workload as w
 from runtap.demo.sim import SimConfig, start_sim
 from runtap.proxy.app import build_runtime
-from runtap.proxy.serve import start
+from runtap.proxy.serve import Running, start
 
 from tests.conftest import stack_settings
 from tests.wiretap import HashingTransport, UpstreamRecorder
@@ -25,13 +25,13 @@ from tests.wiretap import HashingTransport, UpstreamRecorder
 API_KEY = "sk-e2e-secret-4f1c9a7be2d04c8e"
 
 
-@pytest.fixture
-async def witnessed(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+@pytest.fixture(params=["inprocess", "process"], ids=["capture=inprocess", "capture=process"])
+async def witnessed(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
     sim_runner, sim_url = await start_sim(SimConfig())
     port = int(sim_url.split(":")[2].split("/")[0])
     recorder = UpstreamRecorder("127.0.0.1", port)
     upstream = await recorder.start()
-    settings = stack_settings(tmp_path, upstream)
+    settings = stack_settings(tmp_path, upstream, capture_mode=request.param)
     running = await start(settings, runtime=build_runtime(settings))
     transport = HashingTransport()
     http_client = httpx.AsyncClient(transport=transport)
@@ -41,7 +41,8 @@ async def witnessed(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
                "settings": settings, "tmp_path": tmp_path}
     finally:
         await client.close()
-        await running.stop()
+        if not witnessed_stopped(running):
+            await running.stop()
         await recorder.close()
         await sim_runner.cleanup()
 
@@ -78,9 +79,7 @@ async def test_every_runs_operation_is_relayed_byte_for_byte_and_captured(
     statuses = witnessed["transport"].statuses
     assert 404 in statuses.values() and 429 in statuses.values()
 
-    running = witnessed["running"]
-    assert running.runtime.writer.flush(timeout=30)
-    con = duckdb.connect(witnessed["settings"].db)
+    con = await captured_db(witnessed)
     rows = {r[0]: r[1:] for r in con.execute(
         "SELECT id, status, prompt_tokens, completion_tokens, api_version FROM runs").fetchall()}
     for run_id, status in result.runs.items():
@@ -97,6 +96,23 @@ async def test_every_runs_operation_is_relayed_byte_for_byte_and_captured(
     reqs = con.execute("SELECT count(*), count(DISTINCT key_fingerprint) FROM requests").fetchone()
     assert reqs is not None and reqs[0] >= len(got) and reqs[1] == 1
     con.close()
+
+
+def witnessed_stopped(running: Running) -> bool:
+    return running.runtime.extras.get("stopped", False) is True
+
+
+async def captured_db(witnessed: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """The capture database with everything relayed so far in it. In process mode the capture process
+    holds DuckDB's lock until it exits, so the proxy stops first (it flushes on the way out)."""
+    running: Running = witnessed["running"]
+    assert (running.runtime.channel is not None) == (witnessed["settings"].capture_mode == "process")
+    if running.runtime.writer is not None:
+        assert running.runtime.writer.flush(timeout=30)
+        return duckdb.connect(witnessed["settings"].db)
+    await running.stop()
+    running.runtime.extras["stopped"] = True
+    return duckdb.connect(witnessed["settings"].db, read_only=True)
 
 
 async def test_gzip_bodies_pass_through_compressed(witnessed: dict[str, Any]) -> None:

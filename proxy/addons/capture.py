@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
-from ...analytics.ingest.records import RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
-from ...analytics.ingest.writer import CaptureWriter
+from ...analytics.ingest.records import (
+    CaptureItem,
+    RequestBody,
+    RequestRecord,
+    ResponseBody,
+    StreamChunk,
+    StreamEnd,
+)
 from ..response_routes import RESPONSES_CREATE
 from ..tap import Flow
 
 _STREAM: Final = "stream"
 _NOT_2XX: Final = "not_2xx"
 _TOO_LARGE: Final = "too_large"
+
+
+class Submitter(Protocol):
+    """CaptureWriter (in process) or CaptureChannel (to the capture process): O(1), never raises."""
+
+    def submit(self, item: CaptureItem) -> bool: ...
 
 
 class _Body:
@@ -29,7 +41,7 @@ class _Body:
 
 
 class Capture:
-    def __init__(self, writer: CaptureWriter, *, store_prompts: bool, capture_max_body: int,
+    def __init__(self, writer: Submitter, *, store_prompts: bool, capture_max_body: int,
                  on_skipped: Callable[[str], None]) -> None:
         self._submit = writer.submit
         self._store_prompts = store_prompts

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import workers
+from ..app import build_runtime
 from ..config import ConfigError, add_arguments, resolve
 from ..serve import Running, serve_forever
 
@@ -84,18 +85,28 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(settings.log_level)
     factory = loop_factory(settings.event_loop)
     logging.getLogger("runtap").debug("event loop: %s", "uvloop" if factory else "asyncio")
-    children = workers.start_workers(settings, raw) if index == 0 and settings.workers > 1 else []
+    runtime = build_runtime(settings, capture_dir=workers.capture_dir(index))
+    supervisor = runtime.supervisor
+    children = workers.start_workers(settings, raw, supervisor) if index == 0 and settings.workers > 1 else []
+    if supervisor is not None and children:
+        # The capture process stops last: after every worker has handed over what it relayed.
+        supervisor.wait_before_stop = lambda: workers.wait_workers(children, settings.grace_period + 30.0)
     signalled: set[int] = set()
     rc = 0
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve_forever(settings, on_ready=tune_runtime,
+            runner.run(serve_forever(settings, on_ready=tune_runtime, runtime=runtime,
                                      on_stop=lambda: workers.signal_workers(children, signalled)))
     except OSError as exc:
         logging.getLogger("runtap").error("cannot listen: %s", exc)
+        rc = 1
+    except RuntimeError as exc:  # the capture process could not start
+        logging.getLogger("runtap").error("%s", exc)
         rc = 1
     finally:
         if children:
             workers.signal_workers(children, signalled)
             rc = workers.wait_workers(children, settings.grace_period + 30.0) or rc
+        if supervisor is not None:
+            supervisor.stop()  # a no-op after a clean shutdown; after a failed start, cleans up
     return rc

@@ -1,0 +1,114 @@
+"""The capture channel's framing: what a relay process hands the capture process, as bytes.
+
+A frame is a 4-byte little-endian length and a `marshal` payload: a list of flat tuples, one per
+capture item (records.py), so one `marshal.dumps` call (C, no per-object Python code) encodes a whole
+batch. marshal and not pickle: decoding builds only plain values and never runs code, so a bad frame
+can at worst be refused. Both ends are the same runtap installation, so the marshal version matches.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+from collections.abc import Iterable
+from typing import Any, Final
+
+from .records import CaptureItem, Exchange, RequestBody, RequestRecord, ResponseBody, StreamChunk, StreamEnd
+
+HEADER: Final = struct.Struct("<I")
+# The other direction: the capture process confirms how many of this connection's items it has written,
+# spooled or counted (a running total), so a relay can count what a crashed capture process lost.
+ACK: Final = struct.Struct("<Q")
+# A frame holds a batch; a body is bounded by capture_max_body (8 MB by default). Anything beyond this
+# is not a frame runtap wrote: the reader closes the connection instead of allocating it.
+MAX_FRAME: Final = 256 << 20
+_MARSHAL_VERSION: Final = 4
+
+_RECORD, _RESPONSE, _REQUEST_BODY, _CHUNK, _END = range(5)
+
+
+class FrameError(ValueError):
+    pass
+
+
+def _ex(ex: Exchange) -> tuple[Any, ...]:
+    return (ex.id, ex.method, ex.path, ex.operation, ex.api_version, ex.key_fingerprint, ex.started_at,
+            ex.content_encoding, ex.api_provider)
+
+
+def to_tuple(item: CaptureItem) -> tuple[Any, ...]:
+    if type(item) is StreamChunk:
+        return (_CHUNK, _ex(item.exchange), item.data, item.received_at)
+    if type(item) is RequestRecord:
+        return (_RECORD, item.id, item.started_at, item.method, item.path, item.operation, item.status_code,
+                item.streamed, item.duration_ms, item.upstream_ttfb_ms, item.bytes_in, item.bytes_out,
+                item.upstream_request_id, item.key_fingerprint, item.error, item.api_version, item.api_provider)
+    if type(item) is ResponseBody:
+        return (_RESPONSE, _ex(item.exchange), item.status, item.body, item.truncated)
+    if type(item) is StreamEnd:
+        return (_END, _ex(item.exchange), item.complete)
+    if type(item) is RequestBody:
+        return (_REQUEST_BODY, _ex(item.exchange), item.body, item.truncated)
+    raise TypeError(f"not a capture item: {type(item).__name__}")
+
+
+def from_tuple(t: tuple[Any, ...]) -> CaptureItem:
+    tag = t[0]
+    if tag == _RECORD:
+        return RequestRecord(*t[1:])
+    ex = Exchange(*t[1])
+    if tag == _CHUNK:
+        return StreamChunk(ex, t[2], t[3])
+    if tag == _RESPONSE:
+        return ResponseBody(ex, t[2], t[3], t[4])
+    if tag == _END:
+        return StreamEnd(ex, t[2])
+    if tag == _REQUEST_BODY:
+        return RequestBody(ex, t[2], t[3])
+    raise FrameError(f"unknown item tag {tag!r}")
+
+
+def encode(items: Iterable[CaptureItem]) -> bytes:
+    payload = marshal.dumps([to_tuple(i) for i in items], _MARSHAL_VERSION)
+    return HEADER.pack(len(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> list[CaptureItem]:
+    try:
+        rows = marshal.loads(payload)  # noqa: S302 - from our own relays over a 0700 socket; builds values only
+        if type(rows) is not list:
+            raise FrameError("a frame holds a list of items")
+        return [from_tuple(t) for t in rows]
+    except FrameError:
+        raise
+    except (ValueError, EOFError, TypeError, IndexError) as exc:
+        raise FrameError(f"undecodable frame: {exc}") from None
+
+
+class FrameReader:
+    """Incremental: feed bytes as they arrive, get the complete frames' items."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[list[CaptureItem]]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        size = HEADER.size
+        while len(buf) - pos >= size:
+            (n,) = HEADER.unpack_from(buf, pos)
+            if n > MAX_FRAME:
+                raise FrameError(f"frame of {n} bytes exceeds {MAX_FRAME}")
+            if len(buf) - pos - size < n:
+                break
+            out.append(decode_payload(bytes(buf[pos + size:pos + size + n])))
+            pos += size + n
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)

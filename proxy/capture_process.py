@@ -1,0 +1,224 @@
+"""The capture process of `--capture-mode process`: one DuckDB file, one spool, the run metrics and spans.
+
+    python -m runtap.proxy.capture_process DIR READY_FD     (started by capture_supervisor.py)
+
+Settings come from RUNTAP_* variables. It listens on DIR/ingest.sock for relay processes' frames
+(wire.py) and hands each item to the CaptureWriter, exactly as the in-process mode's submit does; and
+on DIR/control.sock (HTTP) for GET /metrics (its own registry: capture health, run metrics), GET /status
+and the /reports routes, which the relay's admin listener serves on. SIGTERM: stop accepting, read every
+connected relay to its end (the relays have closed by then), then drain the writer and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections import deque
+from typing import Final, cast
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+
+from ..analytics.ingest import wire
+from ..analytics.ingest.writer import CaptureWriter
+from ..analytics.lake import export_periodically
+from ..analytics.prices import load_price_book
+from .addons.metrics import Metrics
+from .addons.tracing import Tracing, provider_from_env
+from .admin_reports import add_report_routes
+from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
+from .capture_supervisor import control_path, ingest_path
+from .commands.serve import loop_factory
+from .config import ConfigError, Settings, resolve
+
+log = logging.getLogger("runtap.capture")
+
+# Bound on reading the relays to their end at shutdown; they have closed their sockets by then.
+DRAIN_TIMEOUT_S: Final = 30.0
+ORPHAN_CHECK_S: Final = 1.0
+CONFIRM_TIMEOUT_S: Final = 30.0
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+        self._reader = wire.FrameReader()
+        self.transport: asyncio.WriteTransport | None = None
+        self.received = 0  # items this relay sent, all frames so far
+        # (writer submissions after a frame, self.received after it): confirmed once the writer is past it
+        self.frames: deque[tuple[int, int]] = deque()
+        self.acked = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.WriteTransport, transport)  # a stream socket's (uvloop's is no subclass)
+        self._ingest.open.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except wire.FrameError as exc:
+            self._ingest.bad_frame(exc)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        writer = self._ingest.writer
+        submit = writer.submit
+        for items in frames:
+            for item in items:
+                submit(item)
+            self.received += len(items)
+            self.frames.append((writer.stats["submitted"], self.received))
+
+    def confirm(self, processed: int) -> None:
+        """Tell the relay how many of its items are now written, spooled or counted (wire.ACK)."""
+        acked = self.acked
+        frames = self.frames
+        while frames and frames[0][0] <= processed:
+            acked = frames.popleft()[1]
+        if acked != self.acked and self.transport is not None and not self.transport.is_closing():
+            self.acked = acked
+            self.transport.write(wire.ACK.pack(acked))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ingest.open.discard(self)
+        if not self._ingest.open:
+            self._ingest.idle.set()
+
+
+class Ingest:
+    def __init__(self, writer: CaptureWriter, metrics: Metrics) -> None:
+        self.writer = writer
+        self.metrics = metrics
+        self.open: set[_Conn] = set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def protocol(self) -> _Conn:
+        self.idle.clear()
+        return _Conn(self)
+
+    async def confirm_forever(self) -> None:
+        """Every interval: a flush marker behind what was submitted so far; once the writer reaches it,
+        every connection's items up to there are confirmed. The marker closes the writer's batch, so
+        the interval is the writer's own batch interval."""
+        writer = self.writer
+        while True:
+            await asyncio.sleep(CAPTURE_FLUSH_INTERVAL_S)
+            submitted = writer.stats["submitted"]
+            if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S):
+                continue
+            for conn in list(self.open):
+                conn.confirm(submitted)
+
+    def bad_frame(self, exc: Exception) -> None:
+        log.error("capture channel: %s; closing that relay's connection", exc)
+        self.metrics.on_health("errors", "channel:FrameError", 1)
+
+
+_WRITER = web.AppKey("writer", CaptureWriter)
+_METRICS = web.AppKey("metrics", Metrics)
+_INGEST = web.AppKey("ingest", Ingest)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    writer, metrics = request.app[_WRITER], request.app[_METRICS]
+    metrics.capture_queue_depth.set(writer.depth())
+    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _status(request: web.Request) -> web.Response:
+    writer = request.app[_WRITER]
+    return web.json_response({"store_open": writer.healthy(), "capture_queue_depth": writer.depth(),
+                              "relays": len(request.app[_INGEST].open), "pid": os.getpid()})
+
+
+def control_app(settings: Settings, writer: CaptureWriter, metrics: Metrics, ingest: Ingest) -> web.Application:
+    app = web.Application()
+    app[_WRITER], app[_METRICS], app[_INGEST] = writer, metrics, ingest
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", _status)
+    if settings.admin_reports:
+        add_report_routes(app, writer.reader, prices=load_price_book(settings.prices or None))
+    return app
+
+
+async def _orphaned(stop: asyncio.Event) -> None:
+    """Stop when the relay that started this process is gone (killed without a chance to stop us)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(ORPHAN_CHECK_S)
+    log.error("the runtap process that started this capture process is gone; flushing and exiting")
+    stop.set()
+
+
+async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
+    metrics = Metrics(label_assistant=settings.metrics_label_assistant)
+    tracing = Tracing(provider_from_env(), upstream=settings.upstream, owned=True)
+    writer = build_writer(settings, metrics, tracing)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    writer.start()
+    ingest = Ingest(writer, metrics)
+    for path in (ingest_path(directory), control_path(directory)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # left by a capture process that crashed
+    server = await loop.create_unix_server(ingest.protocol, ingest_path(directory), backlog=256)
+    runner = web.AppRunner(control_app(settings, writer, metrics, ingest), access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, control_path(directory)).start()
+    exporter = None
+    if settings.export_dir:
+        exporter = loop.create_task(export_periodically(
+            writer.reader, settings.export_dir, instance=settings.instance_id,
+            interval_s=settings.export_interval, on_result=lambda r: log.info("periodic export: %s", r)))
+    watchdog = loop.create_task(_orphaned(stop))
+    confirmer = loop.create_task(ingest.confirm_forever())
+    with contextlib.suppress(OSError):  # after a restart nobody waits on the pipe: the relays reconnect
+        os.write(ready_fd, b"1")
+    os.close(ready_fd)
+    try:
+        await stop.wait()
+        server.close()
+        try:
+            await asyncio.wait_for(ingest.idle.wait(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.error("%d relay connection(s) still open after %.0fs; flushing without them", len(ingest.open),
+                      DRAIN_TIMEOUT_S)
+    finally:
+        watchdog.cancel()
+        confirmer.cancel()
+        if exporter is not None:
+            exporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exporter
+        await runner.cleanup()
+        await asyncio.to_thread(writer.stop)
+        tracing.shutdown()
+    log.info("capture flushed: %s", ", ".join(f"{k}={v}" for k, v in sorted(writer.stats.items())))
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    directory, ready_fd = argv[0], int(argv[1])
+    try:
+        settings = resolve({})
+    except ConfigError as exc:
+        print(f"runtap capture: error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(settings.log_level)
+    # The relay's admin listener merges these samples into its own families, which carry _created.
+    disable_created_metrics()
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(serve(settings, directory, ready_fd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
