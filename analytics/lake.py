@@ -1,16 +1,17 @@
 """Parquet lake: export each sidecar's capture tables, and read many sidecars' exports as one.
 
 Layout (hive-partitioned, readable by DuckDB, ClickHouse, Trino, Spark, BigQuery as is):
-    OUT/table=<runs|run_steps|run_events|requests>/date=YYYY-MM-DD/instance=<id>/part-<export>-<uuid>.parquet
+    OUT/table=<runs|run_steps|run_events|requests|responses|response_events>/date=YYYY-MM-DD/instance=<id>/
+        part-<export>-<uuid>.parquet
 
 Each exported row carries `_row_hash` (128 bits: two DuckDB hashes of the whole row), `_exported_at` and
 `_export_id`.
 An export writes only row versions whose hash is not yet in that instance's part of the lake: re-running
 it writes nothing, and a run that changed since (new status, usage) is written again as a new version.
-The reader keeps, per run and per step, the most advanced version (final status first, then latest
-last_seen_at, then latest export), so a lake of several sidecars counts each run once.
+The reader keeps, per run, step and response, the most advanced version (final status first, then latest
+last_seen_at, then latest export), so a lake of several sidecars counts each run and response once.
 
-`date` is the UTC day of created_at (runs, steps), observed_at (events) or started_at (requests).
+`date` is the UTC day of created_at (runs, steps, responses), observed_at (events) or started_at (requests).
 s3:// paths need DuckDB's httpfs extension, loaded offline from the duckdb-extension-httpfs package.
 """
 
@@ -33,10 +34,11 @@ import duckdb
 from .prices import PriceBook
 from .reports import DatabaseLocked, open_db, prepare
 
-TABLES: Final = ("runs", "run_steps", "run_events", "requests")
+TABLES: Final = ("runs", "run_steps", "run_events", "requests", "responses", "response_events")
 _DAY_OF: Final = {"runs": "coalesce(created_at, first_seen_at)",
                   "run_steps": "coalesce(created_at, first_seen_at)",
-                  "run_events": "observed_at", "requests": "started_at"}
+                  "run_events": "observed_at", "requests": "started_at",
+                  "responses": "coalesce(created_at, first_seen_at)", "response_events": "observed_at"}
 _EXPORT_COLUMNS: Final = ("_row_hash", "_exported_at", "_export_id")
 # Two seeds of DuckDB's row hash: 128 bits, so a new row version never collides with an exported one;
 # hashing the row's binary values is ~3x faster than md5 of its text and needs no fixed TimeZone.
@@ -254,14 +256,15 @@ def _dedup_sql(table: str, files: list[str], json_columns: list[str]) -> str:
     if json_columns:  # exported as strings (see _as_text): the lake's views have the capture's types
         casts = ", ".join(f"CAST({c} AS JSON) AS {c}" for c in json_columns)
         src = f"(SELECT * REPLACE ({casts}) FROM {src})"  # noqa: S608 - column names come from the schema
-    if table in ("runs", "run_steps"):
+    if table in ("runs", "run_steps", "responses"):
         order = (f"CASE WHEN status IN {_TERMINAL} THEN 0 ELSE 1 END, last_seen_at DESC NULLS LAST, "
                  "_exported_at DESC")
         key = "id"
     elif table == "requests":
         order, key = "_exported_at DESC", "id"
-    else:  # run_events: distinct observations; the same one exported twice (a copied DB) counts once
-        order, key = "_exported_at DESC", "run_id, observed_at, from_status, to_status"
+    else:  # *_events: distinct observations; the same one exported twice (a copied DB) counts once
+        owner = "response_id" if table == "response_events" else "run_id"
+        order, key = "_exported_at DESC", f"{owner}, observed_at, from_status, to_status"
     return (f"SELECT * EXCLUDE ({drop}) FROM {src} "  # noqa: S608 - table names are constants, paths go through _quote; values are bound
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1")
 
@@ -276,7 +279,7 @@ def _lake_json_columns(conn: duckdb.DuckDBPyConnection, table: str, files: list[
 
 def open_lake(pattern: str, prices: PriceBook, *, environ: Mapping[str, str] | None = None,
               install_views: bool = True) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection whose runs/run_steps/run_events/requests are the de-duplicated union of
+    """An in-memory connection whose capture tables (TABLES) are the de-duplicated union of
     every Parquet file matching `pattern` (e.g. 'lake/**/*.parquet' or 's3://bucket/lake/**/*.parquet').
     Files outside a table=NAME/ directory are ignored. A table with no files is empty."""
     conn = duckdb.connect(":memory:")

@@ -41,6 +41,11 @@ def sse_body(events: int, gap_us: int = 0) -> bytes:
                       separators=(",", ":")).encode()
 
 
+def responses_sse_body(events: int) -> bytes:
+    return json.dumps({"model": "gpt-5-mini", "input": "bench", "stream": True,
+                       "metadata": {"bench_events": str(events)}}, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     method: str
@@ -68,6 +73,8 @@ WORKLOADS: Final = {
                  (Request("POST", RUNS_PATH, sse_body(12)),), 12),
         Workload("sse200", "POST runs.create stream=true, 200 SSE events (~33 KB)",
                  (Request("POST", RUNS_PATH, sse_body(200)),), 200),
+        Workload("resp200", "POST responses.create stream=true, 200 SSE events (192 output_text deltas)",
+                 (Request("POST", "/v1/responses", responses_sse_body(200)),), 200),
         Workload("mixed", f"create_and_poll traffic: 1 create : {POLLS_PER_CREATE} retrieves",
                  (CREATE,) + (RETRIEVE,) * POLLS_PER_CREATE),
     )

@@ -29,6 +29,8 @@ from typing import Any, Final, cast
 
 import orjson
 
+from bench import responses_events
+
 MAX_HEAD: Final = 64 << 10
 DEFAULT_EVENTS: Final = 12
 MIN_EVENTS: Final = 12  # created, queued, in_progress, 2 step, 2 message, >=1 delta, 3 completed, done
@@ -131,6 +133,7 @@ class Upstream:
         self._json = _split(_run(_ID, "queued"))
         self._retrieve = _split(_run(_ID, "in_progress"))
         self._events: dict[int, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+        self._response_events: dict[int, list[tuple[bytes, tuple[bytes, ...]]]] = {}
         self._date = b""
         self._date_at = 0.0
 
@@ -153,6 +156,12 @@ class Upstream:
         ev = self._events.get(n)
         if ev is None:
             ev = self._events[n] = _events(n)
+        return ev
+
+    def response_events(self, n: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
+        ev = self._response_events.get(n)
+        if ev is None:
+            ev = self._response_events[n] = responses_events.templates(n, _ID)
         return ev
 
     def stats(self) -> bytes:
@@ -244,6 +253,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.stream(params, keep_alive)
             else:
                 self.reply(b"200 OK", up.run_json(up.new_run_id()), keep_alive)
+        elif method == b"POST" and path.endswith(b"/responses"):
+            self.stream(_params(body), keep_alive, responses=True)
         elif method == b"GET" and b"/runs/" in path:
             self.reply(b"200 OK", up.run_json(path.rpartition(b"/")[2], retrieve=True), keep_alive)
         else:
@@ -257,14 +268,17 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             self.transport.close()
 
-    def stream(self, params: dict[str, Any], keep_alive: bool) -> None:
+    def stream(self, params: dict[str, Any], keep_alive: bool, *, responses: bool = False) -> None:
         assert self.transport is not None
         up = self.up
         up.streams += 1
         meta = params.get("metadata") or {}
-        events = up.events(int(meta.get("bench_events", DEFAULT_EVENTS)))
+        n = int(meta.get("bench_events", DEFAULT_EVENTS))
+        events = up.response_events(n) if responses else up.events(n)
         gap = int(meta.get("bench_gap_us", 0)) / 1e6
         run_id = up.new_run_id()
+        if responses:  # a Responses stream: resp_ ids, no `done` sentinel after the last event
+            run_id = b"resp_" + run_id[4:]
         self.transport.write(_head(b"200 OK", up.date(), b"text/event-stream; charset=utf-8", None,
                                    keep_alive))
         self.busy = True
@@ -285,8 +299,11 @@ class HttpProtocol(asyncio.Protocol):
                 if gap:
                     self.streaming = asyncio.get_running_loop().call_later(gap, send)
                     return
-            done = b"event: done\ndata: [DONE]\n\n"
-            transport.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+            if responses:
+                transport.write(b"0\r\n\r\n")
+            else:
+                done = b"event: done\ndata: [DONE]\n\n"
+                transport.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
             self.busy = False
             if not keep_alive:
                 transport.close()

@@ -58,6 +58,18 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("runtap_capture_dropped_total", "counter", "stage"),
         ("runtap_capture_errors_total", "counter", "stage"),
         ("runtap_capture_written_total", "counter", "table"),
+        # the Responses API (issue 14), parallel to the run metrics
+        ("runtap_response_transitions_total", "counter", "from_status to_status model"),
+        ("runtap_responses_finished_total", "counter", "status model"),
+        ("runtap_response_tokens_total", "counter", "model type"),
+        ("runtap_response_token_budget_ratio", "histogram", "model"),
+        ("runtap_responses_incomplete_total", "counter", "model reason"),
+        ("runtap_response_errors_total", "counter", "model code"),
+        ("runtap_response_queue_seconds", "histogram", "model"),
+        ("runtap_response_duration_seconds", "histogram", "status model"),
+        ("runtap_response_stream_first_event_seconds", "histogram", "model"),
+        ("runtap_response_stream_first_output_seconds", "histogram", "model"),
+        ("runtap_response_tool_turnaround_seconds", "histogram", "model"),
         # added by runtap beyond the issue's table
         ("runtap_event_loop_lag_seconds", "histogram", ""),
         ("runtap_capture_lag_seconds", "histogram", ""),

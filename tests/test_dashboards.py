@@ -299,13 +299,17 @@ def _finished(results: list[Any]) -> int:
 
 
 def _drive(base_url: str) -> Any:
+    from runtap.demo.responses_workload import run_responses_workload
     from runtap.demo.workload import run_workload
 
     with warnings.catch_warnings():
         # The SDK marks every Assistants call deprecated; a module fixture runs outside the per-test
         # filters that pyproject.toml sets for this.
         warnings.filterwarnings("ignore", "The Assistants API is deprecated", DeprecationWarning)
-        return asyncio.run(run_workload(base_url, rounds=1))
+        runs = asyncio.run(run_workload(base_url, rounds=1))
+    # The Responses panels need responses: the demo's Responses workload (every lifecycle it has).
+    asyncio.run(run_responses_workload(base_url, rounds=1))
+    return runs
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 import chdb  # type: ignore[import-untyped, unused-ignore]
 import duckdb
 import pytest
+from runtap.analytics.ingest.records import Snapshot
 from runtap.analytics.ingest.store import Store
 from runtap.analytics.lake import (
     TABLES,
@@ -35,6 +36,8 @@ from runtap.analytics.prices import load_price_book
 from runtap.analytics.reports import ReportResult, open_db, run_report
 from runtap.analytics.synth import RunSpec, StepSpec, create_db, generate, insert_events, insert_runs, insert_steps
 from runtap.proxy.__main__ import main
+
+from tests import response_factory as rf
 
 PRICES = load_price_book(environ={})
 
@@ -79,7 +82,8 @@ def test_export_twice_writes_nothing_twice_and_lake_equals_db(tmp_path: Path) ->
     db = sidecar_db(tmp_path / "a.duckdb", 2_000)
     lake = tmp_path / "lake"
     first = export(db, str(lake), instance="sidecar-a")
-    assert first.rows == {"runs": 2_000, "run_steps": 2_000, "run_events": 8_000, "requests": 0}
+    assert first.rows == {"runs": 2_000, "run_steps": 2_000, "run_events": 8_000, "requests": 0,
+                          "responses": 0, "response_events": 0}
     second = export(db, str(lake), instance="sidecar-a")
     assert second.total == 0
     files = sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
@@ -111,7 +115,8 @@ def test_a_run_updated_after_export_is_exported_again_and_the_lake_shows_it(tmp_
     insert_events(conn, [("run_1", "2024-11-01T10:05:00Z", "in_progress", "completed")])
     conn.close()
     again = export(db, lake, instance="a")
-    assert again.rows == {"runs": 1, "run_steps": 0, "run_events": 1, "requests": 0}
+    assert again.rows == {"runs": 1, "run_steps": 0, "run_events": 1, "requests": 0,
+                          "responses": 0, "response_events": 0}
     status = {r["status"]: r["runs"] for r in lake_report(f"{lake}/**/*.parquet", "status").records()}
     assert status == {"completed": 2}  # one version per run: the latest
     assert totals(lake_report(f"{lake}/**/*.parquet")) == (2, 3_000_000, 7.5)
@@ -148,7 +153,8 @@ def test_export_from_a_live_store_cursor(tmp_path: Path) -> None:
             cursor.close()
     finally:
         store.close()
-    assert result.rows == {"runs": 1, "run_steps": 1, "run_events": 0, "requests": 0}
+    assert result.rows == {"runs": 1, "run_steps": 1, "run_events": 0, "requests": 0,
+                           "responses": 0, "response_events": 0}
     assert totals(lake_report(f"{tmp_path}/lake/**/*.parquet")) == (1, 1_000_000, 0.1525)
 
 
@@ -332,6 +338,49 @@ def test_clickhouse_reads_every_lake_table_and_the_readme_query_gives_duckdbs_to
     try:
         types = dict(lake_conn.execute("SELECT column_name, column_type FROM (DESCRIBE runs)").fetchall())
         assert types["tools"] == "JSON"
-        assert lake_conn.execute(two_tools).fetchone() == expected and expected[0] > 0
+        assert lake_conn.execute(two_tools).fetchone() == expected and expected is not None and expected[0] > 0
     finally:
         lake_conn.close()
+
+
+def _response(rid: str, status: str, at: float, tokens: int = 1_000_000) -> Snapshot:
+    obj = rf.response(rid, status, created_at=1_760_000_000, model="gpt-5-mini",
+                      usage=rf.usage(input_tokens=tokens, cached=tokens // 4, output_tokens=tokens // 10,
+                                     reasoning=tokens // 20) if status == "completed" else None)
+    return Snapshot("response", obj, at, "response", "responses.retrieve", None, "fp_abc", f"req_{rid}_{at}")
+
+
+def test_responses_are_exported_like_runs_updated_once_and_counted_once_across_sidecars(tmp_path: Path) -> None:
+    """A response polled in progress, exported, then completed: the lake takes the finished version;
+    two sidecars exporting the same capture count it once; --lake reports equal the file's reports."""
+    db = str(tmp_path / "capture.duckdb")
+    store = Store(db)
+    store.apply([_response("resp_a", "in_progress", 1_760_000_001),
+                 _response("resp_b", "completed", 1_760_000_002)], [])
+    store.close()
+    lake = tmp_path / "lake"
+    first = export(db, str(lake), instance="a")
+    assert (first.rows["responses"], first.rows["response_events"]) == (2, 2)
+    assert export(db, str(lake), instance="a").total == 0
+    assert (lake / "table=responses" / "date=2025-10-09" / "instance=a").is_dir()
+    store = Store(db)
+    store.apply([_response("resp_a", "completed", 1_760_000_005, tokens=2_000_000)], [])
+    store.close()
+    again = export(db, str(lake), instance="a")
+    assert (again.rows["responses"], again.rows["response_events"]) == (1, 1)
+    export(db, str(lake), instance="b")  # the same capture from a second sidecar (a copied file)
+    pattern = f"{lake}/**/*.parquet"
+    conn = open_lake(pattern, PRICES)
+    try:
+        rows = conn.execute("SELECT id, status, input_tokens, cached_input_tokens FROM responses "
+                            "ORDER BY id").fetchall()
+        assert rows == [("resp_a", "completed", 2_000_000, 500_000), ("resp_b", "completed", 1_000_000, 250_000)]
+        assert conn.execute("SELECT count(*) FROM response_events").fetchone() == (3,)
+        types = dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE responses)").fetchall())
+        assert types["raw"] == "JSON" and types["metadata"] == "JSON"
+    finally:
+        conn.close()
+    for name in ("cost", "status", "budgets", "latency", "tools"):
+        assert lake_report(pattern, name).rows == db_report(db, name).rows, name
+    cost = lake_report(pattern).records()
+    assert sum(r["responses"] for r in cost) == 2 and sum(r["cached_prompt_tokens"] for r in cost) == 750_000

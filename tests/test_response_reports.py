@@ -109,3 +109,28 @@ def test_reports_still_run_on_a_capture_file_from_before_responses(tmp_path: Pat
     rows = run_report(conn, "cost").records()
     assert [(r["runs"], r["responses"]) for r in rows] == [(1, 0)]
     conn.close()
+
+
+def test_tools_report_has_a_responses_row_per_tool_kind_beside_the_run_steps(tmp_path: Path) -> None:
+    two_calls = [rf.function_call(call_id="call_1", fid="fc_1"), rf.function_call(call_id="call_2", fid="fc_2"),
+                 {"type": "web_search_call", "id": "ws_1", "status": "completed"}]
+    db = capture(tmp_path, [response_snap("resp_1", tools=two_calls),
+                            response_snap("resp_2", tools=[rf.function_call()]),
+                            response_snap("resp_3"), *run_lifecycle()])
+    conn = open_db(db, load_price_book(environ={}))
+    rows = {(r["api"], r["step_kind"]): r for r in run_report(conn, "tools").records()}
+    assert {k for k in rows if k[0] == "responses"} == {("responses", "function"), ("responses", "web_search")}
+    function, web = rows[("responses", "function")], rows[("responses", "web_search")]
+    assert (function["steps"], function["calls"], function["tool_usd"]) == (2, 3, 0)
+    assert (web["steps"], web["calls"], web["tool_usd"]) == (1, 1, 0.01)
+    assert {api for api, _ in rows} == {"responses"}  # run_lifecycle() records no steps
+
+
+def test_top_threads_lists_conversations_beside_threads(tmp_path: Path) -> None:
+    db = capture(tmp_path, [response_snap("resp_1"), response_snap("resp_2"),
+                            response_snap("resp_3", conversation=None), *run_lifecycle()])
+    conn = open_db(db, load_price_book(environ={}))
+    rows = {(r["api"], r["thread_id"]): r for r in run_report(conn, "top-threads").records()}
+    assert set(rows) == {("responses", "conv_1"), ("assistants", "thread_1")}
+    conv = rows[("responses", "conv_1")]
+    assert (conv["runs"], conv["total_tokens"], conv["total_usd"]) == (2, 2 * 1_100_000, 0.72)
