@@ -164,7 +164,10 @@ def export_connection(conn: duckdb.DuckDBPyConnection, out: str, *, instance: st
     result = ExportResult(out, instance, f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
     conn.execute("SET TimeZone = 'UTC'")  # date partitions must not depend on the host
     prepare_remote(conn, out, environ)
-    for table in TABLES:
+    present = {name for (name,) in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()").fetchall()}
+    # A capture file written before the Responses tables existed (opened read-only) has none to export.
+    for table in (t for t in TABLES if t in present):
         target = f"{out}/table={table}"
         previous = _files(conn, f"{target}/date=*/instance={instance}/*.parquet")
         seen = (f"SELECT _row_hash FROM read_parquet({_quote_list(previous)}, hive_partitioning=false)"  # noqa: S608 - table names are constants, paths go through _quote; values are bound
