@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from runtap.analytics.ingest.records import Exchange
-from runtap.analytics.ingest.response_merge import merge_responses
+from runtap.analytics.ingest.response_merge import ResponseFinished, merge_responses
 from runtap.proxy.addons.response_spans import response_span_id, response_trace_id
 from runtap.proxy.addons.tracing import Tracing
 
@@ -103,3 +103,16 @@ def test_the_response_span_links_the_requests_that_showed_its_changes() -> None:
     feed(tracing, lifecycle())
     response_span = exporter.get_finished_spans()[0]
     assert server.context.span_id in [link.context.span_id for link in response_span.links]
+
+
+def test_a_response_that_cannot_be_traced_keeps_no_other_from_its_span() -> None:
+    """Issue 12's rule for response spans too: a finished row without an id (a span cannot be built for
+    it) is skipped, and the response after it in the same batch still gets its span."""
+    tracing, exporter = traced()
+    rows: dict[str, Any] = {}
+    effects: list[Any] = []
+    rows.update(merge_responses(rows, [snap(obj("completed"), T0 + 1)], events=[], effects=effects))
+    finished = [e for e in effects if type(e) is ResponseFinished]
+    assert finished
+    tracing.on_effects([ResponseFinished({"status": "completed"}), *effects])
+    assert [s.context.trace_id for s in exporter.get_finished_spans()] == [response_trace_id("resp_1")]

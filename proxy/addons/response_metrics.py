@@ -19,6 +19,7 @@ from ...analytics.ingest.response_merge import (
     ResponseTransition,
     ResponseUsageKnown,
 )
+from .effects import apply_each
 from .run_metrics import (
     BUDGET_BUCKETS,
     EFFECT_ERROR,
@@ -86,13 +87,7 @@ class ResponseMetrics:
         self._codes = LabelValues(64)
 
     def on_effects(self, effects: list[Any]) -> None:
-        # One by one, each guarded, as for runs: one effect that cannot be counted must not cost the
-        # next response its metrics.
-        for e in effects:
-            try:
-                self._effect(e)
-            except Exception:
-                self._skip_run_metric(EFFECT_ERROR)
+        apply_each(effects, self._effect, lambda _: self._skip_run_metric(EFFECT_ERROR))
 
     def _effect(self, e: Any) -> None:
         t = type(e)

@@ -13,7 +13,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from ...analytics.ingest.response_merge import ResponseFinished, ResponseTransition
 from .. import response_routes as rr
-from .run_spans import MAX_OPEN_RUNS, UNSET, RunSpans, _digest, _ns, _OpenRun, _set, _us_ns
+from .effects import apply_each
+from .run_spans import MAX_OPEN_RUNS, UNSET, RunSpans, _digest, _not_traced, _ns, _OpenRun, _set, _us_ns
 
 PROVIDER: Final = "openai"
 API_TYPE: Final = "responses"
@@ -105,16 +106,19 @@ class ResponseSpans:
             links.append(request_span)
 
     def on_effects(self, effects: list[Any]) -> None:
-        for e in effects:
-            t = type(e)
-            if t is ResponseTransition:
-                open_ = self._response(e.response_id)
-                open_.model = e.model or open_.model
-                attrs = {"openai.response.from_status": e.from_status or "none",
-                         "openai.response.to_status": e.to_status, "openai.response.source": e.source}
-                open_.events.append(("openai.response.transition", attrs, _us_ns(e.observed_at)))
-            elif t is ResponseFinished:
-                self._span(e.row)
+        # Guarded like the run spans: one response that cannot be traced keeps no other from its span.
+        apply_each(effects, self._effect, _not_traced)
+
+    def _effect(self, e: Any) -> None:
+        t = type(e)
+        if t is ResponseTransition:
+            open_ = self._response(e.response_id)
+            open_.model = e.model or open_.model
+            attrs = {"openai.response.from_status": e.from_status or "none",
+                     "openai.response.to_status": e.to_status, "openai.response.source": e.source}
+            open_.events.append(("openai.response.transition", attrs, _us_ns(e.observed_at)))
+        elif t is ResponseFinished:
+            self._span(e.row)
 
     def _span(self, row: dict[str, Any]) -> None:
         rid: str = row["id"]

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ...analytics.ingest.bounds import cap_label, positive_cap, token_count
 from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
+from .effects import apply_each
 
 # Run timestamps (created_at, started_at, completed_at...) are whole seconds in the API, so nothing
 # below 1 s can be told apart; runs queue for seconds and last from seconds to many minutes (a run
@@ -172,13 +173,7 @@ class RunMetrics:
         return child
 
     def on_effects(self, effects: list[Any]) -> None:
-        # One by one, each guarded: an effect that cannot be counted must not cost the next run its
-        # metrics (they arrive batched, many runs per call).
-        for e in effects:
-            try:
-                self._effect(e)
-            except Exception:
-                self._skip(EFFECT_ERROR)
+        apply_each(effects, self._effect, lambda _: self._skip(EFFECT_ERROR))
 
     def _skip(self, reason: str) -> None:
         if self._on_skip is not None:

@@ -33,9 +33,14 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition
+from .effects import apply_each
 from .otel_private import instrumentation_scope, span_limits
 
 log = logging.getLogger("runtap.tracing")
+
+
+def _not_traced(effect: Any) -> None:
+    log.debug("span for %s not built", type(effect).__name__, exc_info=True)
 
 PROVIDER: Final = "openai"
 TRACER_NAME: Final = "runtap.runs"
@@ -182,12 +187,7 @@ class RunSpans:
             links.append(request_span)
 
     def on_effects(self, effects: list[Any]) -> None:
-        # Each effect guarded: one that cannot be traced must not cost the next run its span.
-        for e in effects:
-            try:
-                self._effect(e)
-            except Exception:
-                log.debug("run span for %s not built", type(e).__name__, exc_info=True)
+        apply_each(effects, self._effect, _not_traced)
 
     def _effect(self, e: Any) -> None:
         if type(e) is Transition:
