@@ -133,10 +133,5 @@ WITH u AS (
                AS hit_cap
     FROM u
 )
-SELECT *,
-       CASE WHEN hit_cap THEN 'hit cap' WHEN budget_use IS NULL THEN 'no cap'
-            WHEN budget_use < 0.5 THEN '< 50%' WHEN budget_use < 0.8 THEN '50-80%'
-            WHEN budget_use < 0.95 THEN '80-95%' ELSE '95-100%' END AS budget_bucket,
-       CASE WHEN hit_cap THEN 5 WHEN budget_use IS NULL THEN 0 WHEN budget_use < 0.5 THEN 1
-            WHEN budget_use < 0.8 THEN 2 WHEN budget_use < 0.95 THEN 3 ELSE 4 END AS bucket_order
+SELECT *, budget_bucket(hit_cap, budget_use) AS budget_bucket, budget_bucket_order(hit_cap, budget_use) AS bucket_order
 FROM h;

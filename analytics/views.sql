@@ -21,6 +21,14 @@ CREATE OR REPLACE TEMP MACRO usd(x) AS CAST(round(x, 6) AS DOUBLE);
 -- UTC day and hour by arithmetic: no time-zone lookup per row, whatever the session's TimeZone
 CREATE OR REPLACE TEMP MACRO utc_day(ts) AS DATE '1970-01-01' + CAST(floor(epoch(ts) / 86400) AS INTEGER);
 CREATE OR REPLACE TEMP MACRO utc_hour(ts) AS CAST(floor(epoch(ts) / 3600) AS BIGINT);
+-- How much of its cap a run or response used, as the budgets report's buckets (and their sort order).
+CREATE OR REPLACE TEMP MACRO budget_bucket(hit_cap, budget_use) AS
+    CASE WHEN hit_cap THEN 'hit cap' WHEN budget_use IS NULL THEN 'no cap'
+         WHEN budget_use < 0.5 THEN '< 50%' WHEN budget_use < 0.8 THEN '50-80%'
+         WHEN budget_use < 0.95 THEN '80-95%' ELSE '95-100%' END;
+CREATE OR REPLACE TEMP MACRO budget_bucket_order(hit_cap, budget_use) AS
+    CASE WHEN hit_cap THEN 5 WHEN budget_use IS NULL THEN 0 WHEN budget_use < 0.5 THEN 1
+         WHEN budget_use < 0.8 THEN 2 WHEN budget_use < 0.95 THEN 3 ELSE 4 END;
 
 -- scoped_runs: runs created in [runtap_since, runtap_until), every column of `runs`, plus
 --   day           DATE     UTC day of created_at
@@ -301,12 +309,7 @@ WITH b AS (
                AS hit_cap
     FROM u
 )
-SELECT *,
-       CASE WHEN hit_cap THEN 'hit cap' WHEN budget_use IS NULL THEN 'no cap'
-            WHEN budget_use < 0.5 THEN '< 50%' WHEN budget_use < 0.8 THEN '50-80%'
-            WHEN budget_use < 0.95 THEN '80-95%' ELSE '95-100%' END AS budget_bucket,
-       CASE WHEN hit_cap THEN 5 WHEN budget_use IS NULL THEN 0 WHEN budget_use < 0.5 THEN 1
-            WHEN budget_use < 0.8 THEN 2 WHEN budget_use < 0.95 THEN 3 ELSE 4 END AS bucket_order
+SELECT *, budget_bucket(hit_cap, budget_use) AS budget_bucket, budget_bucket_order(hit_cap, budget_use) AS bucket_order
 FROM h;
 
 -- priced_models: every model seen in scope and how it is priced today
