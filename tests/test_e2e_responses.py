@@ -58,6 +58,37 @@ def _usage(resp: Any) -> tuple[int, int, int, int, int] | None:
             u.output_tokens_details.reasoning_tokens, u.total_tokens)
 
 
+
+async def poll_background(client: openai.AsyncOpenAI, model: str) -> Any:
+    """A background create polled to its end, then once more (a poll after the end counts nothing new)."""
+    bg = await client.responses.create(model=model, input="Think in the background.", background=True)
+    polled = bg
+    while polled.status in ("queued", "in_progress"):
+        polled = await client.responses.retrieve(bg.id)
+    await client.responses.retrieve(bg.id)
+    return polled
+
+
+async def stream_then_resume(client: openai.AsyncOpenAI, model: str) -> Any:
+    """A background stream dropped after a few events, resumed with starting_after; its final response."""
+    started = await client.responses.create(model=model, input="Stream me, then resume.", background=True,
+                                            stream=True)
+    seen, rid = -1, ""
+    async for event in started:
+        seen = event.sequence_number
+        if event.type == "response.created":
+            rid = event.response.id
+        if seen >= 3:
+            break
+    await started.close()
+    final = None
+    resumed = await client.responses.retrieve(rid, stream=True, starting_after=seen)
+    async for event in resumed:
+        if event.type in ("response.completed", "response.incomplete", "response.failed"):
+            final = event.response
+    assert final is not None, f"the resumed stream of {rid} did not end"
+    return final
+
 async def _drive(client: openai.AsyncOpenAI) -> tuple[dict[str, Any], dict[str, int]]:
     """Every Responses operation the issue names; returns {id: final response} and errors by class."""
     final: dict[str, Any] = {}
@@ -71,28 +102,11 @@ async def _drive(client: openai.AsyncOpenAI) -> tuple[dict[str, Any], dict[str, 
         if event.type == "response.completed":
             final[event.response.id] = event.response
     # background create + polling
-    bg = await client.responses.create(model=MODEL, input="Think in the background.", background=True)
-    polled = bg
-    while polled.status in ("queued", "in_progress"):
-        polled = await client.responses.retrieve(bg.id)
-    final[bg.id] = polled
-    await client.responses.retrieve(bg.id)  # a poll after the end: counted nothing new
+    polled = await poll_background(client, MODEL)
+    final[polled.id] = polled
     # background + stream, dropped after a few events, resumed with starting_after
-    started = await client.responses.create(model=MODEL, input="Stream me, then resume.", background=True,
-                                            stream=True)
-    seen = -1
-    rid = ""
-    async for event in started:
-        seen = event.sequence_number
-        if event.type == "response.created":
-            rid = event.response.id
-        if seen >= 3:
-            break
-    await started.close()
-    resumed = await client.responses.retrieve(rid, stream=True, starting_after=seen)
-    async for event in resumed:
-        if event.type in ("response.completed", "response.incomplete", "response.failed"):
-            final[rid] = event.response
+    resumed = await stream_then_resume(client, MODEL)
+    final[resumed.id] = resumed
     # cancel a queued background response
     doomed = await client.responses.create(model=MODEL, input="Cancel me.", background=True)
     cancelled = await client.responses.cancel(doomed.id)

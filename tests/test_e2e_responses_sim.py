@@ -20,7 +20,7 @@ from runtap.proxy.serve import start
 
 from tests.conftest import stack_settings
 from tests.metrics_scrape import scrape
-from tests.test_e2e_responses import API_KEY, WEATHER, _usage
+from tests.test_e2e_responses import API_KEY, WEATHER, _usage, poll_background, stream_then_resume
 from tests.wiretap import HashingTransport, UpstreamRecorder
 
 MODEL = "gpt-5-mini"
@@ -54,26 +54,10 @@ async def _drive(client: openai.AsyncOpenAI) -> dict[str, Any]:
     async for event in stream:
         if event.type in ("response.completed", "response.incomplete", "response.failed"):
             final[event.response.id] = event.response
-    bg = await client.responses.create(model=MODEL, input="Think in the background.", background=True)
-    polled = bg
-    while polled.status in ("queued", "in_progress"):
-        polled = await client.responses.retrieve(bg.id)
-    final[bg.id] = polled
-    await client.responses.retrieve(bg.id)  # a poll after the end counts nothing new
-    started = await client.responses.create(model=MODEL, input="Stream me, then resume.", background=True,
-                                            stream=True)
-    seen, rid = -1, ""
-    async for event in started:
-        seen = event.sequence_number
-        if event.type == "response.created":
-            rid = event.response.id
-        if seen >= 3:
-            break
-    await started.close()
-    resumed = await client.responses.retrieve(rid, stream=True, starting_after=seen)
-    async for event in resumed:
-        if event.type in ("response.completed", "response.incomplete", "response.failed"):
-            final[rid] = event.response
+    polled = await poll_background(client, MODEL)
+    final[polled.id] = polled
+    resumed = await stream_then_resume(client, MODEL)
+    final[resumed.id] = resumed
     asked = await client.responses.create(model=MODEL, input="Weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
     final[asked.id] = asked
     call = next(o for o in asked.output if o.type == "function_call")
