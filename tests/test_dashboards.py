@@ -53,6 +53,8 @@ UIDS = {"runs-overview.json": "runtap-runs-overview", "cost.json": "runtap-cost"
 VARIABLES = {"runs-overview.json": {"datasource", "instance", "model", "operation"},
              "cost.json": {"datasource", "instance", "model"}}
 TERMINAL = {"completed", "failed", "incomplete", "cancelled", "expired"}
+# A response ends in one of these (the Responses API has no expired).
+RESPONSE_TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
 # Alerts that must be quiet while runtap, the upstream and capture are healthy. The two run-outcome
 # alerts are not in this set: the simulated workload fails and token-caps one run in eleven on purpose.
 QUIET_WHEN_HEALTHY = {"RuntapUpstreamErrorRatioHigh", "RuntapProxyOverheadHigh", "RuntapCaptureDropping",
@@ -274,14 +276,14 @@ def _counter_sums(text: str) -> dict[str, float]:
     return sums
 
 
-def _scraped_everything(prom: Prometheus, admin_url: str, finished_runs: int) -> None:
+def _scraped_everything(prom: Prometheus, admin_url: str, finished: dict[str, int]) -> None:
     """Block until Prometheus holds a scrape at least as new as runtap's state once every finished run
-    is counted: runtap's counters are read first, then Prometheus's sums must reach them."""
+    and response is counted: runtap's counters are read first, then Prometheus's sums must reach them."""
     def local() -> dict[str, float] | None:
         status, body = http_get(admin_url + "/metrics")
         sums = _counter_sums(body.decode())
-        if "runtap_runs_finished_total" in sums and sums["runtap_runs_finished_total"] < finished_runs:
-            return None  # the capture writer has not applied every run yet
+        if any(sums.get(name, 0) < n for name, n in finished.items()):
+            return None  # the capture writer has not applied every run and response yet
         return sums if status == 200 and sums else None
     snapshot = wait_for("runtap to count every finished run", local, 30)
 
@@ -294,11 +296,16 @@ def _scraped_everything(prom: Prometheus, admin_url: str, finished_runs: int) ->
     wait_for("prometheus to scrape runtap's latest counters", caught_up, 30)
 
 
-def _finished(results: list[Any]) -> int:
-    return sum(1 for r in results for status in r.runs.values() if status in TERMINAL)
+def _finished(results: list[tuple[Any, Any]]) -> dict[str, int]:
+    """What runtap must have counted once it applied every run and response the workloads finished."""
+    return {
+        "runtap_runs_finished_total": sum(1 for runs, _ in results for s in runs.runs.values() if s in TERMINAL),
+        "runtap_responses_finished_total": sum(
+            1 for _, resp in results for s in resp.responses.values() if s in RESPONSE_TERMINAL),
+    }
 
 
-def _drive(base_url: str) -> Any:
+def _drive(base_url: str) -> tuple[Any, Any]:
     from runtap.demo.responses_workload import run_responses_workload
     from runtap.demo.workload import run_workload
 
@@ -308,8 +315,8 @@ def _drive(base_url: str) -> Any:
         warnings.filterwarnings("ignore", "The Assistants API is deprecated", DeprecationWarning)
         runs = asyncio.run(run_workload(base_url, rounds=1))
     # The Responses panels need responses: the demo's Responses workload (every lifecycle it has).
-    asyncio.run(run_responses_workload(base_url, rounds=1))
-    return runs
+    responses = asyncio.run(run_responses_workload(base_url, rounds=1))
+    return runs, responses
 
 
 @pytest.fixture(scope="module")
