@@ -293,9 +293,10 @@ def gzipped(obj: object) -> bytes:
     return gzip.compress(orjson.dumps(obj))
 
 
-def slow_runs(*, events: int = 8, gap: float = 0.25) -> Script:
+def slow_runs(*, events: int = 8, gap: float = 0.25, hold: asyncio.Event | None = None) -> Script:
     """Each connection streams its own run (run_slow_<n>): `events` status events `gap` seconds apart,
-    the last one `thread.run.completed`, then the end of the stream."""
+    the last one `thread.run.completed`, then the end of the stream. With `hold`, the last event waits
+    until it is set, so a test decides how long the streams stay open."""
     counter = iter(range(1 << 30))
 
     async def script(conn: Conn) -> None:
@@ -308,6 +309,8 @@ def slow_runs(*, events: int = 8, gap: float = 0.25) -> Script:
             await conn.send(sse_event(name, run_object(run_id, status)))
             if not last:
                 await asyncio.sleep(gap)
+                if hold is not None and i == events - 2:
+                    await hold.wait()
         await conn.send(b"event: done\ndata: [DONE]\n\n")
         await conn.end()
     return script

@@ -272,7 +272,11 @@ async def test_endless_comment_stream_is_relayed_with_bounded_memory_until_the_c
 async def test_1000_concurrent_slow_streams_leave_healthz_answering_and_are_all_captured(
         tmp_path: Path) -> None:
     n = 1000
-    async with FaultyUpstream(slow_runs(events=8, gap=0.25)) as up, \
+    probes_wanted = 10
+    # The streams stay open until /healthz has answered enough probes while most of them were open,
+    # so a loaded machine makes the test slower, not flaky.
+    release = asyncio.Event()
+    async with FaultyUpstream(slow_runs(events=8, gap=0.25, hold=release)) as up, \
             proxy_to(tmp_path, up.url, max_connections=n + 50) as px:
         latencies: list[float] = []
         failures: list[str] = []
@@ -283,14 +287,18 @@ async def test_1000_concurrent_slow_streams_leave_healthz_answering_and_are_all_
             loop = asyncio.get_running_loop()
             while not streams_done.is_set():
                 t0 = loop.time()
+                crowded = up.open_now >= n // 2
                 try:
                     status, _ = await get_json(px.running.admin_url + "/healthz", timeout=5.0)
                 except (httpx.HTTPError, OSError) as exc:
                     failures.append(repr(exc))
                 else:
-                    latencies.append(loop.time() - t0)
+                    if crowded:
+                        latencies.append(loop.time() - t0)
                     if status != 200:
                         failures.append(f"status {status}")
+                if len(latencies) >= probes_wanted or len(failures) >= probes_wanted:
+                    release.set()
                 await asyncio.sleep(0.05)
 
         prober = asyncio.create_task(probe())
@@ -302,7 +310,7 @@ async def test_1000_concurrent_slow_streams_leave_healthz_answering_and_are_all_
         responses = [parse_response(wire) for wire in wires]
         assert all(r.status == 200 and r.complete for r in responses)
         assert sorted(r.body for r in responses) == sorted(bytes(c.sent) for c in up.conns)
-        assert failures == [] and len(latencies) >= 10
+        assert failures == [] and len(latencies) >= probes_wanted
         # The worst latency is reported by bench/soak.py, not asserted here (machine-dependent).
     runs = dict(query(px.settings.db, "SELECT id, status FROM runs"))
     assert len(runs) == n and set(runs.values()) == {"completed"}
