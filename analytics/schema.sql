@@ -178,6 +178,8 @@ CREATE TABLE IF NOT EXISTS responses (
     temperature             DOUBLE,
     top_p                   DOUBLE,
     metadata                JSON,
+    api_version             VARCHAR,     -- the Responses API version the client called: see api_provider
+    api_provider            VARCHAR,     -- 'azure' (api-version query or /openai/v1/ path) | 'openai' (/v1/ path) | NULL
     key_fingerprint         VARCHAR,
     source                  VARCHAR,     -- 'stream' | 'response' of the snapshot the row's fields come from
     request_started_at      TIMESTAMPTZ, -- the create request's send time, when runtap saw it
@@ -205,3 +207,8 @@ CREATE TABLE IF NOT EXISTS response_events (
     operation   VARCHAR,
     request_id  VARCHAR
 );
+
+-- Schema version 3: responses gained api_version and api_provider (as runs have them). Only ever ADD
+-- COLUMN ... IF NOT EXISTS here, so applying the file stays idempotent.
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS api_version VARCHAR;
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS api_provider VARCHAR;

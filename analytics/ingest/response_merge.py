@@ -161,6 +161,8 @@ def response_fields(obj: dict[str, Any], snap: Snapshot, store_prompts: bool) ->
         "temperature": v if type(v := get("temperature")) in _NUMBER and -_INT64 <= v < _INT64 else None,
         "top_p": v if type(v := get("top_p")) in _NUMBER and -_INT64 <= v < _INT64 else None,
         "metadata": get("metadata"),
+        "api_version": snap.api_version,
+        "api_provider": snap.api_provider,
         "key_fingerprint": snap.key_fingerprint,
         "source": snap.source,
         "raw": obj,
