@@ -102,18 +102,20 @@ async def test_azure_clients_responses_are_grouped_by_their_version_beside_runs(
 
 
 def _schema_v2() -> str:
-    """schema.sql as schema version 2 had it: responses without api_version / api_provider."""
+    """schema.sql as schema version 2 had it: responses without api_version, api_provider, prompt_id
+    and prompt_version."""
     ddl = resources.files("runtap.analytics").joinpath("schema.sql").read_text(encoding="utf-8")
     ddl = ddl[:ddl.index("-- Schema version 3")]
-    return re.sub(r"\n\s*api_(version|provider)\s+VARCHAR,\s+-- the Responses API[^\n]*|"
-                  r"\n\s*api_provider\s+VARCHAR,\s+-- 'azure' \(api-version query or[^\n]*", "", ddl)
+    return re.sub(r"\n\s*(api_version|api_provider|prompt_id|prompt_version)\s+VARCHAR,\s+"
+                  r"-- (the Responses API|'azure' \(api-version query or|prompt\.)[^\n]*", "", ddl)
 
 
 def _v2_database(path: Path) -> None:
     con = duckdb.connect(str(path))
     con.execute(_schema_v2())
     con.execute("INSERT INTO schema_version (version) VALUES (2)")
-    assert not {"api_version", "api_provider"} & {r[0] for r in con.execute("DESCRIBE responses").fetchall()}
+    new_columns = {"api_version", "api_provider", "prompt_id", "prompt_version"}
+    assert not new_columns & {r[0] for r in con.execute("DESCRIBE responses").fetchall()}
     con.execute("INSERT INTO responses (id, model, status, created_at, input_tokens, output_tokens, total_tokens) "
                 "VALUES ('resp_old', 'gpt-4o', 'completed', TIMESTAMPTZ '2026-01-01 10:00:00+00', 100, 10, 110)")
     con.close()

@@ -96,6 +96,10 @@ def strip_prompts(obj: dict[str, Any]) -> dict[str, Any]:
     out.pop("instructions", None)
     out.pop("output_text", None)
     out.pop("input", None)
+    prompt = out.get("prompt")
+    if type(prompt) is dict and "variables" in prompt:
+        # the template's id and version say which prompt ran; its variables are the app's input
+        out["prompt"] = {k: v for k, v in prompt.items() if k != "variables"}
     output = out.get("output")
     if type(output) is list:
         out["output"] = [_strip_item(i) if type(i) is dict else i for i in output]

@@ -138,6 +138,8 @@ def response_fields(obj: dict[str, Any], snap: Snapshot, store_prompts: bool) ->
         "completed_at": _time(get("completed_at")),
         "conversation_id": conv,
         "previous_response_id": _str(get("previous_response_id")),
+        "prompt_id": _str(_dict(get("prompt")).get("id")),
+        "prompt_version": _str(_dict(get("prompt")).get("version")),
         "max_output_tokens": _int(get("max_output_tokens")),
         "max_tool_calls": _int(get("max_tool_calls")),
         "input_tokens": _int(usage("input_tokens")),
