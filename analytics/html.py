@@ -249,7 +249,8 @@ def build_html(fetch: Fetch, params: ReportParams | None = None, *, source: str 
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>runtap report</title><style>{_CSS}</style></head><body>"
-        f"<h1>runtap: agent spend report (Assistants runs and Responses)</h1><p class=\"sub\">{escape(source)} · {escape(period)} · "
+        "<h1>runtap: agent spend report (Assistants runs and Responses)</h1>"
+        f"<p class=\"sub\">{escape(source)} · {escape(period)} · "
         f"generated {escape(stamp)}</p><div class=\"cards\">{card_html}</div>"
         + "".join(sections) + "</body></html>\n")
 
