@@ -192,7 +192,7 @@ def _agents_section(top: ReportResult) -> str:
     for r in top.records():
         if r["total_usd"] is None:
             continue  # unpriced: no cost to rank (runtap report unpriced)
-        name = r["assistant_id"] or f"{r['models']} (responses, no prompt template)"
+        name = r["assistant_id"] or f"{r['models']} (no template)"
         key = (name, API_LABELS.get(str(r["api"]), str(r["api"])))
         values[key] = values.get(key, 0.0) + _num(r["total_usd"])
         if name not in order:
@@ -205,7 +205,7 @@ def _agents_section(top: ReportResult) -> str:
                                                        API_LABELS[RESPONSES]: color(1)}),
                     _data_table(order, series, values, usd),
                     "Responses have no assistant: those created from a reusable prompt template "
-                    "(<code>prompt.id</code>) rank by template, the others by model. "
+                    "(<code>prompt.id</code>) rank by template, the others by model, marked (no template). "
                     "<code>runtap report top-assistants</code>.")
 
 

@@ -223,7 +223,7 @@ def test_responses_are_in_every_chart_beside_the_runs(tmp_path: Path) -> None:
                                                       ("2024-11-02", "Responses"): 3.65})
     agents = values(dom, "chart-agents")
     assert agents[("pmpt_support", "Responses")] == pytest.approx(3.5)
-    assert agents[("gpt-4o-mini (responses, no prompt template)", "Responses")] == pytest.approx(0.15)
+    assert agents[("gpt-4o-mini (no template)", "Responses")] == pytest.approx(0.15)
     assert len(agents) == 3 and sum(v for (_, api), v in agents.items() if api == "Assistants runs") == 3.5
     assert values(dom, "chart-status") == {("completed", "gpt-4o"): 1, ("completed (responses)", "gpt-4o"): 1,
                                            ("failed (responses)", "gpt-4o-mini"): 1}
