@@ -177,4 +177,5 @@ def bar_chart(chart_id: str, label: str, categories: Sequence[str], series: Sequ
                      f'{escape(fmt(acc))}</text>')
     base_y = _PAD_T + len(categories) * (row_h + gap)
     parts += _legend(series, base_y + 6, colors) if len(series) > 1 else []
-    return _wrap(chart_id, base_y + (28 if len(series) > 1 else 8), parts, label)
+    # at least the height of an empty chart: a one-row chart is still a chart
+    return _wrap(chart_id, max(60.0, base_y + (28 if len(series) > 1 else 8)), parts, label)

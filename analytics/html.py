@@ -1,7 +1,9 @@
 """`runtap report --html FILE`: one self-contained page (inline CSS and SVG, no network) with the
-charts finance and engineering ask for first: cost per day by model, tokens by model, budget use,
-run status and latency percentiles. Built from the same named reports as the CLI, through a `fetch`
-callable, so it works on a capture file, a lake or a live sidecar's admin endpoint alike.
+charts finance and engineering ask for first: cost per day by model and by API, the most expensive
+assistants and prompt templates, tokens by model, budget use, final status and latency percentiles,
+for Assistants runs and Responses alike (a response's bars are marked "(responses)"). Built from the
+same named reports as the CLI, through a `fetch` callable, so it works on a capture file, a lake or a
+live sidecar's admin endpoint alike.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .reports import ReportParams, ReportResult
 Fetch = Callable[[str, ReportParams], ReportResult]
 
 BUCKETS: Final = ("no cap", "< 50%", "50-80%", "80-95%", "95-100%", "hit cap")
+TOP_AGENTS: Final = 10
 
 _CSS: Final = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:860px;
@@ -35,6 +38,15 @@ table{border-collapse:collapse;margin:6px 0 0;font-size:12px}
 th,td{padding:2px 10px;border-bottom:1px solid #eceff2;text-align:right}
 th:first-child,td:first-child{text-align:left}details{margin-top:4px}
 """
+
+RESPONSES: Final = "responses"
+API_LABELS: Final = {"assistants": "Assistants runs", RESPONSES: "Responses"}
+
+
+def _who(name: Any, api: Any) -> str:
+    """A chart category for a model or status: as is for runs, marked for responses."""
+    return f"{name} (responses)" if api == RESPONSES else str(name)
+
 
 def _num(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
@@ -69,7 +81,7 @@ def _cost_sections(cost: ReportResult) -> tuple[list[str], dict[str, float], dic
     model_cost: dict[str, float] = defaultdict(float)
     model_tokens: dict[str, float] = defaultdict(float)
     days: set[str] = set()
-    summary = {"runs": 0.0, "total_usd": 0.0, "total_tokens": 0.0, "unpriced_runs": 0.0}
+    summary = {"runs": 0.0, "responses": 0.0, "total_usd": 0.0, "total_tokens": 0.0, "unpriced_runs": 0.0}
     for r in cost.records():
         day, model = str(r["day"]), str(r["model"])
         days.add(day)
@@ -93,12 +105,15 @@ def _cost_sections(cost: ReportResult) -> tuple[list[str], dict[str, float], dic
                  column_chart("chart-cost", "cost per day stacked by model", day_list, models, dict(per_day),
                               fmt=usd, colors=colors),
                  _data_table(day_list, models, dict(per_day), usd),
-                 "Token cost at the price book's rates plus tool fees. Unpriced runs are left out: see "
-                 "<code>runtap report unpriced</code>." if summary["unpriced_runs"] else ""),
+                 "Token cost at the price book's rates plus tool fees, runs and responses together. Unpriced "
+                 "runs and responses are left out: see <code>runtap report unpriced</code>."
+                 if summary["unpriced_runs"] else "Runs and responses together."),
         _section("Tokens by model",
                  bar_chart("chart-tokens", "tokens by model", _order(model_tokens), ["prompt", "completion"],
                            dict(tokens)),
-                 _data_table(_order(model_tokens), ["prompt", "completion"], dict(tokens), fmt_number)),
+                 _data_table(_order(model_tokens), ["prompt", "completion"], dict(tokens), fmt_number),
+                 "A response's input tokens count as prompt, its output tokens as completion (cached input "
+                 "and reasoning tokens are inside them, and priced as billed)."),
     ]
     return sections, summary, colors
 
@@ -107,12 +122,15 @@ Series = dict[tuple[str, str], float]
 
 
 def _stacked(result: ReportResult, category: str, series: str, value: str,
-             categories: Sequence[str] | None = None) -> tuple[list[str], list[str], Series]:
+             categories: Sequence[str] | None = None, *,
+             by_api: bool = False) -> tuple[list[str], list[str], Series]:
+    """Values by (category, series); by_api marks a response's category (a report with an api column)."""
     values: dict[tuple[str, str], float] = defaultdict(float)
     cat_tot: dict[str, float] = defaultdict(float)
     ser_tot: dict[str, float] = defaultdict(float)
     for r in result.records():
-        c, s, v = str(r[category]), str(r[series]), _num(r[value])
+        c = _who(r[category], r["api"]) if by_api else str(r[category])
+        s, v = str(r[series]), _num(r[value])
         values[(c, s)] += v
         cat_tot[c] += v
         ser_tot[s] += v
@@ -124,16 +142,18 @@ def _percentiles(latency: ReportResult, prefix: str) -> tuple[list[str], dict[tu
     models: list[str] = []
     values: dict[tuple[str, str], float] = {}
     for r in latency.records():
-        models.append(str(r["model"]))
+        who = _who(r["model"], r["api"])
+        models.append(who)
         for q in ("p50", "p95", "p99"):
             if r[f"{prefix}_{q}_s"] is not None:
-                values[(str(r["model"]), q)] = _num(r[f"{prefix}_{q}_s"])
+                values[(who, q)] = _num(r[f"{prefix}_{q}_s"])
     return models, values
 
 
 def _duration_section(latency: ReportResult) -> str:
     models, lat = _percentiles(latency, "duration")
-    note = "started_at to the final status; queue time and tool turnaround: <code>runtap report latency</code>."
+    note = ("Runs: started_at to the final status; responses: created_at to the final status. Queue time and "
+            "tool turnaround: <code>runtap report latency</code>.")
     observed = _percentiles(latency, "observed")[1]
     # The API's timestamps are whole seconds: runs of a second or two read 0 or 1 there. runtap's own
     # observation times are microseconds, so such runs get a duration that means something.
@@ -146,9 +166,47 @@ def _duration_section(latency: ReportResult) -> str:
     lat = {k: v * factor for k, v in lat.items()}
     qs = ["p50", "p95", "p99"]
     return _section(
-        f"Run duration percentiles ({unit})",
+        f"Duration percentiles, runs and responses ({unit})",
         column_chart("chart-latency", "latency percentiles", models, qs, lat, stacked=False),
         _data_table(models, qs, lat, fmt_number, total=False), note)
+
+
+def _api_section(by_api: ReportResult) -> str:
+    """Cost per day split by API: the migration from Assistants runs to Responses, in dollars."""
+    days, apis, vals = _stacked(by_api, "day", "api", "total_usd")
+    days = sorted(days)
+    apis = [a for a in API_LABELS if a in apis]
+    labelled = {(d, API_LABELS[a]): v for (d, a), v in vals.items()}
+    names = [API_LABELS[a] for a in apis]
+    usd = usd_format(labelled.values())
+    return _section("Cost per day, by API (USD)",
+                    column_chart("chart-api", "cost per day stacked by API", days, names, labelled, fmt=usd,
+                                 colors={API_LABELS["assistants"]: color(0), API_LABELS[RESPONSES]: color(1)}),
+                    _data_table(days, names, labelled, usd))
+
+
+def _agents_section(top: ReportResult) -> str:
+    """The costliest assistants (runs) and prompt templates (responses); template-less responses by model."""
+    values: dict[tuple[str, str], float] = {}
+    order: list[str] = []
+    for r in top.records():
+        if r["total_usd"] is None:
+            continue  # unpriced: no cost to rank (runtap report unpriced)
+        name = r["assistant_id"] or f"{r['models']} (no template)"
+        key = (name, API_LABELS.get(str(r["api"]), str(r["api"])))
+        values[key] = values.get(key, 0.0) + _num(r["total_usd"])
+        if name not in order:
+            order.append(name)
+    series = [a for a in API_LABELS.values() if any(k[1] == a for k in values)]
+    usd = usd_format(values.values())
+    return _section(f"Top {TOP_AGENTS} assistants and prompt templates by cost (USD)",
+                    bar_chart("chart-agents", "most expensive assistants and prompt templates", order, series,
+                              values, fmt=usd, colors={API_LABELS["assistants"]: color(0),
+                                                       API_LABELS[RESPONSES]: color(1)}),
+                    _data_table(order, series, values, usd),
+                    "Responses have no assistant: those created from a reusable prompt template "
+                    "(<code>prompt.id</code>) rank by template, the others by model, marked (no template). "
+                    "<code>runtap report top-assistants</code>.")
 
 
 def build_html(fetch: Fetch, params: ReportParams | None = None, *, source: str = "",
@@ -157,17 +215,21 @@ def build_html(fetch: Fetch, params: ReportParams | None = None, *, source: str 
     cost = fetch("cost", p)
     sections, summary, colors = _cost_sections(cost)
 
+    sections[1:1] = [_api_section(fetch("cost", dataclasses.replace(p, by="api"))),
+                     _agents_section(fetch("top-assistants", dataclasses.replace(p, limit=TOP_AGENTS)))]
+
     _, series, vals = _stacked(fetch("budgets", p), "budget_use", "model", "runs", BUCKETS)
     cats = list(BUCKETS) if vals else []
     sections.append(_section(
-        "Budget use (usage ÷ max_*_tokens), runs by model",
+        "Budget use (usage ÷ max_*_tokens), runs and responses by model",
         column_chart("chart-budgets", "budget-use histogram", cats, series, vals, colors=colors),
         _data_table(cats, series, vals, fmt_number),
-        "'hit cap': usage reached a cap or the run ended incomplete because of it."))
+        "Runs: the larger of prompt / max_prompt_tokens and completion / max_completion_tokens; responses: "
+        "output / max_output_tokens. 'hit cap': usage reached a cap or it ended incomplete because of it."))
 
-    cats, series, vals = _stacked(fetch("status", p), "status", "model", "runs")
-    sections.append(_section("Runs by final status", bar_chart("chart-status", "status breakdown", cats,
-                                                               series, vals, colors=colors),
+    cats, series, vals = _stacked(fetch("status", p), "status", "model", "runs", by_api=True)
+    sections.append(_section("Runs and responses by final status",
+                             bar_chart("chart-status", "status breakdown", cats, series, vals, colors=colors),
                              _data_table(cats, series, vals, fmt_number)))
 
     sections.append(_duration_section(fetch("latency", p)))
@@ -177,16 +239,18 @@ def build_html(fetch: Fetch, params: ReportParams | None = None, *, source: str 
     if p.since or p.until:
         period = f"{p.since.isoformat() if p.since else '…'} to {p.until.isoformat() if p.until else '…'}"
     unpriced = int(summary["unpriced_runs"])
-    cards = [("runs", f"{int(summary['runs']):,}"), ("cost (priced runs)", fmt_usd(summary["total_usd"])),
-             ("tokens", f"{int(summary['total_tokens']):,}"), ("unpriced runs", f"{unpriced:,}")]
+    cards = [("runs", f"{int(summary['runs']):,}"), ("responses", f"{int(summary['responses']):,}"),
+             ("cost (priced)", fmt_usd(summary["total_usd"])), ("tokens", f"{int(summary['total_tokens']):,}"),
+             ("unpriced", f"{unpriced:,}")]
     card_html = "".join(
-        f'<div class="card{" warn" if label == "unpriced runs" and unpriced else ""}">{escape(label)}'
+        f'<div class="card{" warn" if label == "unpriced" and unpriced else ""}">{escape(label)}'
         f'<b data-card="{escape(label)}">{escape(value)}</b></div>' for label, value in cards)
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>runtap report</title><style>{_CSS}</style></head><body>"
-        f"<h1>runtap: Assistants runs report</h1><p class=\"sub\">{escape(source)} · {escape(period)} · "
+        "<h1>runtap: agent spend report (Assistants runs and Responses)</h1>"
+        f"<p class=\"sub\">{escape(source)} · {escape(period)} · "
         f"generated {escape(stamp)}</p><div class=\"cards\">{card_html}</div>"
         + "".join(sections) + "</body></html>\n")
 

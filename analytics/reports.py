@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import duckdb
 
-from .ingest.response_tables import ensure_response_tables
+from .ingest.response_tables import ensure_response_tables, with_schema3_columns
 from .prices import PriceBook
 
 BY_COLUMN: Final = "by_value"
@@ -167,7 +167,7 @@ def prepare(conn: duckdb.DuckDBPyConnection, prices: PriceBook) -> None:
         # A file opened read-only before a runtap of schema version 2 wrote to it, or a lake exported
         # before then: no provider column (views.sql reads a version without one as OpenAI's).
         sql = sql.replace("r.api_provider", "CAST(NULL AS VARCHAR)")
-    conn.execute(sql)
+    conn.execute(with_schema3_columns(conn, sql))
 
 
 def parse_when(value: str, *, now: datetime | None = None) -> datetime:

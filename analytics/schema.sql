@@ -153,6 +153,8 @@ CREATE TABLE IF NOT EXISTS responses (
     in_progress_observed_at TIMESTAMPTZ, -- earliest observation of `in_progress`
     conversation_id         VARCHAR,
     previous_response_id    VARCHAR,
+    prompt_id               VARCHAR,     -- prompt.id: the reusable prompt template (the Responses API's assistant)
+    prompt_version          VARCHAR,     -- prompt.version (its variables are prompts: only in raw, with --store-prompts)
     max_output_tokens       BIGINT,
     max_tool_calls          BIGINT,
     input_tokens            BIGINT,      -- including cached_input_tokens
@@ -178,6 +180,8 @@ CREATE TABLE IF NOT EXISTS responses (
     temperature             DOUBLE,
     top_p                   DOUBLE,
     metadata                JSON,
+    api_version             VARCHAR,     -- the Responses API version the client called: see api_provider
+    api_provider            VARCHAR,     -- 'azure' (api-version query or /openai/v1/ path) | 'openai' (/v1/ path) | NULL
     key_fingerprint         VARCHAR,
     source                  VARCHAR,     -- 'stream' | 'response' of the snapshot the row's fields come from
     request_started_at      TIMESTAMPTZ, -- the create request's send time, when runtap saw it
@@ -205,3 +209,10 @@ CREATE TABLE IF NOT EXISTS response_events (
     operation   VARCHAR,
     request_id  VARCHAR
 );
+
+-- Schema version 3: responses gained api_version and api_provider (as runs have them), prompt_id and
+-- prompt_version. Only ever ADD COLUMN ... IF NOT EXISTS here, so applying the file stays idempotent.
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS api_version VARCHAR;
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS api_provider VARCHAR;
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS prompt_id VARCHAR;
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS prompt_version VARCHAR;

@@ -56,7 +56,8 @@ WHERE r.created_at >= coalesce(CAST(getvariable('runtap_since') AS TIMESTAMPTZ),
   AND r.created_at < coalesce(CAST(getvariable('runtap_until') AS TIMESTAMPTZ), 'infinity'::TIMESTAMPTZ);
 
 -- scoped_responses: responses (Responses API) created in [runtap_since, runtap_until), every column of
--- `responses`, plus day and by_value as in scoped_runs (conversation: conversation_id; api: 'responses')
+-- `responses`, plus day and by_value as in scoped_runs (conversation: conversation_id; api: 'responses';
+-- api_version: provider:version of the Responses API the client called)
 CREATE OR REPLACE TEMP VIEW scoped_responses AS
 SELECT r.*,
        utc_day(r.created_at) AS day,
@@ -65,8 +66,11 @@ SELECT r.*,
            WHEN getvariable('runtap_by') = 'key_fingerprint' THEN r.key_fingerprint
            WHEN getvariable('runtap_by') = 'conversation' THEN r.conversation_id
            WHEN getvariable('runtap_by') = 'api' THEN 'responses'
-           -- the responses table does not record the API version (the requests table does)
-           WHEN getvariable('runtap_by') = 'api_version' THEN NULL
+           -- provider:version as for runs: 'openai:v1' (/v1/responses), 'azure:v1' (/openai/v1/responses),
+           -- 'azure:2025-04-01-preview' (an api-version query); analytics/ingest/response_versions.py
+           WHEN getvariable('runtap_by') = 'api_version' THEN
+               CASE WHEN r.api_provider IS NULL AND r.api_version IS NULL THEN NULL
+                    ELSE coalesce(r.api_provider, 'openai') || ':' || coalesce(r.api_version, '') END
            WHEN getvariable('runtap_by') LIKE 'metadata._%'
                THEN CAST(r.metadata AS JSON) ->> substr(getvariable('runtap_by'), 10)
            ELSE error('runtap_by must be metadata.KEY, key_fingerprint, api_version, conversation or api, got '

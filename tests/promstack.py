@@ -75,8 +75,10 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("runtap_capture_lag_seconds", "histogram", ""),
     )
 }
-# Recording rules that dashboards/alerts.yml defines (the cost estimate's price table).
-RECORDED: dict[str, frozenset[str]] = {"runtap:token_price_usd": frozenset({"model", "type"})}
+# Recording rules that dashboards/alerts.yml defines (the cost estimate's price table, and what a
+# counted response token adds to the bill).
+RECORDED: dict[str, frozenset[str]] = {"runtap:token_price_usd": frozenset({"model", "type"}),
+                                      "runtap:response_token_charge_usd": frozenset({"model", "type"})}
 TARGET_LABELS = frozenset({"instance", "job"})
 
 # What Grafana puts in place of its variables when a user picks "All" and a 1 m rate window.

@@ -102,15 +102,32 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     assert names - quiet == set(), "alerts never shown to stay quiet"
 
 
-def test_every_price_rule_is_per_token_and_each_model_has_both_types() -> None:
+def test_every_price_rule_is_per_token_and_each_model_has_prompt_and_completion() -> None:
     by_model: dict[str, set[str]] = {}
     for rule in recording_rules():
-        assert rule["record"] == "runtap:token_price_usd"
+        if rule["record"] != "runtap:token_price_usd":
+            continue
         m = re.fullmatch(r"vector\((\d+(?:\.\d+)?) / 1e6\)", rule["expr"])
         assert m, rule["expr"]  # USD per 1M tokens, divided: the list prices stay readable
         assert 0 < float(m.group(1)) < 1000
         by_model.setdefault(rule["labels"]["model"], set()).add(rule["labels"]["type"])
-    assert by_model and all(types == {"prompt", "completion"} for types in by_model.values()), by_model
+    assert by_model
+    for model, types in by_model.items():
+        # cached_prompt only where the price book has a cached-input price
+        assert {"prompt", "completion"} <= types <= {"prompt", "completion", "cached_prompt"}, (model, types)
+
+
+def test_response_charges_are_derived_from_the_list_prices_for_every_counted_type() -> None:
+    derived = [r for r in recording_rules() if r["record"] == "runtap:response_token_charge_usd"]
+    types = {r["labels"]["type"] for r in derived}
+    # exactly the types runtap_response_tokens_total counts (proxy/addons/response_metrics.py)
+    assert types == {"input", "cached_input", "output", "reasoning"}
+    for rule in derived:
+        assert "vector(" not in rule["expr"], "a response charge must follow the list prices, not repeat them"
+        assert metric_names(rule["expr"]) == {"runtap:token_price_usd"}
+    names = [r["record"] for g in load_yaml(DASHBOARDS / "alerts.yml")["groups"] for r in g["rules"] if "record" in r]
+    # Prometheus evaluates a group's rules in order: the charges must come after every price they read.
+    assert names.index("runtap:response_token_charge_usd") > len(names) - len(derived) - 1
 
 
 def test_docs_have_a_runbook_line_for_every_alert() -> None:
@@ -122,6 +139,11 @@ def test_docs_have_a_runbook_line_for_every_alert() -> None:
         assert re.search(rf"^- \*\*{name}\*\*: \S", m.group(2), re.M), f"no runbook line for {name}"
 
 
+def _usd(v: float) -> str:
+    """A price as the rules write it: cents when exact, else as many decimals as it has."""
+    return f"{v:.2f}" if abs(v * 100 - round(v * 100)) < 1e-9 else f"{v:.6f}".rstrip("0")
+
+
 def test_price_rules_match_the_price_book_the_sql_reports_use() -> None:
     from runtap.analytics.prices import builtin_prices
 
@@ -130,14 +152,17 @@ def test_price_rules_match_the_price_book_the_sql_reports_use() -> None:
         if p.kind == "model" and (p.name not in latest or p.effective_from > latest[p.name].effective_from):
             latest[p.name] = p
     expected = {(name, typ): round(v, 6) for name, p in latest.items()
-                for typ, v in (("prompt", p.prompt_usd_per_1m), ("completion", p.completion_usd_per_1m))}
+                for typ, v in (("prompt", p.prompt_usd_per_1m), ("completion", p.completion_usd_per_1m),
+                               ("cached_prompt", p.cached_prompt_usd_per_1m)) if v is not None}
     got = {}
     for rule in recording_rules():
+        if rule["record"] != "runtap:token_price_usd":
+            continue
         m = re.fullmatch(r"vector\(([\d.]+) / 1e6\)", rule["expr"])
         assert m
         got[(rule["labels"]["model"], rule["labels"]["type"])] = round(float(m.group(1)), 6)
     if got != expected:
-        paste = "\n".join(f"      - record: runtap:token_price_usd\n        expr: vector({v:.2f} / 1e6)\n"
+        paste = "\n".join(f"      - record: runtap:token_price_usd\n        expr: vector({_usd(v)} / 1e6)\n"
                           f"        labels: {{model: {m}, type: {t}}}" for (m, t), v in expected.items())
         pytest.fail("dashboards/alerts.yml prices differ from analytics/prices.csv; the rules should be:\n"
                     + paste)

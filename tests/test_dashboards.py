@@ -211,9 +211,10 @@ def test_cost_dashboard_is_labelled_an_estimate_and_prices_the_workload_models()
             assert "estimate" in (panel["title"] + panel["description"]).lower(), panel["title"]
     priced = {(r["labels"]["model"], r["labels"]["type"]) for r in recording_rules()
               if r["record"] == "runtap:token_price_usd"}
-    workload = (ROOT / "demo" / "workload.py").read_text()
-    for model in set(re.findall(r'model="([^"]+)"', workload)):
-        assert {(model, "prompt"), (model, "completion")} <= priced, f"no price for {model}"
+    for workload in ("workload.py", "responses_workload.py"):
+        text = (ROOT / "demo" / workload).read_text()
+        for model in set(re.findall(r'model="([^"]+)"', text)):
+            assert {(model, "prompt"), (model, "completion")} <= priced, f"no price for {model} ({workload})"
 
 
 @pytest.mark.parametrize("name", ["runs-overview", "cost"])
@@ -445,6 +446,33 @@ def test_every_alert_expression_is_valid_and_the_health_alerts_are_quiet(live: L
                                "runtap:token_price_usd")
     assert unpriced == []
     assert live.prom.query("runtap:token_price_usd")
+
+
+# The cost dashboard's pricing, on all tokens counted since runtap started (no range, so nothing is
+# extrapolated): runs by the list prices, responses by the charges derived from them.
+PROM_RUN_USD = "sum(runtap_tokens_total * on (model, type) group_left () runtap:token_price_usd)"
+PROM_RESPONSE_USD = ("sum(runtap_response_tokens_total * on (model, type) group_left () "
+                     "runtap:response_token_charge_usd)")
+
+
+@pytest.mark.slow
+def test_the_cost_estimate_prices_runs_and_responses_as_the_sql_report_does(live: Live) -> None:
+    """The recording rules bill each API as the exact SQL report does (cached input at its price,
+    reasoning inside output): the estimate over every counted token equals the report's token cost."""
+    from runtap.analytics.reports import ReportParams
+    from runtap.proxy.admin_reports import fetch_report
+
+    sql = {"assistants": 0.0, "responses": 0.0}
+    tokens = {"cached": 0, "reasoning": 0}
+    for r in fetch_report(live.admin_url, "cost", ReportParams(by="api")).records():
+        assert r["unpriced_runs"] == 0, r
+        sql[r["api"]] += r["token_usd"] or 0.0
+        tokens["cached"] += r["cached_prompt_tokens"]
+        tokens["reasoning"] += r["reasoning_tokens"]
+    # the workload exercises what the response charges are for
+    assert sql["assistants"] > 0 and sql["responses"] > 0 and tokens["cached"] > 0 and tokens["reasoning"] > 0
+    assert live.prom.value(PROM_RUN_USD) == pytest.approx(sql["assistants"], rel=1e-9, abs=1e-5)
+    assert live.prom.value(PROM_RESPONSE_USD) == pytest.approx(sql["responses"], rel=1e-9, abs=1e-5)
 
 
 def test_grafana_vars_cover_every_variable_the_dashboards_use() -> None:

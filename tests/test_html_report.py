@@ -118,8 +118,10 @@ def test_page_is_self_contained_and_carries_the_numbers(tmp_path: Path) -> None:
                                             ("hit cap", "gpt-4o-mini"): 2}
     lat = values(dom, "chart-latency")
     assert lat[("gpt-4o", "p50")] == 3.0 and lat[("gpt-4o-mini", "p99")] == pytest.approx(9.98)
-    assert dom.cards == {"runs": "5", "cost (priced runs)": "$4.80", "tokens": "3,500,820",
-                         "unpriced runs": "1"}
+    assert dom.cards == {"runs": "5", "responses": "0", "cost (priced)": "$4.80", "tokens": "3,500,820",
+                         "unpriced": "1"}
+    assert values(dom, "chart-api") == {("2024-11-01", "Assistants runs"): 3.8,
+                                        ("2024-11-02", "Assistants runs"): pytest.approx(1.000435)}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
@@ -137,13 +139,13 @@ def test_charts_render_in_headless_chromium(tmp_path: Path) -> None:
     dom = parse(proc.stdout)
     # the inline script ran after layout: every chart has a real size and all its bars
     layout = json.loads(dom.body["data-layout"] or "{}")
-    expected_bars = {"chart-cost": 4, "chart-tokens": 6, "chart-budgets": 3, "chart-status": 5,
-                     "chart-latency": 6}
+    expected_bars = {"chart-cost": 4, "chart-api": 2, "chart-agents": 1, "chart-tokens": 6, "chart-budgets": 3,
+                     "chart-status": 5, "chart-latency": 6}
     assert {k: v[2] for k, v in layout.items()} == expected_bars
     assert all(w >= 300 and h >= 60 for w, h, _ in layout.values())
     assert values(dom, "chart-cost") == pytest.approx(EXPECTED_COST)
     # drawn length is proportional to the value: one pixels-per-unit scale per chart
-    for chart, axis in (("chart-cost", "data-px-h"), ("chart-status", "data-px-w"),
+    for chart, axis in (("chart-cost", "data-px-h"), ("chart-api", "data-px-h"), ("chart-status", "data-px-w"),
                         ("chart-tokens", "data-px-w"), ("chart-latency", "data-px-h")):
         bars = [(float(b["data-value"]), float(b[axis])) for b in dom.bars if b["chart"] == chart]
         top_value, top_px = max(bars)
@@ -177,7 +179,7 @@ def test_sub_second_runs_get_a_duration_chart_in_milliseconds(tmp_path: Path) ->
         html = build_html(lambda name, params: run_report(reader, name, params), source=db)
     finally:
         reader.close()
-    assert "Run duration percentiles (milliseconds)" in html
+    assert "Duration percentiles, runs and responses (milliseconds)" in html
     lat = values(parse(html), "chart-latency")
     assert lat[("gpt-4o-mini", "p50")] == pytest.approx(100.0)
     assert lat[("gpt-4o-mini", "p99")] == pytest.approx(391.6, abs=0.5)
@@ -191,3 +193,42 @@ def test_known_amounts_use_one_precision_per_money_table(tmp_path: Path) -> None
     amounts = [c for row in cost[1:] for c in row[1:] if c]
     assert amounts and all(c.startswith("$") for c in amounts)
     assert len({len(c.split(".")[1]) for c in amounts}) == 1, amounts  # $0.00044 beside $3.50000, not $3.50
+
+
+def test_responses_are_in_every_chart_beside_the_runs(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.duckdb")
+    create_db(db)
+    conn = duckdb.connect(db)
+    insert_runs(conn, [RunSpec("run_1", "gpt-4o", "2024-11-01T10:00:00Z", 1 * M, 100_000,  # $3.50
+                               started_at="2024-11-01T10:00:01Z", ended_at="2024-11-01T10:00:05Z")])
+    conn.execute("""
+        INSERT INTO responses (id, model, status, created_at, ended_at, prompt_id, error_code, input_tokens,
+                               cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, max_output_tokens)
+        VALUES ('resp_a', 'gpt-4o', 'completed', '2024-11-02 10:00:00+00', '2024-11-02 10:00:06+00',
+                'pmpt_support', NULL, 1200000, 400000, 100000, 60000, 1300000, 100000),
+               ('resp_b', 'gpt-4o-mini', 'failed', '2024-11-02 11:00:00+00', '2024-11-02 11:00:02+00',
+                NULL, 'server_error', 1000000, 0, 0, 0, 1000000, NULL)""")
+    conn.close()
+    reader = open_db(db, load_price_book(environ={}))
+    try:
+        dom = parse(build_html(lambda name, params: run_report(reader, name, params), source=db))
+    finally:
+        reader.close()
+    # resp_a: 800k x $2.50 + 400k cached x $1.25 + 100k x $10 (reasoning inside) per 1M = $3.50; resp_b $0.15
+    assert dom.cards == {"runs": "1", "responses": "2", "cost (priced)": "$7.15", "tokens": "3,400,000",
+                         "unpriced": "0"}
+    assert values(dom, "chart-cost") == pytest.approx({("2024-11-01", "gpt-4o"): 3.5, ("2024-11-02", "gpt-4o"): 3.5,
+                                                       ("2024-11-02", "gpt-4o-mini"): 0.15})
+    assert values(dom, "chart-api") == pytest.approx({("2024-11-01", "Assistants runs"): 3.5,
+                                                      ("2024-11-02", "Responses"): 3.65})
+    agents = values(dom, "chart-agents")
+    assert agents[("pmpt_support", "Responses")] == pytest.approx(3.5)
+    assert agents[("gpt-4o-mini (no template)", "Responses")] == pytest.approx(0.15)
+    assert len(agents) == 3 and sum(v for (_, api), v in agents.items() if api == "Assistants runs") == 3.5
+    assert values(dom, "chart-status") == {("completed", "gpt-4o"): 1, ("completed (responses)", "gpt-4o"): 1,
+                                           ("failed (responses)", "gpt-4o-mini"): 1}
+    # the run set no cap; resp_a used all of max_output_tokens; resp_b set none
+    assert values(dom, "chart-budgets") == {("no cap", "gpt-4o"): 1, ("hit cap", "gpt-4o"): 1,
+                                            ("no cap", "gpt-4o-mini"): 1}
+    latency = values(dom, "chart-latency")
+    assert latency[("gpt-4o", "p50")] == 4.0 and latency[("gpt-4o (responses)", "p50")] == 6.0

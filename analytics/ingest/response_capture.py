@@ -34,6 +34,7 @@ import orjson
 
 from . import operations as rr
 from .records import Exchange, RequestBody, Snapshot, Source
+from .response_versions import response_api_version
 from .sse import SSEEvent
 
 RESPONSE_OBJECT: Final = "response"
@@ -95,6 +96,10 @@ def strip_prompts(obj: dict[str, Any]) -> dict[str, Any]:
     out.pop("instructions", None)
     out.pop("output_text", None)
     out.pop("input", None)
+    prompt = out.get("prompt")
+    if type(prompt) is dict and "variables" in prompt:
+        # the template's id and version say which prompt ran; its variables are the app's input
+        out["prompt"] = {k: v for k, v in prompt.items() if k != "variables"}
     output = out.get("output")
     if type(output) is list:
         out["output"] = [_strip_item(i) if type(i) is dict else i for i in output]
@@ -204,9 +209,10 @@ class ResponseDecoding:
             extra = {**more, **extra} if extra else more
         if ex.operation == rr.RESPONSES_CREATE:
             extra = dict(extra or {}, stream=source == "stream")
+        provider, version = response_api_version(ex.path, ex.api_provider, ex.api_version)
         return Snapshot(kind="response", obj=obj, observed_at=observed_at, source=source,
-                        operation=ex.operation, api_version=None, key_fingerprint=ex.key_fingerprint,
-                        request_id=ex.id, extra=extra or {})
+                        operation=ex.operation, api_version=version, key_fingerprint=ex.key_fingerprint,
+                        request_id=ex.id, extra=extra or {}, api_provider=provider)
 
     def body(self, value: Any, ex: Exchange) -> list[Snapshot]:
         if type(value) is dict and value.get("object") in _QUIET_OBJECTS:

@@ -25,3 +25,23 @@ def ensure_response_tables(conn: duckdb.DuckDBPyConnection) -> None:
             raise RuntimeError(f"schema.sql has no table {table}")
         body = re.sub(r"--[^\n]*", "", m.group(1)).replace("PRIMARY KEY", "")
         conn.execute(f"CREATE TEMP TABLE {table} ({body})")
+
+
+# Columns schema version 3 added to `responses`.
+VERSION_COLUMNS: Final = ("api_version", "api_provider", "prompt_id", "prompt_version")
+_SCOPED_FROM: Final = "FROM responses r\n"
+
+
+def with_schema3_columns(conn: duckdb.DuckDBPyConnection, views_sql: str) -> str:
+    """views_sql for a responses table that may predate schema version 3 (a file opened read-only before
+    a newer runtap wrote to it, or a lake exported before then): its missing columns read as NULL, so
+    `--by api_version` leaves those responses ungrouped and top-assistants groups them by model, instead
+    of failing to bind."""
+    described = conn.execute("SELECT * FROM responses LIMIT 0").description or []
+    missing = [c for c in VERSION_COLUMNS if c not in {d[0] for d in described}]
+    if not missing:
+        return views_sql
+    if _SCOPED_FROM not in views_sql:
+        raise RuntimeError("views.sql no longer reads `FROM responses r`; update with_schema3_columns")
+    nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in missing)
+    return views_sql.replace(_SCOPED_FROM, f"FROM (SELECT *, {nulls} FROM responses) r\n")  # noqa: S608 - column names are this module's constants
