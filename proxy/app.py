@@ -16,13 +16,13 @@ from ..analytics.ingest.health import Kind
 from ..analytics.ingest.merge import Effect
 from ..analytics.ingest.writer import CaptureWriter, WriterConfig, WriterHooks
 from ..analytics.lake import export_periodically
+from ..settings.config import PROCESS, Settings
 from . import looplag
 from .addons.capture import Capture, Submitter
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
 from .capture_channel import CaptureChannel
 from .capture_supervisor import CaptureSupervisor, ingest_path
-from .config import PROCESS, Settings
 from .forward import Forwarder
 from .tap import Tap
 

@@ -27,13 +27,13 @@ from ..analytics.ingest import wire
 from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
 from ..analytics.prices import load_price_book
+from ..settings.config import ConfigError, Settings, resolve
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
 from .admin_reports import add_report_routes
 from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
 from .capture_supervisor import control_path, ingest_path
 from .commands.serve import loop_factory
-from .config import ConfigError, Settings, resolve
 
 log = logging.getLogger("runtap.capture")
 

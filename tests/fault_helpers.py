@@ -26,9 +26,9 @@ from runtap.demo import sim as simulator
 from runtap.proxy.addons.metrics import Metrics
 from runtap.proxy.addons.tracing import Tracing
 from runtap.proxy.app import Runtime, build_tap
-from runtap.proxy.config import Settings
 from runtap.proxy.forward import Forwarder
 from runtap.proxy.serve import Running, start
+from runtap.settings.config import Settings
 
 from tests.conftest import stack_settings
 
