@@ -35,11 +35,13 @@ FORBIDDEN = [
     for forbidden in ("runtap.proxy.addons", "runtap.analytics")
 ]
 # (importer, target prefix) exempt from FORBIDDEN: the demo command reaches into runtap.demo lazily,
-# with an install hint; the relay builds the Exchange record (a plain dataclass) its flows carry.
+# with an install hint; the relay builds the Exchange record (a plain dataclass) its flows carry and
+# tags it with the operation names the ingest path decodes by (constants).
 ALLOWED = {
     ("runtap.proxy.commands.demo", "runtap.demo"),
     ("runtap.proxy.commands.demo_responses", "runtap.demo"),  # for type checking only
     ("runtap.proxy.forward", "runtap.analytics.ingest.records"),
+    ("runtap.proxy.routes", "runtap.analytics.ingest.operations"),  # the operation names, declared once
     ("runtap.proxy.tap", "runtap.analytics.ingest.records"),
 }
 
