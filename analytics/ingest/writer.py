@@ -71,7 +71,8 @@ class WriterConfig:
 
 @dataclass(frozen=True, slots=True)
 class WriterHooks:
-    """Called on the writer thread after each commit; a hook that raises is counted and logged."""
+    """Called on the writer thread (on_sse_events per batch, the others after its commit); a hook that
+    raises is counted and logged, never raised into capture."""
 
     on_effects: OnEffects | None = None  # what the batch changed (run and response metrics, spans)
     on_sse_events: Callable[[Mapping[str, int]], None] | None = None  # events decoded since the last call
