@@ -12,6 +12,7 @@ ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE constraints.txt ./
+COPY settings ./settings
 COPY proxy ./proxy
 COPY analytics ./analytics
 COPY demo ./demo

@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..settings.config import ConfigError
 from .commands import COMMANDS
-from .config import ConfigError
 
 DESCRIPTION = """\
 runtap: an observability sidecar for OpenAI-style Assistants Runs.

@@ -9,11 +9,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..analytics.prices import load_price_book
+from ..settings.config import ConfigError
 from . import capture_admin
 from .admin_reports import add_report_routes
 from .app import Runtime
 from .capture_supervisor import control_path
-from .config import ConfigError
 
 ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
 

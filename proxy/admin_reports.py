@@ -1,4 +1,5 @@
-"""Named reports on the admin listener, and the client `runtap report` uses when the file is locked.
+"""Named reports on the admin listener (`runtap report` asks them when the file is locked: its client is
+analytics/commands/report_client.py).
 
 DuckDB lets the serving process hold the capture file exclusively, so another process cannot read it
 while `runtap serve` runs. The serving process itself can: `GET /reports/NAME` runs the named report on a
@@ -21,11 +22,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from typing import Final
 
 import duckdb
 from aiohttp import web
 
+from ..analytics.commands.report_client import COLUMNS_HEADER, TOTALS_HEADER
 from ..analytics.formats import to_csv, to_json
 from ..analytics.prices import PriceBook, load_price_book
 from ..analytics.reports import (
@@ -40,14 +41,8 @@ from ..analytics.reports import (
 
 GetConnection = Callable[[], duckdb.DuckDBPyConnection]
 
-COLUMNS_HEADER: Final = "X-Runtap-Columns"
-TOTALS_HEADER: Final = "X-Runtap-Totals"
 _PRICES = web.AppKey("runtap_report_prices", PriceBook)
 _GET_CONN: web.AppKey[GetConnection] = web.AppKey("runtap_report_connection")
-
-
-class AdminUnavailable(RuntimeError):
-    """The admin listener could not be reached or answered with an error."""
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -108,32 +103,3 @@ def add_report_routes(app: web.Application, get_connection: GetConnection, *,
     app[_GET_CONN] = get_connection
     app.router.add_get("/reports", list_reports)
     app.router.add_get("/reports/{name}", get_report)
-
-
-def fetch_report(base_url: str, name: str, params: ReportParams, *, timeout: float = 60.0) -> ReportResult:
-    """Ask a live sidecar's admin listener for a named report (blocking; for the CLI)."""
-    query = urllib.parse.urlencode({**params.query(), "format": "json"})
-    url = f"{base_url.rstrip('/')}/reports/{urllib.parse.quote(name)}?{query}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the CLI user's own --url / RUNTAP_ADMIN (the admin listener)
-            body = resp.read()
-            columns_raw = resp.headers.get(COLUMNS_HEADER, "")
-            totals_raw = resp.headers.get(TOTALS_HEADER, "")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")
-        try:
-            detail = json.loads(detail)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        if exc.code in (400, 404):
-            raise ReportError(detail) from None
-        raise AdminUnavailable(f"{url}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AdminUnavailable(f"cannot reach the admin listener at {base_url}: {reason}") from None
-    records = json.loads(body)
-    columns = [urllib.parse.unquote(c) for c in columns_raw.split(",") if c]
-    if not columns and records:
-        columns = list(records[0])
-    rows = [tuple(r.get(c) for c in columns) for r in records]
-    return ReportResult(name, columns, rows, frozenset(t for t in totals_raw.split(",") if t))

@@ -12,15 +12,17 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ..analytics.ingest.writer import CaptureWriter
+from ..analytics.ingest.health import Kind
+from ..analytics.ingest.merge import Effect
+from ..analytics.ingest.writer import CaptureWriter, WriterConfig, WriterHooks
 from ..analytics.lake import export_periodically
+from ..settings.config import PROCESS, Settings
 from . import looplag
 from .addons.capture import Capture, Submitter
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
 from .capture_channel import CaptureChannel
 from .capture_supervisor import CaptureSupervisor, ingest_path
-from .config import PROCESS, Settings
 from .forward import Forwarder
 from .tap import Tap
 
@@ -53,20 +55,20 @@ def build_writer(settings: Settings, metrics: Metrics, tracing: Tracing) -> Capt
     """The capture writer and the effects that follow its commits (run metrics, run and step spans);
     in the relay process (`--capture-mode inprocess`) or in the capture process (`process`)."""
 
-    def on_effects(effects: list[Any]) -> None:
+    def on_effects(effects: list[Effect]) -> None:
         try:
             metrics.on_effects(effects)
         finally:  # one failing consumer must not starve the other
             tracing.on_effects(effects)
 
-    return CaptureWriter(
+    config = WriterConfig(
         db_path=settings.db, spool_path=settings.spool_path, spool_max_bytes=settings.spool_max_bytes,
-        spool_memory_bytes=settings.spool_memory_bytes,
-        queue_size=settings.queue_size, store_prompts=settings.store_prompts,
-        db_memory_limit=settings.db_memory_limit,
-        flush_interval_s=CAPTURE_FLUSH_INTERVAL_S, on_effects=on_effects, on_health=metrics.on_health,
-        on_sse_events=metrics.on_sse_events, on_capture_lag=metrics.on_capture_lag,
-    )
+        spool_memory_bytes=settings.spool_memory_bytes, queue_size=settings.queue_size,
+        store_prompts=settings.store_prompts, db_memory_limit=settings.db_memory_limit,
+        flush_interval_s=CAPTURE_FLUSH_INTERVAL_S)
+    hooks = WriterHooks(on_effects=on_effects, on_sse_events=metrics.on_sse_events,
+                        on_capture_lag=metrics.on_capture_lag)
+    return CaptureWriter(config, hooks=hooks, health=metrics.capture_health)
 
 
 def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = None,
@@ -88,7 +90,7 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
             metrics.registry.register(supervisor.collector())
             capture_dir = supervisor.directory
         channel = CaptureChannel(ingest_path(capture_dir), max_items=settings.queue_size,
-                                 on_dropped=lambda reason, n: metrics.on_health("dropped", reason, n))
+                                 on_dropped=lambda reason, n: metrics.capture_health.add(Kind.DROPPED, reason, n))
     elif capture:
         writer = build_writer(settings, metrics, tracing)
     sink = writer if channel is None else channel

@@ -27,13 +27,13 @@ from ..analytics.ingest import wire
 from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
 from ..analytics.prices import load_price_book
+from ..settings.config import ConfigError, Settings, resolve
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
 from .admin_reports import add_report_routes
 from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
 from .capture_supervisor import control_path, ingest_path
 from .commands.serve import loop_factory
-from .config import ConfigError, Settings, resolve
 
 log = logging.getLogger("runtap.capture")
 
@@ -71,7 +71,7 @@ class _Conn(asyncio.Protocol):
             for item in items:
                 submit(item)
             self.received += len(items)
-            self.frames.append((writer.stats["submitted"], self.received))
+            self.frames.append((writer.submitted, self.received))
 
     def confirm(self, processed: int) -> None:
         """Tell the relay how many of its items are now written, spooled or counted (wire.ACK)."""
@@ -90,9 +90,8 @@ class _Conn(asyncio.Protocol):
 
 
 class Ingest:
-    def __init__(self, writer: CaptureWriter, metrics: Metrics) -> None:
+    def __init__(self, writer: CaptureWriter) -> None:
         self.writer = writer
-        self.metrics = metrics
         self.open: set[_Conn] = set()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -108,7 +107,7 @@ class Ingest:
         writer = self.writer
         while True:
             await asyncio.sleep(CAPTURE_FLUSH_INTERVAL_S)
-            submitted = writer.stats["submitted"]
+            submitted = writer.submitted
             if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S):
                 continue
             for conn in list(self.open):
@@ -116,7 +115,7 @@ class Ingest:
 
     def bad_frame(self, exc: Exception) -> None:
         log.error("capture channel: %s; closing that relay's connection", exc)
-        self.metrics.on_health("errors", "channel:FrameError", 1)
+        self.writer.health.failed("channel", "FrameError")
 
 
 _WRITER = web.AppKey("writer", CaptureWriter)
@@ -164,7 +163,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     writer.start()
-    ingest = Ingest(writer, metrics)
+    ingest = Ingest(writer)
     for path in (ingest_path(directory), control_path(directory)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by a capture process that crashed

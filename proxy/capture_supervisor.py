@@ -24,7 +24,7 @@ from typing import Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .config import SETTINGS, Settings
+from ..settings.config import SETTINGS, Settings
 
 log = logging.getLogger("runtap.capture")
 

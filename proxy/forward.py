@@ -22,8 +22,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..analytics.ingest.records import Exchange
+from ..settings.config import Settings
 from . import api_versions, errors, fingerprint, routes
-from .config import Settings
 from .tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow, Tap
 
 log = logging.getLogger("runtap.forward")

@@ -15,7 +15,7 @@ import contextlib
 import fcntl
 import os
 
-from .config import ConfigError
+from ..settings.config import ConfigError
 
 
 class SpoolInUse(ConfigError):

@@ -9,30 +9,24 @@ from __future__ import annotations
 
 from typing import Final
 
-from .response_routes import classify as classify_responses
-
-RUNS_CREATE: Final = "runs.create"
-THREADS_CREATE_AND_RUN: Final = "threads.create_and_run"
-RUNS_LIST: Final = "runs.list"
-RUNS_RETRIEVE: Final = "runs.retrieve"
-RUNS_UPDATE: Final = "runs.update"
-RUNS_SUBMIT_TOOL_OUTPUTS: Final = "runs.submit_tool_outputs"
-RUNS_CANCEL: Final = "runs.cancel"
-STEPS_LIST: Final = "steps.list"
-STEPS_RETRIEVE: Final = "steps.retrieve"
-OTHER: Final = "other"
-
-OPERATIONS: Final = (
+from ..analytics.ingest.operations import (  # the names this router tags exchanges with
+    OTHER,
+    RUNS_CANCEL,
     RUNS_CREATE,
-    THREADS_CREATE_AND_RUN,
     RUNS_LIST,
     RUNS_RETRIEVE,
-    RUNS_UPDATE,
     RUNS_SUBMIT_TOOL_OUTPUTS,
-    RUNS_CANCEL,
+    RUNS_UPDATE,
     STEPS_LIST,
     STEPS_RETRIEVE,
+    THREADS_CREATE_AND_RUN,
 )
+from ..analytics.ingest.operations import RUN_OPERATIONS as OPERATIONS
+from .response_routes import classify as classify_responses
+
+__all__ = ["OPERATIONS", "OTHER", "RUNS_CANCEL", "RUNS_CREATE", "RUNS_LIST", "RUNS_RETRIEVE",
+           "RUNS_SUBMIT_TOOL_OUTPUTS", "RUNS_UPDATE", "STEPS_LIST", "STEPS_RETRIEVE", "STREAMABLE",
+           "THREADS_CREATE_AND_RUN", "classify"]
 
 # Operations whose request may ask for `stream: true`.
 STREAMABLE: Final = frozenset({RUNS_CREATE, THREADS_CREATE_AND_RUN, RUNS_SUBMIT_TOOL_OUTPUTS})

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..settings.config import Settings
 from . import client_timeouts, errors
 from .admin import create_admin_app
 from .app import Runtime, build_runtime, create_app
-from .config import Settings
 from .owner import SpoolClaim, claim_spool
 
 log = logging.getLogger("runtap")

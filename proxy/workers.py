@@ -22,8 +22,8 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
+from ..settings.config import PROCESS, SETTINGS, ConfigError, HostPort, Settings
 from .capture_supervisor import CAPTURE_DIR_ENV, CaptureSupervisor
-from .config import PROCESS, SETTINGS, ConfigError, HostPort, Settings
 
 log = logging.getLogger("runtap.workers")
 

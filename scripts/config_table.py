@@ -1,4 +1,4 @@
-"""Rewrite the configuration table in docs/configuration.md from proxy.config.SETTINGS (the single source).
+"""Rewrite the configuration table in docs/configuration.md from settings/config.py SETTINGS (the one source).
 
     .venv/bin/python scripts/config_table.py          # rewrite docs/configuration.md in place
     .venv/bin/python scripts/config_table.py --check  # exit 1 if docs/configuration.md is stale
@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtap.proxy.config import SETTINGS  # noqa: E402
+from runtap.settings.config import SETTINGS  # noqa: E402
 
 PAGE = ROOT / "docs" / "configuration.md"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"

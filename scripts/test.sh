@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-echo "== ruff"; .venv/bin/ruff check proxy analytics demo tests bench dashboards
+echo "== ruff"; .venv/bin/ruff check settings proxy analytics demo tests bench dashboards
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest "$@"

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from runtap.demo.sim import SimConfig, start_sim
 from runtap.proxy.app import build_runtime
-from runtap.proxy.config import HostPort, Settings, settings_for
 from runtap.proxy.serve import Running, start
+from runtap.settings.config import HostPort, Settings, settings_for
 
 from tests import source_folders
 

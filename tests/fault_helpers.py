@@ -1,5 +1,5 @@
 """Shared parts of the fault, shutdown, security and limit tests: an in-process runtap whose capture
-health events are recorded, a raw HTTP/1.1 client that shows exactly the bytes a client got, runtap and
+health the test reads, a raw HTTP/1.1 client that shows exactly the bytes a client got, runtap and
 the simulator as subprocesses, and DuckDB reads."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,14 +20,15 @@ from typing import Any
 
 import duckdb
 import httpx2 as httpx
-from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.analytics.ingest.health import CaptureHealth
+from runtap.analytics.ingest.writer import CaptureWriter, WriterConfig, WriterHooks
 from runtap.demo import sim as simulator
 from runtap.proxy.addons.metrics import Metrics
 from runtap.proxy.addons.tracing import Tracing
 from runtap.proxy.app import Runtime, build_tap
-from runtap.proxy.config import Settings
 from runtap.proxy.forward import Forwarder
 from runtap.proxy.serve import Running, start
+from runtap.settings.config import Settings
 
 from tests.conftest import stack_settings
 
@@ -36,43 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-fault-7d1e0c55aa9b4f03b2c6e81f94d0a7c3"
 
 
-class Health:
-    """Records the capture writer's on_health events (thread-safe; `wait_for` waits on a condition, not a sleep)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, int]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, what: str, label: str, n: int) -> None:
-        with self._cond:
-            self.calls.append((what, label, n))
-            self._cond.notify_all()
-
-    def total(self, what: str, label: str | None = None) -> int:
-        with self._cond:
-            return sum(n for w, lab, n in self.calls if w == what and (label is None or lab == label))
-
-    def wait_for(self, what: str, label: str, n: int, timeout: float = 30.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.total_unlocked(what, label) >= n, timeout)
-
-    def total_unlocked(self, what: str, label: str) -> int:
-        return sum(n for w, lab, n in self.calls if w == what and lab == label)
-
-
-def runtime_with_health(settings: Settings, health: Health, **writer_kwargs: Any) -> Runtime:
-    """build_runtime's wiring, with the writer's health events also going to `health`."""
+def runtime_with_health(settings: Settings, **writer_kwargs: Any) -> Runtime:
+    """build_runtime's wiring, with a writer configured by `writer_kwargs` (WriterConfig fields); its
+    health is the metrics' (`runtime.metrics.capture_health`)."""
     metrics = Metrics()
     tracing = Tracing()
-
-    def on_health(what: str, label: str, n: int) -> None:
-        health(what, label, n)
-        metrics.on_health(what, label, n)
-
-    writer = CaptureWriter(db_path=settings.db, spool_path=settings.spool_path,
-                           spool_max_bytes=settings.spool_max_bytes, queue_size=settings.queue_size,
-                           store_prompts=settings.store_prompts, on_effects=metrics.on_effects,
-                           on_health=on_health, **writer_kwargs)
+    config = WriterConfig(db_path=settings.db, spool_path=settings.spool_path, spool_max_bytes=settings.spool_max_bytes,
+                          queue_size=settings.queue_size, store_prompts=settings.store_prompts, **writer_kwargs)
+    writer = CaptureWriter(config, hooks=WriterHooks(on_effects=metrics.on_effects), health=metrics.capture_health)
     forwarder = Forwarder(settings, tap=build_tap(settings, metrics, tracing, writer))
     return Runtime(settings, metrics, tracing, writer, forwarder)
 
@@ -80,7 +51,7 @@ def runtime_with_health(settings: Settings, health: Health, **writer_kwargs: Any
 @dataclass
 class Proxy:
     running: Running
-    health: Health
+    health: CaptureHealth
     settings: Settings
 
     @property
@@ -100,10 +71,10 @@ async def proxy_to(tmp_path: Path, upstream: str, **overrides: Any) -> AsyncIter
     settings = stack_settings(tmp_path, upstream, **overrides)
     if db is not None:
         settings = dataclasses.replace(settings, db=db)
-    health = Health()
-    running = await start(settings, runtime=runtime_with_health(settings, health))
+    runtime = runtime_with_health(settings)
+    running = await start(settings, runtime=runtime)
     try:
-        yield Proxy(running, health, settings)
+        yield Proxy(running, runtime.metrics.capture_health, settings)
     finally:
         await running.stop()
 

@@ -5,8 +5,8 @@ Every event-loop callback (a task step, a transport callback, a timer) runs thro
 thread samples the loop thread's stack while a callback is still running past half the threshold, so a
 report names the blocking line, not only the task.
 
-Attribution decides what fails a test. The outermost frame from the project (proxy/, analytics/, demo/ or
-tests/) is the owner: code in proxy/ or analytics/ blocking the loop is a bug; a test blocking its own
+Attribution decides what fails a test. The outermost frame from the project (settings/, proxy/, analytics/,
+demo/ or tests/) is the owner: code in proxy/ or analytics/ blocking the loop is a bug; a test blocking its own
 loop on purpose (reading DuckDB, `writer.flush()`) is not; functions listed in ALLOWED block by design
 (the shutdown flush). Wall time, not CPU time, because a blocking call is usually a wait (a lock, a
 file, a sleep) that uses no CPU; the threshold is generous so a loaded 2-core machine descheduling the
@@ -57,7 +57,7 @@ def _rel(filename: str) -> str | None:
     except ValueError:
         return None
     parts = rel.parts
-    if rel == _SELF or not parts or parts[0] not in ("proxy", "analytics", "demo", "tests"):
+    if rel == _SELF or not parts or parts[0] not in ("settings", "proxy", "analytics", "demo", "tests"):
         return None
     return rel.as_posix()
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-FOLDERS = frozenset({"proxy", "analytics", "demo", "dashboards"})
+FOLDERS = frozenset({"settings", "proxy", "analytics", "demo", "dashboards"})
 
 
 class SourceFolderGuard(importlib.abc.MetaPathFinder):

@@ -13,12 +13,12 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runtap.analytics.ingest.health import CaptureHealth
 from runtap.analytics.ingest.records import CaptureItem, ResponseBody, Snapshot
 from runtap.analytics.ingest.spool import Spool
 from runtap.analytics.ingest.store import Store, StoreError
-from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.analytics.ingest.writer import CaptureWriter, WriterConfig
 
-from tests.fault_helpers import Health
 from tests.test_writer import exchange, record, run
 
 _ids = itertools.count()
@@ -64,7 +64,7 @@ def _dumps(v: Any) -> bytes:
 
 class Capture:
     def __init__(self, tmp: Path, *, store_ok: bool = True) -> None:
-        self.health = Health()
+        self.health = CaptureHealth()
         self.db = str(tmp / "capture.duckdb")
         self.store_ok = store_ok
 
@@ -74,7 +74,7 @@ class Capture:
             return Store(self.db)
 
         # A long interval: everything submitted before a flush is one batch.
-        self.writer = CaptureWriter(db_path=self.db, flush_interval_s=60, on_health=self.health,
+        self.writer = CaptureWriter(WriterConfig(db_path=self.db, flush_interval_s=60), health=self.health,
                                     store_factory=factory)
         self.writer.start()
 

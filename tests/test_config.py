@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtap.proxy.config import SETTINGS, ConfigError, HostPort, resolve
+from runtap.settings.config import SETTINGS, ConfigError, HostPort, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 

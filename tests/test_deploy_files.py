@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-from runtap.proxy.config import SETTINGS, resolve
+from runtap.settings.config import SETTINGS, resolve
 
 from tests.promstack import DASHBOARDS, ROOT, free_port, load_yaml
 
@@ -200,7 +200,7 @@ def test_every_python_package_and_data_file_is_in_the_wheel(tmp_path: Path) -> N
     names = zipfile.ZipFile(wheel).namelist()
     wanted = [
         p.relative_to(ROOT).as_posix()
-        for top in ("proxy", "analytics", "demo", "dashboards")
+        for top in ("settings", "proxy", "analytics", "demo", "dashboards")
         for p in (ROOT / top).rglob("*")
         if p.suffix in (".py", ".sql", ".csv", ".html", ".json", ".yml") and "__pycache__" not in p.parts
     ]
@@ -217,8 +217,8 @@ def test_every_python_package_and_data_file_is_in_the_wheel(tmp_path: Path) -> N
 @pytest.fixture
 async def admin_url(tmp_path: Path) -> AsyncIterator[str]:
     from runtap.proxy.app import build_runtime
-    from runtap.proxy.config import HostPort, settings_for
     from runtap.proxy.serve import start
+    from runtap.settings.config import HostPort, settings_for
 
     settings = settings_for(
         upstream="http://127.0.0.1:9",

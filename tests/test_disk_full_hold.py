@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import orjson
+from runtap.analytics.ingest.health import CaptureHealth
 from runtap.analytics.ingest.records import CaptureItem, ResponseBody
 from runtap.analytics.ingest.store import Store, StoreError
-from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.analytics.ingest.writer import CaptureWriter, WriterConfig
 
-from tests.fault_helpers import Health
 from tests.test_writer import exchange, record, run
 
 
@@ -25,16 +25,16 @@ class DiskFull:
         self.spool = self.db + ".spool.jsonl"
         os.mkdir(self.spool)
         self.full = True
-        self.health = Health()
+        self.health = CaptureHealth()
 
         def factory() -> Store:
             if self.full:
                 raise StoreError("cannot open: disk full (test)")
             return Store(self.db)
 
-        self.writer = CaptureWriter(db_path=self.db, spool_path=self.spool, flush_interval_s=60,
-                                    reopen_interval_s=0.05, on_health=self.health, store_factory=factory,
-                                    spool_memory_bytes=hold_bytes)
+        config = WriterConfig(db_path=self.db, spool_path=self.spool, flush_interval_s=60, reopen_interval_s=0.05,
+                              spool_memory_bytes=hold_bytes)
+        self.writer = CaptureWriter(config, health=self.health, store_factory=factory)
         self.writer.start()
 
     def space_returns(self) -> None:

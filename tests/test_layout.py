@@ -1,8 +1,11 @@
 """The package layout: one import root, and dependencies that run one way.
 
 The relay (runtap.proxy: forwarding, errors, routes, admin, serve) calls a tap; the addons behind it
-(runtap.proxy.addons) use the ingest path; the ingest path and the reports (runtap.analytics) import
-nothing from the relay, and the sidecar's runtime imports nothing from the demo.
+(runtap.proxy.addons) use the ingest path; the ingest path, the reports and the analytics commands
+(runtap.analytics) import nothing from the relay; the settings every command shares (runtap.settings)
+import nothing of runtap at all; and the sidecar's runtime imports nothing from the demo.
+
+    runtap.proxy -> runtap.analytics -> runtap.settings;   runtap.proxy -> runtap.settings
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"proxy": "runtap.proxy", "analytics": "runtap.analytics", "demo": "runtap.demo",
-           "dashboards": "runtap.dashboards"}
+FOLDERS = {"settings": "runtap.settings", "proxy": "runtap.proxy", "analytics": "runtap.analytics",
+           "demo": "runtap.demo", "dashboards": "runtap.dashboards"}
 
 # (importer prefix, forbidden prefix, why)
 FORBIDDEN = [
+    *[("runtap.settings", other, "settings are the bottom layer: every command reads them, they import no command")
+      for other in ("runtap.proxy", "runtap.analytics", "runtap.demo", "runtap.dashboards")],
     ("runtap.analytics", "runtap.proxy", "analytics (ingest, store, reports) never imports the relay"),
     ("runtap.analytics", "runtap.demo", "analytics never imports the demo"),
     ("runtap.proxy", "runtap.demo", "the sidecar's runtime never imports the demo (runtap[demo] is optional)"),
@@ -30,11 +35,13 @@ FORBIDDEN = [
     for forbidden in ("runtap.proxy.addons", "runtap.analytics")
 ]
 # (importer, target prefix) exempt from FORBIDDEN: the demo command reaches into runtap.demo lazily,
-# with an install hint; the relay builds the Exchange record (a plain dataclass) its flows carry.
+# with an install hint; the relay builds the Exchange record (a plain dataclass) its flows carry and
+# tags it with the operation names the ingest path decodes by (constants).
 ALLOWED = {
     ("runtap.proxy.commands.demo", "runtap.demo"),
     ("runtap.proxy.commands.demo_responses", "runtap.demo"),  # for type checking only
     ("runtap.proxy.forward", "runtap.analytics.ingest.records"),
+    ("runtap.proxy.routes", "runtap.analytics.ingest.operations"),  # the operation names, declared once
     ("runtap.proxy.tap", "runtap.analytics.ingest.records"),
 }
 
@@ -85,16 +92,22 @@ def test_dependencies_run_one_way() -> None:
 def test_the_direction_check_catches_a_wrong_way_import() -> None:
     # relative imports are resolved, so `from ...proxy import x` in an ingest module is caught too
     edges = {"runtap.analytics.ingest.store": {"runtap.proxy.forward"},
+             "runtap.analytics.commands.report": {"runtap.proxy.admin_reports", "runtap.settings.config"},
              "runtap.proxy.forward": {"runtap.demo.sim", "runtap.proxy.addons.metrics",
                                       "runtap.analytics.ingest.records"},
-             "runtap.proxy.commands.demo": {"runtap.demo.sim"}}
+             "runtap.proxy.commands.demo": {"runtap.demo.sim"},
+             "runtap.settings.config": {"runtap.proxy.workers", "runtap.settings"}}
     assert violations(edges) == [
+        "runtap.analytics.commands.report imports runtap.proxy.admin_reports: "
+        "analytics (ingest, store, reports) never imports the relay",
         "runtap.analytics.ingest.store imports runtap.proxy.forward: "
         "analytics (ingest, store, reports) never imports the relay",
         "runtap.proxy.forward imports runtap.demo.sim: "
         "the sidecar's runtime never imports the demo (runtap[demo] is optional)",
         "runtap.proxy.forward imports runtap.proxy.addons.metrics: "
         "the relay calls the tap; it knows no addon and nothing of capture",
+        "runtap.settings.config imports runtap.proxy.workers: "
+        "settings are the bottom layer: every command reads them, they import no command",
     ]
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 from runtap.proxy.app import build_runtime
-from runtap.proxy.config import HostPort, settings_for
 from runtap.proxy.serve import start
+from runtap.settings.config import HostPort, settings_for
 
 
 def writer_threads() -> list[threading.Thread]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from runtap.analytics.ingest.sse import SSEParser
 from runtap.analytics.ingest.store import Store
-from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.analytics.ingest.writer import CaptureWriter, WriterConfig
 
 from tests.loopguard import LoopGuard
 
@@ -34,7 +34,7 @@ async def test_proxy_code_blocking_the_loop_is_reported_with_its_line(guard: Loo
         opened.wait(0.4)  # the writer thread takes its time: whoever waits on it on the loop blocks
         return Store(str(tmp_path / "db.duckdb"))
 
-    writer = CaptureWriter(db_path=str(tmp_path / "db.duckdb"), store_factory=slow_store)
+    writer = CaptureWriter(WriterConfig(db_path=str(tmp_path / "db.duckdb")), store_factory=slow_store)
     writer.start()
     try:
         loop = asyncio.get_running_loop()

@@ -17,8 +17,9 @@ import httpx2 as httpx
 import pytest
 from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
+from runtap.analytics.ingest.health import MAX_LABELS
 from runtap.analytics.ingest.records import Exchange, RequestRecord, ResponseBody
-from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.analytics.ingest.writer import CaptureWriter, WriterConfig
 from runtap.demo import workload as w
 from runtap.demo.sim import SimConfig, start_sim
 from runtap.proxy import routes
@@ -419,7 +420,7 @@ def test_capture_health_reported_by_the_writer_becomes_metrics(tmp_path: Path) -
         return registry.get_sample_value(name, labels) or 0.0
 
     # A healthy store: rows written by table, an undecodable body counted as a decode error.
-    writer = CaptureWriter(db_path=str(tmp_path / "ok.duckdb"), on_health=metrics.on_health)
+    writer = CaptureWriter(WriterConfig(db_path=str(tmp_path / "ok.duckdb")), health=metrics.capture_health)
     writer.start()
     writer.submit(ResponseBody(_exchange("a"), 200, b'{"id": "run_1", "object": "thread.run", ', False))
     writer.submit(_record("a"))
@@ -433,8 +434,8 @@ def test_capture_health_reported_by_the_writer_becomes_metrics(tmp_path: Path) -
     # A store that cannot be opened and a spool that cannot be written: the batch is lost, counted.
     missing = tmp_path / "a-file"  # a file where a directory should be: nothing can be created under it
     missing.write_text("")
-    broken = CaptureWriter(db_path=str(missing / "x.duckdb"), spool_path=str(missing / "x.spool"),
-                           on_health=metrics.on_health)
+    broken = CaptureWriter(WriterConfig(db_path=str(missing / "x.duckdb"), spool_path=str(missing / "x.spool")),
+                           health=metrics.capture_health)
     broken.start()
     broken.submit(_record("b"))
     assert broken.flush(30)
@@ -443,10 +444,50 @@ def test_capture_health_reported_by_the_writer_becomes_metrics(tmp_path: Path) -
     assert value("runtap_capture_dropped_total", stage="spool_error") == 1
 
     # A full queue refuses at submit time.
-    full = CaptureWriter(db_path=str(tmp_path / "full.duckdb"), queue_size=1, on_health=metrics.on_health)
+    full = CaptureWriter(WriterConfig(db_path=str(tmp_path / "full.duckdb"), queue_size=1),
+                         health=metrics.capture_health)
     assert full.submit(_record("c")) and not full.submit(_record("d"))
     full.stop()
     assert value("runtap_capture_dropped_total", stage="queue_full") == 1
+
+
+def test_capture_health_is_one_set_of_counters_that_the_scrape_and_the_stats_both_read(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    writer = CaptureWriter(WriterConfig(db_path=str(tmp_path / "one.duckdb")), health=metrics.capture_health)
+    writer.start()
+    try:
+        writer.submit(ResponseBody(_exchange("a"), 200, b'{"id": "run_1", "object": "thread.run", ', False))
+        writer.submit(ResponseBody(_exchange("b"), 200, b'{"id": "run_2", "object": "thread.run", ', False))
+        writer.submit(_record("a"))
+        assert writer.flush(30)
+        metrics.capture_skipped("body_too_large")  # the relay's own skips land in the same family
+        stats = writer.stats
+        assert value("runtap_capture_written_total", table="requests") == stats["written"] == 1
+        assert value("runtap_capture_errors_total", stage="decode") == stats["decode_skipped"] == 2
+        assert value("runtap_capture_skipped_total", reason="malformed_json") == 2
+        assert value("runtap_capture_skipped_total", reason="body_too_large") == 1
+        assert value("runtap_capture_store_open") == 1
+        # Scraping again reads the same counters: nothing is counted twice.
+        assert value("runtap_capture_errors_total", stage="decode") == 2
+    finally:
+        writer.stop()
+    assert value("runtap_capture_store_open") == 0
+
+
+def test_capture_health_labels_stay_bounded_whatever_fails() -> None:
+    registry = CollectorRegistry()
+    health = Metrics(registry).capture_health
+    for i in range(500):
+        health.failed("store", f"Error{i}")
+    stages = [s for f in registry.collect() if f.name == "runtap_capture_errors" for s in f.samples]
+    assert [(s.labels, s.value) for s in stages] == [({"stage": "store"}, 500.0)]
+    assert len(health.counts()) <= MAX_LABELS + 1
+    assert health.total("errors", "store:other") == 500 - MAX_LABELS
 
 
 def test_every_metric_runtap_exports_is_documented_on_the_metrics_page() -> None:

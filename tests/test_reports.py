@@ -40,7 +40,7 @@ from runtap.proxy.__main__ import main
 from runtap.proxy.admin import create_admin_app
 from runtap.proxy.admin_reports import add_report_routes
 from runtap.proxy.app import build_runtime
-from runtap.proxy.config import settings_for
+from runtap.settings.config import settings_for
 
 REPORTS = sorted(report_specs())
 N = 100_000

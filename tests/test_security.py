@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from runtap.demo import workload as w
 from runtap.demo.sim import SimConfig, start_sim
-from runtap.proxy.config import Settings
 from runtap.proxy.errors import RedactParserErrors
+from runtap.settings.config import Settings
 
 from tests.fault_helpers import (
     locked,

@@ -1,5 +1,5 @@
 """One settings source: every command that takes a setting (serve, demo, report, sql, export, purge)
-declares it through proxy/config.py's SETTINGS, so the flag, its RUNTAP_* twin, default and help are
+declares it through settings/config.py's SETTINGS, so the flag, its RUNTAP_* twin, default and help are
 the same everywhere."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 
 import pytest
 from runtap.proxy.__main__ import build_parser, main
-from runtap.proxy.config import SETTINGS
+from runtap.settings.config import SETTINGS
 
 BY_FLAG = {s.flag: s for s in SETTINGS}
 # The demo's --db is its own file on purpose (issue 11: ./runtap-demo.duckdb, RUNTAP_DB ignored), so a

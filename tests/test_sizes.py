@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("proxy", "analytics", "demo", "dashboards")
+FOLDERS = ("settings", "proxy", "analytics", "demo", "dashboards")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 

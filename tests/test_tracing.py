@@ -38,8 +38,8 @@ from runtap.demo.sim import SimConfig, start_sim
 from runtap.proxy.addons.run_spans import RunSpans, run_span_id, run_trace_id, step_span_id
 from runtap.proxy.addons.tracing import Tracing, provider_from_env
 from runtap.proxy.app import build_runtime
-from runtap.proxy.config import ConfigError
 from runtap.proxy.serve import Running, start
+from runtap.settings.config import ConfigError
 
 from tests.conftest import stack_settings
 from tests.otlp_receiver import OTLPReceiver

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from runtap.demo.sim import SimConfig, start_sim
-from runtap.proxy.config import ConfigError, HostPort, settings_for
 from runtap.proxy.workers import for_worker, suffixed
+from runtap.settings.config import ConfigError, HostPort, settings_for
 
 from tests.fault_helpers import API_KEY, query, start_runtap, terminate
 

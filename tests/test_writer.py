@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from runtap.analytics.ingest.health import CaptureHealth
 from runtap.analytics.ingest.merge import Transition
 from runtap.analytics.ingest.records import (
     CaptureItem,
@@ -22,9 +23,9 @@ from runtap.analytics.ingest.records import (
 )
 from runtap.analytics.ingest.spool import Spool
 from runtap.analytics.ingest.store import Store, StoreError
-from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.analytics.ingest.writer import CaptureWriter, WriterConfig, WriterHooks
 
-from tests.fault_helpers import Health, locked
+from tests.fault_helpers import locked
 
 
 def exchange(xid: str, op: str = "runs.retrieve") -> Exchange:
@@ -89,9 +90,9 @@ def submit_all(writer: CaptureWriter, items: list[CaptureItem]) -> None:
 
 
 def test_items_reach_duckdb(db: Path) -> None:
-    health = Health()
+    health = CaptureHealth()
     effects: list[Any] = []
-    writer = CaptureWriter(db_path=str(db), on_health=health, on_effects=effects.extend)
+    writer = CaptureWriter(WriterConfig(db_path=str(db)), hooks=WriterHooks(on_effects=effects.extend), health=health)
     writer.start()
     try:
         submit_all(writer, retrieved(3) + streamed("ex_s", "run_s"))
@@ -118,7 +119,7 @@ def test_a_batch_triggers_no_cyclic_collection_in_the_writer(db: Path) -> None:
         if phase == "start":
             collected_by.append(threading.current_thread().name)
 
-    writer = CaptureWriter(db_path=str(db))
+    writer = CaptureWriter(WriterConfig(db_path=str(db)))
     writer.start()
     assert writer.flush(timeout=30)  # the store is open
     items = retrieved(1000)
@@ -140,8 +141,8 @@ def test_a_batch_triggers_no_cyclic_collection_in_the_writer(db: Path) -> None:
 
 
 def test_full_queue_refuses_counts_and_logs(db: Path, caplog: pytest.LogCaptureFixture) -> None:
-    health = Health()
-    writer = CaptureWriter(db_path=str(db), queue_size=2, on_health=health)
+    health = CaptureHealth()
+    writer = CaptureWriter(WriterConfig(db_path=str(db), queue_size=2), health=health)
     items = retrieved(2)  # four items: two fit
     with caplog.at_level(logging.WARNING, logger="runtap.writer"):
         assert [writer.submit(item) for item in items] == [True, True, False, False]
@@ -156,8 +157,8 @@ def test_full_queue_refuses_counts_and_logs(db: Path, caplog: pytest.LogCaptureF
 
 
 def test_queue_is_bounded_in_bytes_too(db: Path) -> None:
-    health = Health()
-    writer = CaptureWriter(db_path=str(db), queue_max_bytes=1000, on_health=health)
+    health = CaptureHealth()
+    writer = CaptureWriter(WriterConfig(db_path=str(db), queue_max_bytes=1000), health=health)
     ex = exchange("big")
     assert writer.submit(StreamChunk(ex, b"x" * 900, 1.0))
     assert not writer.submit(StreamChunk(ex, b"x" * 200, 1.0))
@@ -167,8 +168,8 @@ def test_queue_is_bounded_in_bytes_too(db: Path) -> None:
 
 
 def test_bad_input_is_counted_and_capture_goes_on(db: Path) -> None:
-    health = Health()
-    writer = CaptureWriter(db_path=str(db), on_health=health)
+    health = CaptureHealth()
+    writer = CaptureWriter(WriterConfig(db_path=str(db)), health=health)
     writer.start()
     try:
         assert writer.submit(ResponseBody(exchange("bad"), 200, b'{"id": "run_', truncated=False))
@@ -181,7 +182,7 @@ def test_bad_input_is_counted_and_capture_goes_on(db: Path) -> None:
 
 
 def test_stop_writes_everything_submitted(db: Path) -> None:
-    writer = CaptureWriter(db_path=str(db), batch_max=100)
+    writer = CaptureWriter(WriterConfig(db_path=str(db), batch_max=100))
     writer.start()
     items = retrieved(500)
     for i in range(20):
@@ -196,19 +197,19 @@ def test_stop_writes_everything_submitted(db: Path) -> None:
 
 def test_locked_db_spools_then_next_start_replays(db: Path) -> None:
     items = retrieved(5) + streamed("ex_s", "run_s")
-    health = Health()
+    health = CaptureHealth()
     with locked(db):
-        writer = CaptureWriter(db_path=str(db), on_health=health)
+        writer = CaptureWriter(WriterConfig(db_path=str(db)), health=health)
         writer.start()
         submit_all(writer, items)
         assert writer.flush(timeout=30)
         assert not writer.healthy()
         writer.stop()
     assert writer.stats["spooled"] == 14 and writer.stats["written"] == 0
-    assert any(w == "errors" and lab.startswith("store_open:") for w, lab, _ in health.calls)
+    assert any(kind == "errors" and lab.startswith("store_open:") for kind, lab in health.counts())
     assert Path(f"{db}.spool.jsonl").stat().st_size > 0
 
-    again = CaptureWriter(db_path=str(db))
+    again = CaptureWriter(WriterConfig(db_path=str(db)))
     again.start()
     assert again.flush(timeout=30)
     again.stop()
@@ -218,8 +219,8 @@ def test_locked_db_spools_then_next_start_replays(db: Path) -> None:
 
 
 def test_store_that_comes_back_gets_the_spool_while_running(db: Path) -> None:
-    health = Health()
-    writer = CaptureWriter(db_path=str(db), reopen_interval_s=0.1, on_health=health)
+    health = CaptureHealth()
+    writer = CaptureWriter(WriterConfig(db_path=str(db), reopen_interval_s=0.1), health=health)
     with locked(db):
         writer.start()
         submit_all(writer, retrieved(3))
@@ -240,7 +241,7 @@ def test_unwritable_path_spools_and_a_writable_one_replays(tmp_path: Path) -> No
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a regular file where a directory should be")
     spool = tmp_path / "capture.spool.jsonl"
-    writer = CaptureWriter(db_path=str(blocker / "capture.duckdb"), spool_path=str(spool))
+    writer = CaptureWriter(WriterConfig(db_path=str(blocker / "capture.duckdb"), spool_path=str(spool)))
     writer.start()
     submit_all(writer, retrieved(4))
     assert writer.flush(timeout=30)
@@ -248,7 +249,7 @@ def test_unwritable_path_spools_and_a_writable_one_replays(tmp_path: Path) -> No
     assert writer.stats["spooled"] == 8
 
     db = tmp_path / "capture.duckdb"
-    again = CaptureWriter(db_path=str(db), spool_path=str(spool))
+    again = CaptureWriter(WriterConfig(db_path=str(db), spool_path=str(spool)))
     again.start()
     again.stop()
     assert count(db, "runs") == 4 and count(db, "requests") == 4
@@ -272,11 +273,11 @@ class FailingOnce(Store):
 
 
 def test_failed_write_is_spooled_and_replayed(db: Path) -> None:
-    health = Health()
+    health = CaptureHealth()
     effects: list[Any] = []
     FailingOnce.failed = False
-    writer = CaptureWriter(db_path=str(db), reopen_interval_s=0.1, on_health=health,
-                           on_effects=effects.extend, store_factory=lambda: FailingOnce(str(db)))
+    writer = CaptureWriter(WriterConfig(db_path=str(db), reopen_interval_s=0.1), health=health,
+                           hooks=WriterHooks(on_effects=effects.extend), store_factory=lambda: FailingOnce(str(db)))
     submit_all(writer, retrieved(3))  # queued before the thread starts: one batch, the failing one
     writer.start()
     try:
@@ -302,8 +303,8 @@ def test_a_spooled_batch_the_merge_cannot_take_is_set_aside_and_the_rest_replaye
     poison = [dataclasses.replace(seen(f"run_p{i}"), observed_at="yesterday") for i in range(2)]
     spool.append(poison, [])
     spool.append([seen("run_b0"), seen("run_b1")], [record("req_b")])
-    health = Health()
-    writer = CaptureWriter(db_path=str(db), on_health=health)
+    health = CaptureHealth()
+    writer = CaptureWriter(WriterConfig(db_path=str(db)), health=health)
     writer.start()
     try:
         assert writer.flush(timeout=30)
@@ -320,7 +321,7 @@ def test_a_spooled_batch_the_merge_cannot_take_is_set_aside_and_the_rest_replaye
     assert health.total("replayed", "items") == 6
 
     # Nothing is left to replay at the next start, and the rejected items stay where they are.
-    again = CaptureWriter(db_path=str(db))
+    again = CaptureWriter(WriterConfig(db_path=str(db)))
     again.start()
     again.stop()
     assert again.stats["replayed"] == 0 and again.stats["rejected"] == 0

@@ -26,6 +26,7 @@ import orjson
 
 from . import operations as response_routes
 from .bounds import cap_label
+from .operations import RUNS_LIST, STEPS_LIST
 from .records import (
     CaptureItem,
     Exchange,
@@ -62,8 +63,7 @@ _STEP_PREFIX: Final = "thread.run.step."
 _STEP_DELTA: Final = "thread.run.step.delta"
 # On these paths the body is a page of objects whatever its `object` says (an upstream that omits it or
 # names it otherwise): the items are taken when `data` is a list.
-# operation names of proxy/routes.py (the ingest path cannot import the relay)
-_LIST_OPERATIONS: Final = frozenset({"runs.list", "steps.list"})
+_LIST_OPERATIONS: Final = frozenset({RUNS_LIST, STEPS_LIST})
 
 # Request fields that are prompt content: only kept with --store-prompts. `thread` is the
 # create_and_run request's initial thread (its messages).

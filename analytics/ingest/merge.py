@@ -54,6 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .operations import RUNS_SUBMIT_TOOL_OUTPUTS
 from .records import Snapshot
 
 Row = dict[str, Any]
@@ -63,7 +64,7 @@ KEPT: Any = ...
 
 RUN_TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 STEP_TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
-SUBMIT_TOOL_OUTPUTS = "runs.submit_tool_outputs"
+SUBMIT_TOOL_OUTPUTS = RUNS_SUBMIT_TOOL_OUTPUTS
 
 _RUN_END_FIELD = {
     "completed": "completed_at",

@@ -1,10 +1,33 @@
-"""The Responses API operation names, the vocabulary the relay's router (proxy/response_routes.py)
-tags an exchange with and the ingest path decodes by. Here, on the ingest side, because the ingest
-path never imports the relay."""
+"""The operation names of the Runs and Responses APIs: the vocabulary the relay's routers
+(proxy/routes.py, proxy/response_routes.py) tag an exchange with and the ingest path decodes by. Here,
+on the ingest side, because the ingest path never imports the relay; declared once for both."""
 
 from __future__ import annotations
 
 from typing import Final
+
+RUNS_CREATE: Final = "runs.create"
+THREADS_CREATE_AND_RUN: Final = "threads.create_and_run"
+RUNS_LIST: Final = "runs.list"
+RUNS_RETRIEVE: Final = "runs.retrieve"
+RUNS_UPDATE: Final = "runs.update"
+RUNS_SUBMIT_TOOL_OUTPUTS: Final = "runs.submit_tool_outputs"
+RUNS_CANCEL: Final = "runs.cancel"
+STEPS_LIST: Final = "steps.list"
+STEPS_RETRIEVE: Final = "steps.retrieve"
+OTHER: Final = "other"
+
+RUN_OPERATIONS: Final = (
+    RUNS_CREATE,
+    THREADS_CREATE_AND_RUN,
+    RUNS_LIST,
+    RUNS_RETRIEVE,
+    RUNS_UPDATE,
+    RUNS_SUBMIT_TOOL_OUTPUTS,
+    RUNS_CANCEL,
+    STEPS_LIST,
+    STEPS_RETRIEVE,
+)
 
 RESPONSES_CREATE: Final = "responses.create"
 RESPONSES_RETRIEVE: Final = "responses.retrieve"

@@ -2,22 +2,10 @@
 
 The event loop only calls `submit` (O(1), never blocks, never raises). The thread takes batches from
 the bounded queue (batching.py), decodes them (decode.py), and applies each batch to the Store in one
-transaction. When the store cannot be opened or a write fails, the batch goes to an append-only spool
-file instead and is replayed once the store is back (also at the next start), so a locked or broken
-database loses nothing until the spool's own bound is reached. Every loss is counted.
-
-Health events reported through `on_health(what, label, n)` (called from the writer thread, except
-"dropped" for queue overflow, which is reported from the submitting thread):
-  ("dropped", "queue_full" | "queue_bytes_full" | "stopped" | "spool_full" | "spool_error", n)
-  ("errors", "decode:<reason>", n)                 reasons: see CaptureDecoder.skipped
-  ("errors", "<where>:<ExceptionType>", 1)   where: store_open, store, replay, spool, on_effects, internal
-  ("errors", "replay:rejected", n)   spooled items the store refused for their data, moved aside
-  ("errors", "store:rejected", n)   items of a live batch the store refused for their data (the batch was
-                                    bisected, the rest written), moved to the spool's rejected file
-  ("errors", "spool:rejected", n)   items the spool could not encode, moved to its rejected file
-  ("written", "runs" | "steps" | "responses" | "requests", n)
-  ("spooled", "items", n)   ("replayed", "items", n)   ("store", "opened" | "closed", 1)
-  ("held", "items", n)   kept in memory: neither the store nor the spool could take them (analytics/ingest/hold.py)
+transaction. When the store cannot be opened or a write fails, the batch goes to the spool instead and
+is replayed once the store is back (failover.py), so a locked or broken database loses nothing until
+the spool's own bound is reached. Every event is counted once, in `health` (health.py), which the
+Prometheus collector reads at scrape time.
 """
 
 from __future__ import annotations
@@ -29,16 +17,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 import duckdb
 
 from .batching import BatchQueue, batch_bytes
 from .decode import CaptureDecoder
-from .hold import MemoryHold
+from .failover import SpoolFailover
+from .faults import Faults, cause
+from .health import DECODE, CaptureHealth, Kind
 from .isolate import Isolated, apply_isolating, data_fault, split
+from .merge import Effect
 from .records import CaptureItem, RequestRecord, Snapshot
-from .spool import Spool
 from .store import Store, StoreError
 
 log = logging.getLogger("runtap.writer")
@@ -48,19 +39,44 @@ log = logging.getLogger("runtap.writer")
 _FATAL: Final = (duckdb.FatalException, duckdb.ConnectionException, duckdb.IOException, OSError)
 # Any error repeated this many times in a row also reopens the store; a one-off keeps it open.
 _REOPEN_AFTER: Final = 3
-# Replaying a spool that keeps failing re-reads it every time: back off up to this long.
-_MAX_REPLAY_BACKOFF_S: Final = 300.0
-_MAX_LOGGED: Final = 256
-_DROP_LOG_S: Final = 10.0
 
-OnEffects = Callable[[list[Any]], None]
-OnHealth = Callable[[str, str, int], None]
+OnEffects = Callable[[list[Effect]], None]
 
 
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    db_path: str
+    spool_path: str | None = None  # default: <db_path>.spool.jsonl
+    spool_max_bytes: int = 256 << 20
+    spool_memory_bytes: int = 64 << 20  # held in memory when the spool file cannot be written (hold.py)
+    queue_size: int = 100_000
+    queue_max_bytes: int = 512 << 20
+    batch_max: int = 5_000
+    flush_interval_s: float = 0.2
+    reopen_interval_s: float = 5.0
+    max_event_bytes: int = 1 << 20
+    store_prompts: bool = False
+    db_memory_limit: str | None = None
 
-def _cause(exc: BaseException) -> BaseException:
-    # StoreError wraps the DuckDB or OS error that says what actually went wrong.
-    return exc.__cause__ or exc
+    def __post_init__(self) -> None:
+        if self.queue_size < 1 or self.queue_max_bytes < 1 or self.batch_max < 1:
+            raise ValueError("queue_size, queue_max_bytes and batch_max must be positive")
+        if self.flush_interval_s < 0 or self.reopen_interval_s <= 0:
+            raise ValueError("flush_interval_s must be >= 0 and reopen_interval_s > 0")
+
+    @property
+    def spool(self) -> str:
+        return self.spool_path or f"{self.db_path}.spool.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHooks:
+    """Called on the writer thread (on_sse_events per batch, the others after its commit); a hook that
+    raises is counted and logged, never raised into capture."""
+
+    on_effects: OnEffects | None = None  # what the batch changed (run and response metrics, spans)
+    on_sse_events: Callable[[Mapping[str, int]], None] | None = None  # events decoded since the last call
+    on_capture_lag: Callable[[list[float]], None] | None = None  # per request: last byte -> its commit
 
 
 @contextlib.contextmanager
@@ -84,56 +100,32 @@ def automatic_gc_paused() -> Iterator[None]:
 
 
 class CaptureWriter:
-    def __init__(self, *, db_path: str, spool_path: str | None = None, spool_max_bytes: int = 256 << 20,
-                 queue_size: int = 100_000, queue_max_bytes: int = 512 << 20, batch_max: int = 5_000,
-                 flush_interval_s: float = 0.2, reopen_interval_s: float = 5.0,
-                 max_event_bytes: int = 1 << 20, store_prompts: bool = False, db_memory_limit: str | None = None,
-                 on_effects: OnEffects | None = None, on_health: OnHealth | None = None,
-                 on_sse_events: Callable[[Mapping[str, int]], None] | None = None,
-                 on_capture_lag: Callable[[list[float]], None] | None = None,
-                 store_factory: Callable[[], Store] | None = None, spool_memory_bytes: int = 64 << 20) -> None:
-        if queue_size < 1 or queue_max_bytes < 1 or batch_max < 1:
-            raise ValueError("queue_size, queue_max_bytes and batch_max must be positive")
-        if flush_interval_s < 0 or reopen_interval_s <= 0:
-            raise ValueError("flush_interval_s must be >= 0 and reopen_interval_s > 0")
-        self._db_path = db_path
-        self._spool_path = spool_path or f"{db_path}.spool.jsonl"
-        self._spool_max = spool_max_bytes
-        self._reopen_s = reopen_interval_s
-        self._on_effects = on_effects
-        self._on_health = on_health
-        self._on_sse_events = on_sse_events
-        self._on_capture_lag = on_capture_lag
-        self._reported_events: Counter[str] = Counter()
+    def __init__(self, config: WriterConfig, *, hooks: WriterHooks | None = None,
+                 health: CaptureHealth | None = None, store_factory: Callable[[], Store] | None = None) -> None:
+        self.config = config
+        self.health = health if health is not None else CaptureHealth()
+        self._hooks = hooks or WriterHooks()
+        self._faults = Faults(self.health, log)
         self._factory: Callable[[], Store] = store_factory or (
-            lambda: Store(db_path, store_prompts=store_prompts, memory_limit=db_memory_limit))
-        self._decoder = CaptureDecoder(max_event_bytes=max_event_bytes, store_prompts=store_prompts)
-        self._queue = BatchQueue(maxsize=queue_size, max_bytes=queue_max_bytes, batch_max=batch_max,
-                                 interval_s=flush_interval_s)
+            lambda: Store(config.db_path, store_prompts=config.store_prompts, memory_limit=config.db_memory_limit))
+        self._decoder = CaptureDecoder(max_event_bytes=config.max_event_bytes, store_prompts=config.store_prompts)
+        self._queue = BatchQueue(maxsize=config.queue_size, max_bytes=config.queue_max_bytes,
+                                 batch_max=config.batch_max, interval_s=config.flush_interval_s)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = False
         self._closing = False
+        self.submitted = 0  # by the submitting thread only
         # Writer-thread state below.
         self._store: Store | None = None
-        self._spool: Spool | None = None
-        self._spool_pending = False
-        self._hold = MemoryHold(spool_memory_bytes)
-        self._next_hold_retry = 0.0
+        self._failover = SpoolFailover(config.spool, max_bytes=config.spool_max_bytes,
+                                       memory_bytes=config.spool_memory_bytes, retry_s=config.reopen_interval_s,
+                                       faults=self._faults, target=config.db_path)
         self._next_open = 0.0
-        self._next_replay = 0.0
-        self._replay_backoff = reopen_interval_s
         self._failures = 0
         self._open_failed = False
         self._reported_skips: Counter[str] = Counter()
-        self._drops_unlogged: dict[str, int] = {}  # by the submitting thread, as "dropped" is
-        self._drop_logged_at: dict[str, float] = {}
-        self._logged: set[str] = set()
-        # Keys never added later, so readers on other threads can iterate safely. Each key has one
-        # writing thread: "submitted"/"dropped" the submitter, the rest the writer thread.
-        self.stats: dict[str, int] = dict.fromkeys(
-            ("submitted", "dropped", "written", "spooled", "spool_dropped", "replayed", "rejected", "errors",
-             "decode_skipped", "held"), 0)
+        self._reported_events: Counter[str] = Counter()
 
     # --- any thread --------------------------------------------------------------------------------
 
@@ -147,20 +139,25 @@ class CaptureWriter:
     def submit(self, item: CaptureItem) -> bool:
         try:
             if self._closing:
-                self._dropped("stopped")
+                self._faults.dropped("stopped")
                 return False
             refused = self._queue.put(item)
         except Exception:  # the request path must never see a capture failure
             refused = "submit_error"
         if refused is not None:
-            self._dropped(refused)
+            self._faults.dropped(refused)
             return False
-        self.stats["submitted"] += 1
+        self.submitted += 1
         return True
 
     @property
+    def stats(self) -> dict[str, int]:
+        """Totals so far (from `health`, which a shared registry's writers may share)."""
+        return {"submitted": self.submitted, **self.health.stats()}
+
+    @property
     def spool_path(self) -> str:
-        return self._spool_path
+        return self._failover.path
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A read connection of the caller's own on the open capture database (Store.reader)."""
@@ -217,51 +214,16 @@ class CaptureWriter:
                 return
         # Items that raced past the stop marker after the final drain, or were never going to be
         # written because the writer was never started.
-        left = self._queue.qsize()
-        if left:
-            self.stats["dropped"] += left
-            self._health("dropped", "stopped", left)
-
-    def _dropped(self, reason: str) -> None:
-        self.stats["dropped"] += 1
-        self._health("dropped", reason, 1)
-        # Logged at the first drop and then at most every _DROP_LOG_S with the count since, so an
-        # overload shows in the log without a line per request.
-        pending = self._drops_unlogged[reason] = self._drops_unlogged.get(reason, 0) + 1
-        now = time.monotonic()
-        if now >= self._drop_logged_at.get(reason, 0.0) + _DROP_LOG_S:
-            self._drop_logged_at[reason] = now
-            self._drops_unlogged[reason] = 0
-            log.warning("capture dropped %d snapshot item(s): %s (runtap_capture_dropped_total counts them all)",
-                        pending, reason)
-
-    def _health(self, what: str, label: str, n: int) -> None:
-        if self._on_health is None:
-            return
-        try:
-            self._on_health(what, label, n)
-        except Exception as exc:
-            self._log_once("on_health", exc)
-
-    def _log_once(self, where: str, exc: BaseException, *, stack: bool = False) -> None:
-        key = f"{where}:{type(exc).__name__}"
-        if len(self._logged) < _MAX_LOGGED:
-            key += f":{str(exc)[:200]}"  # distinct messages while there are few; types only after
-        if key in self._logged:
-            return
-        self._logged.add(key)
-        log.error("capture %s failed: %s: %s (logged once)", where, type(exc).__name__, exc, exc_info=stack)
+        self._faults.dropped("stopped", self._queue.qsize(), log=False)
 
     # --- writer thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
-            # A spool left by a previous run goes in before anything new.
-            spool = self._ensure_spool()
-            self._spool_pending = spool is not None and spool.pending()
+            self._failover.open()
             self._open_store()
         except Exception as exc:
-            self._error("internal", exc, stack=True)
+            self._faults.failed("internal", exc, stack=True)
         while True:
             items: list[CaptureItem] = []
             markers: list[threading.Event] = []
@@ -280,7 +242,7 @@ class CaptureWriter:
                     finally:
                         items.clear()  # freed by reference counting before collection resumes
             except Exception as exc:  # one bad batch must not end capture for good
-                self._error("internal", exc, stack=True)
+                self._faults.failed("internal", exc, stack=True)
             finally:
                 self._queue.done(size)
                 for marker in markers:
@@ -291,34 +253,34 @@ class CaptureWriter:
         self._close_store()
 
     def _idle_timeout(self) -> float | None:
-        if len(self._hold):
-            return max(self._next_hold_retry - time.monotonic(), 0.0)
+        failover = self._failover
         now = time.monotonic()
+        if failover.held():
+            return max(failover.next_hold_retry - now, 0.0)
         if self._store is None:
             return max(self._next_open - now, 0.0)
-        if self._spool_pending:
-            return max(self._next_replay - now, 0.0)
+        if failover.pending:
+            return max(failover.next_replay - now, 0.0)
         return None
 
     def _maintain(self) -> None:
+        failover = self._failover
         now = time.monotonic()
         if self._store is None and now >= self._next_open:
             self._open_store()
-        elif self._store is not None and self._spool_pending and now >= self._next_replay:
-            self._replay()
-        if len(self._hold) and now >= self._next_hold_retry:
+        elif self._store is not None and failover.pending and now >= failover.next_replay:
+            failover.replay(self._store)
+        if failover.held() and now >= failover.next_hold_retry:
             self._release_hold()
 
     def _release_hold(self, *, final: bool = False) -> None:
         """Write what was held in memory (to the store, else the spool); at stop, what still cannot be
         written is dropped and counted."""
-        if not len(self._hold):
+        if not self._failover.held():
             return
-        self._write(*split(self._hold.take()))
-        if final and len(self._hold):
-            n = len(self._hold.take())
-            self.stats["spool_dropped"] += n
-            self._health("dropped", "spool_error", n)
+        self._write(*split(self._failover.take_held()))
+        if final:
+            self._failover.drop_held()
 
     def _batch(self, items: list[CaptureItem]) -> None:
         snapshots: list[Snapshot] = []
@@ -343,184 +305,96 @@ class CaptureWriter:
                 if data_fault(exc):
                     self._isolate(store, snapshots, requests)
                     return
-                self._error("store", exc)
-                self._failures += 1
-                if isinstance(_cause(exc), _FATAL) or self._failures >= _REOPEN_AFTER:
-                    self._close_store()
-                    self._next_open = time.monotonic() + self._reopen_s
-                else:
-                    self._next_replay = time.monotonic() + self._reopen_s
+                self._store_failed(exc)
                 # When only the write failed the store hands back what the batch changed: emit it
                 # now, since the spool replay emits nothing.
                 self._emit(exc.effects if isinstance(exc, StoreError) else [])
             else:
                 self._failures = 0
                 self._written(snapshots, requests)
-                self._lag(requests)
                 self._emit(effects)
                 return
-        self._to_spool(snapshots, requests)
+        self._failover.put(snapshots, requests)
+
+    def _store_failed(self, exc: Exception) -> None:
+        self._faults.failed("store", exc)
+        self._failures += 1
+        if isinstance(cause(exc), _FATAL) or self._failures >= _REOPEN_AFTER:
+            self._close_store()
+            self._next_open = time.monotonic() + self.config.reopen_interval_s
+        else:
+            self._failover.retry_later()
 
     def _isolate(self, store: Store, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
-        """The batch failed for what one of its items holds: keep every other item (analytics/ingest/isolate.py)."""
+        """The batch failed for what one of its items holds: keep every other item (isolate.py)."""
         done: Isolated = apply_isolating(store.apply, [*snapshots, *requests])
-        applied_snaps, applied_reqs = split(done.applied)
         self._failures = 0
-        self._written(applied_snaps, applied_reqs)
-        self._lag(applied_reqs)
+        self._written(*split(done.applied))
         self._emit(done.effects)
         if done.rejected:
-            self._reject(done.rejected)
+            self._failover.reject(done)
         if done.error is not None:
-            self._error("store", done.error)
+            self._faults.failed("store", done.error)
             self._failures += 1
-            self._next_replay = time.monotonic() + self._reopen_s
-            self._to_spool(*split(done.pending))
+            self._failover.retry_later()
+            self._failover.put(*split(done.pending))
 
-    def _reject(self, rejected: list[tuple[Snapshot | RequestRecord, Exception]]) -> None:
-        n = len(rejected)
-        self._log_once("store", rejected[0][1])
-        self.stats["errors"] += 1
-        self.stats["rejected"] += n
-        self._health("errors", "store:rejected", n)
-        spool = self._ensure_spool()
-        try:
-            if spool is None:
-                raise OSError("no spool")
-            spool.reject(rejected)
-        except Exception as exc:
-            self._error("spool", exc)
-            self.stats["spool_dropped"] += n
-            self._health("dropped", "spool_error", n)
-
-    def _emit(self, effects: list[Any]) -> None:
-        if effects and self._on_effects is not None:
+    def _emit(self, effects: list[Effect]) -> None:
+        on_effects = self._hooks.on_effects
+        if effects and on_effects is not None:
             try:
-                self._on_effects(effects)
+                on_effects(effects)
             except Exception as exc:
-                self._error("on_effects", exc, stack=True)
-
-    def _lag(self, requests: list[RequestRecord]) -> None:
-        """Each request's time from its last byte to the commit just made (wall clock: the records
-        carry their start as epoch seconds)."""
-        if self._on_capture_lag is None:
-            return
-        now = time.time()
-        lags = [now - r.started_at - r.duration_ms / 1000.0 for r in requests]
-        if lags:
-            try:
-                self._on_capture_lag(lags)
-            except Exception as exc:
-                self._error("on_capture_lag", exc)
+                self._faults.failed("on_effects", exc, stack=True)
 
     def _written(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
         runs = sum(1 for s in snapshots if s.kind == "run")
         responses = sum(1 for s in snapshots if s.kind == "response")
-        self.stats["written"] += len(snapshots) + len(requests)
-        for label, n in (("runs", runs), ("steps", len(snapshots) - runs - responses), ("responses", responses),
-                         ("requests", len(requests))):
-            if n:
-                self._health("written", label, n)
+        add = self.health.add
+        add(Kind.WRITTEN, "runs", runs)
+        add(Kind.WRITTEN, "steps", len(snapshots) - runs - responses)
+        add(Kind.WRITTEN, "responses", responses)
+        add(Kind.WRITTEN, "requests", len(requests))
+        self._lag(requests)
 
-    def _to_spool(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
-        n = len(snapshots) + len(requests)
-        spool = self._ensure_spool()
-        failed = spool is None
-        if spool is None:
-            dropped = n
-        else:
-            rejected_before = spool.rejected_lines
-            try:
-                dropped = spool.append(snapshots, requests)
-            except Exception as exc:
-                self._error("spool", exc)
-                dropped = n
-                failed = True
-            else:
-                self._spool_pending = True
-            rejected = spool.rejected_lines - rejected_before
-            if rejected:
-                # Not lost: in the spool's rejected file; neither spooled nor dropped.
-                n -= rejected
-                self.stats["errors"] += 1
-                self.stats["rejected"] += rejected
-                self._health("errors", "spool:rejected", rejected)
-        if n - dropped:
-            self.stats["spooled"] += n - dropped
-            self._health("spooled", "items", n - dropped)
-        if dropped and failed:
-            # The spool file could not be written (a full disk): keep what fits in memory and retry.
-            # (failed: nothing of the batch reached the file, so dropped is all of it)
-            held = dropped - self._hold.add([*snapshots, *requests])
-            if held:
-                self.stats["held"] += held
-                self._health("held", "items", held)
-                self._next_hold_retry = time.monotonic() + self._reopen_s
-                dropped -= held
-        if dropped:
-            self.stats["spool_dropped"] += dropped
-            self._health("dropped", "spool_error" if failed else "spool_full", dropped)
-
-    def _ensure_spool(self) -> Spool | None:
-        if self._spool is None:
-            try:
-                self._spool = Spool(self._spool_path, max_bytes=self._spool_max)
-            except Exception as exc:
-                self._error("spool", exc)
-        return self._spool
+    def _lag(self, requests: list[RequestRecord]) -> None:
+        """Each request's time from its last byte to the commit just made (wall clock: the records
+        carry their start as epoch seconds)."""
+        on_capture_lag = self._hooks.on_capture_lag
+        if on_capture_lag is None or not requests:
+            return
+        now = time.time()
+        try:
+            on_capture_lag([now - r.started_at - r.duration_ms / 1000.0 for r in requests])
+        except Exception as exc:
+            self._faults.failed("on_capture_lag", exc)
 
     def _open_store(self) -> None:
         try:
             store = self._factory()
         except Exception as exc:
-            self._error("store_open", exc)
+            self._faults.failed("store_open", exc)
             self._open_failed = True
-            self._next_open = time.monotonic() + self._reopen_s
+            self._next_open = time.monotonic() + self.config.reopen_interval_s
             return
         self._store = store
         self._failures = 0
-        self._health("store", "opened", 1)
+        self.health.store(opened=True)
         if self._open_failed:
             self._open_failed = False
-            log.info("capture store %s open again", self._db_path)
-        if self._spool_pending:
-            self._replay()
-
-    def _replay(self) -> None:
-        spool = self._ensure_spool()
-        store = self._store
-        if spool is None or store is None:
-            return
-        rejected_before = spool.rejected_lines
-        try:
-            n = spool.replay(store)
-            self._spool_pending = spool.pending()
-        except Exception as exc:
-            self._error("replay", exc)
-            self._next_replay = time.monotonic() + self._replay_backoff
-            self._replay_backoff = min(self._replay_backoff * 2, _MAX_REPLAY_BACKOFF_S)
-            return
-        self._replay_backoff = self._reopen_s
-        rejected = spool.rejected_lines - rejected_before
-        if rejected:
-            # Not lost: kept in the spool's rejected file (logged there), and counted here.
-            self.stats["errors"] += 1
-            self.stats["rejected"] += rejected
-            self._health("errors", "replay:rejected", rejected)
-        if n:
-            self.stats["replayed"] += n
-            self._health("replayed", "items", n)
-            log.info("capture replayed %d spooled items into %s", n, self._db_path)
+            log.info("capture store %s open again", self.config.db_path)
+        if self._failover.pending:
+            self._failover.replay(store)
 
     def _close_store(self) -> None:
         store, self._store = self._store, None
         if store is None:
             return
-        self._health("store", "closed", 1)
+        self.health.store(opened=False)
         try:
             store.close()
         except Exception as exc:
-            self._error("store_close", exc)
+            self._faults.failed("store_close", exc)
 
     def _report_skips(self) -> None:
         reported = self._reported_skips
@@ -528,23 +402,18 @@ class CaptureWriter:
             delta = total - reported[reason]
             if delta:
                 reported[reason] = total
-                self.stats["decode_skipped"] += delta
-                self._health("errors", f"decode:{reason}", delta)
+                self.health.add(Kind.ERRORS, f"{DECODE}:{reason}", delta)
 
     def _report_events(self) -> None:
         """SSE events relayed since the last batch, by name (the decoder keeps running totals)."""
-        if self._on_sse_events is None:
+        on_sse_events = self._hooks.on_sse_events
+        if on_sse_events is None:
             return
         reported = self._reported_events
         delta = {n: t - reported[n] for n, t in self._decoder.events_seen.items() if t != reported[n]}
         if delta:
             reported.update(delta)
             try:
-                self._on_sse_events(delta)
+                on_sse_events(delta)
             except Exception as exc:
-                self._error("on_sse_events", exc)
-
-    def _error(self, where: str, exc: BaseException, *, stack: bool = False) -> None:
-        self.stats["errors"] += 1
-        self._health("errors", f"{where}:{type(_cause(exc)).__name__}", 1)
-        self._log_once(where, exc, stack=stack)
+                self._faults.failed("on_sse_events", exc)

@@ -1,9 +1,9 @@
 """Prometheus metrics on an injected registry: request path, capture health, and (via RunMetrics) runs.
 
-Request-path metrics are updated by the forwarder on the event loop; run/step metrics and capture
-health from the writer thread (prometheus-client is thread-safe). Labels are bounded: no run, thread,
-step or message id is ever a label, and every label whose values come from the upstream goes through
-a LabelValues cap (see run_metrics.py).
+Request-path metrics are updated by the forwarder on the event loop, run/step metrics from the writer
+thread (prometheus-client is thread-safe); capture health is read at scrape time (capture_health.py).
+Labels are bounded: no run, thread, step or message id is ever a label, and every label whose values
+come from the upstream goes through a LabelValues cap (see run_metrics.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ...analytics.ingest.health import CaptureHealth, Kind
 from ..tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow
+from .capture_health import CaptureHealthCollector
 from .response_metrics import ResponseMetrics
 from .run_metrics import LabelValues, RunMetrics
 
@@ -31,9 +33,6 @@ LAG_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 # Capture lag (request done -> its row committed): batches close every 0.5 s, so healthy is under a
 # second; a backlog or a reopening store shows as seconds to minutes.
 CAPTURE_LAG_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
-
-_DECODE: Final = "decode:"
-
 
 def _flag(stream: bool) -> str:
     return "true" if stream else "false"
@@ -65,27 +64,12 @@ class Metrics:
         self.sse_events = Counter("runtap_sse_events",
                                   "SSE events relayed on Runs and Responses streams, by event name.",
                                   ["event"], registry=r)
-        self.capture_skipped_total = Counter(
-            "runtap_capture_skipped", "Bodies or events relayed but not captured, by reason.", ["reason"],
-            registry=r)
         self.capture_queue_depth = Gauge("runtap_capture_queue_depth", "Snapshots waiting to be written.",
                                          registry=r)
-        self.capture_written = Counter("runtap_capture_written", "Rows written to DuckDB, by table.",
-                                       ["table"], registry=r)
-        self.capture_dropped = Counter(
-            "runtap_capture_dropped", "Captured items lost, by the stage that dropped them.", ["stage"],
-            registry=r)
-        self.capture_errors = Counter(
-            "runtap_capture_errors", "Capture failures, by stage (decode, store, spool, replay...).",
-            ["stage"], registry=r)
-        self.capture_spooled = Counter(
-            "runtap_capture_spooled", "Items written to the spool file because the store could not take "
-            "them.", registry=r)
-        self.capture_replayed = Counter(
-            "runtap_capture_replayed", "Spooled items replayed into the store.", registry=r)
-        self.capture_store_open = Gauge(
-            "runtap_capture_store_open", "1 while the capture writer holds the DuckDB store open.",
-            registry=r)
+        # runtap_capture_written/dropped/errors/skipped/spooled/replayed/store_open: built at scrape
+        # time from the one set of counters the capture writer (or the capture channel) records into.
+        self.capture_health = CaptureHealth()
+        r.register(CaptureHealthCollector(self.capture_health))
         self.capture_lag = Histogram(
             "runtap_capture_lag_seconds", "From a proxied request's last byte to the commit that made its rows "
             "(its requests row, and the runs and steps it showed) visible in DuckDB; spooled ones are not observed.",
@@ -93,11 +77,8 @@ class Metrics:
         self.loop_lag = Histogram(
             "runtap_event_loop_lag_seconds", "How late a 100 ms timer on the proxy's event loop fires: the "
             "delay any proxied byte would have had at that moment.", buckets=LAG_BUCKETS, registry=r)
-        # Values reported by the writer (event names, skip reasons, stages) come partly from upstream
-        # data; cap them like every other such label.
+        # SSE event names come from upstream data; cap them like every other such label.
         self._events = LabelValues(128)
-        self._reasons = LabelValues(64)
-        self._stages = LabelValues(32)
         self.runs = RunMetrics(r, label_assistant=label_assistant, on_skip=self.capture_skipped)
         self.responses = ResponseMetrics(r, runs=self.runs)
         # Children per (operation, code, stream): labels() costs a lock and a tuple per call, and this
@@ -142,7 +123,7 @@ class Metrics:
         self.upstream_errors.labels(reason).inc()
 
     def capture_skipped(self, reason: str, n: int = 1) -> None:
-        self.capture_skipped_total.labels(self._reasons(reason)).inc(n)
+        self.capture_health.add(Kind.SKIPPED, reason, n)
 
     # --- capture writer thread ---------------------------------------------------------------------
 
@@ -160,26 +141,3 @@ class Metrics:
         for name, n in counts.items():
             if n > 0:
                 self.sse_events.labels(self._events(name)).inc(n)
-
-    def on_health(self, what: str, label: str, n: int) -> None:
-        """Capture health as the writer reports it (see analytics/ingest/writer.py for the vocabulary)."""
-        if n <= 0:
-            return
-        if what == "written":
-            self.capture_written.labels(self._stages(label)).inc(n)
-        elif what == "dropped":
-            self.capture_dropped.labels(self._stages(label)).inc(n)
-        elif what == "errors":
-            if label.startswith(_DECODE):
-                # An undecodable body or event is lost capture: an error for alerting, and a skip by
-                # reason for diagnosis.
-                self.capture_errors.labels("decode").inc(n)
-                self.capture_skipped(label[len(_DECODE):], n)
-            else:
-                self.capture_errors.labels(self._stages(label.partition(":")[0])).inc(n)
-        elif what == "spooled":
-            self.capture_spooled.inc(n)
-        elif what == "replayed":
-            self.capture_replayed.inc(n)
-        elif what == "store":
-            self.capture_store_open.set(1 if label == "opened" else 0)

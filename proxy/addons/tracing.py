@@ -30,8 +30,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ...analytics.ingest.records import Exchange
 from ...analytics.ingest.response_merge import ResponseTransition
+from ...settings.config import ConfigError
 from .. import response_routes, routes
-from ..config import ConfigError
 from ..tap import Flow
 from . import otel_private, response_spans
 from .run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context

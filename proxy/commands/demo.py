@@ -28,7 +28,7 @@ import duckdb
 from ...analytics.formats import render, terminal_width
 from ...analytics.prices import load_price_book
 from ...analytics.reports import make_params, prepare, run_report
-from ..config import SETTINGS, HostPort, add_arguments, resolve
+from ...settings.config import SETTINGS, HostPort, add_arguments, resolve
 from ..serve import Running, start
 from . import demo_responses
 from .demo_db import DemoDb, prepare_db

@@ -8,10 +8,10 @@ from typing import Final
 
 import duckdb
 
-from ..config import ConfigError
+from ...settings.config import ConfigError
 
 DEFAULT_DB: Final = "./runtap-demo.duckdb"
-# Beside the database: its WAL and the capture spool files (proxy.config Settings.spool_path).
+# Beside the database: its WAL and the capture spool files (settings/config.py Settings.spool_path).
 SIDE_FILES: Final = (".wal", ".spool.jsonl", ".spool.rejected.jsonl")
 
 

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ...settings.config import ConfigError, add_arguments, resolve
 from .. import workers
 from ..app import build_runtime
-from ..config import ConfigError, add_arguments, resolve
 from ..serve import Running, serve_forever
 
 HELP = "run the proxy (and its admin listener) in front of an upstream"

@@ -1,4 +1,4 @@
-"""What the analytics commands (report, sql, export, purge) share: settings from proxy/config.py's one
+"""What the analytics commands (report, sql, export, purge) share: settings from settings/config.py's one
 list, and how they speak to the user."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import socket
 import sys
 
-from ..config import HostPort, default_of, resolve_one, spool_path_for
+from ...settings.config import HostPort, default_of, resolve_one, spool_path_for
 
 
 def err(message: str) -> None:

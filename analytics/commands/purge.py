@@ -11,10 +11,10 @@ from typing import Any, Final
 
 import duckdb
 
-from ...analytics.ingest.spool import Spool
-from ...analytics.ingest.store import Store, StoreError
-from ...analytics.reports import ReportError, parse_when
-from ..config import add_arguments
+from ...settings.config import add_arguments
+from ..ingest.spool import Spool
+from ..ingest.store import Store, StoreError
+from ..reports import ReportError, parse_when
 from .common import db_path, err, spool_path
 
 HELP = "delete stored prompt content (and optionally whole rows) captured before a date"

@@ -7,9 +7,9 @@ from typing import Any
 
 import duckdb
 
-from ...analytics.lake import LakeError, check_instance, export
-from ...analytics.reports import DatabaseLocked
-from ..config import add_arguments
+from ...settings.config import add_arguments
+from ..lake import LakeError, check_instance, export
+from ..reports import DatabaseLocked
 from .common import db_path, err, instance_id
 
 HELP = "export runs, steps, events and requests to Parquet for a fleet-wide lake"

@@ -8,10 +8,11 @@ from typing import Any
 
 import duckdb
 
-from ...analytics.formats import render
-from ...analytics.lake import LakeError, open_lake
-from ...analytics.prices import PriceError, load_price_book
-from ...analytics.reports import (
+from ...settings.config import add_arguments
+from ..formats import render
+from ..lake import LakeError, open_lake
+from ..prices import PriceError, load_price_book
+from ..reports import (
     DatabaseLocked,
     ReportError,
     make_params,
@@ -19,7 +20,6 @@ from ...analytics.reports import (
     run_sql,
     setup_script,
 )
-from ..config import add_arguments
 from .common import db_path, err
 from .report import add_filter_arguments
 

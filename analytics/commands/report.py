@@ -9,11 +9,12 @@ from typing import Any
 
 import duckdb
 
-from ...analytics.formats import FORMATS, render
-from ...analytics.html import write_html
-from ...analytics.lake import LakeError, open_lake
-from ...analytics.prices import PriceBook, PriceError, load_price_book
-from ...analytics.reports import (
+from ...settings.config import add_arguments
+from ..formats import FORMATS, render
+from ..html import write_html
+from ..lake import LakeError, open_lake
+from ..prices import PriceBook, PriceError, load_price_book
+from ..reports import (
     DatabaseLocked,
     ReportError,
     ReportParams,
@@ -24,9 +25,8 @@ from ...analytics.reports import (
     report_specs,
     run_report,
 )
-from ..admin_reports import AdminUnavailable, fetch_report
-from ..config import add_arguments
 from .common import admin_url, db_path, err
+from .report_client import AdminUnavailable, fetch_report
 
 HELP = "cost and usage reports from the capture DB, a Parquet lake or a live sidecar"
 

@@ -1,0 +1,64 @@
+"""The runtap_capture_* health metrics, built at scrape time from CaptureHealth's counters.
+
+Like client_python's ProcessCollector: registered once on the injected registry, no counters of its
+own, so an event the writer counted is exposed exactly once and cannot drift from the writer's stats.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ...analytics.ingest.health import DECODE, CaptureHealth, Kind
+
+_HELP = {
+    "written": "Rows written to DuckDB, by table.",
+    "dropped": "Captured items lost, by the stage that dropped them.",
+    "errors": "Capture failures, by stage (decode, store, spool, replay...).",
+    "skipped": "Bodies or events relayed but not captured, by reason.",
+    "spooled": "Items written to the spool file because the store could not take them.",
+    "replayed": "Spooled items replayed into the store.",
+    "store_open": "1 while the capture writer holds the DuckDB store open.",
+}
+_DECODE_PREFIX = DECODE + ":"
+
+
+def _labelled(name: str, label: str, values: Iterable[tuple[str, int]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(f"runtap_capture_{name}", _HELP[name], labels=[label])
+    sums: dict[str, int] = defaultdict(int)
+    for value, n in values:
+        sums[value] += n
+    for value, n in sums.items():
+        family.add_metric([value], n)
+    return family
+
+
+class CaptureHealthCollector(Collector):
+    def __init__(self, health: CaptureHealth) -> None:
+        self._health = health
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families({}, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self._health.counts(), self._health.stores_open)
+
+    def _families(self, counts: dict[tuple[Kind, str], int], stores_open: int) -> Iterator[Metric]:
+        by_kind: dict[Kind, list[tuple[str, int]]] = defaultdict(list)
+        for (kind, label), n in counts.items():
+            by_kind[kind].append((label, n))
+        errors = by_kind[Kind.ERRORS]
+        yield _labelled("written", "table", by_kind[Kind.WRITTEN])
+        yield _labelled("dropped", "stage", by_kind[Kind.DROPPED])
+        # An undecodable body or event is lost capture: an error for alerting (stage decode), and a
+        # skip by reason for diagnosis.
+        yield _labelled("errors", "stage", ((label.partition(":")[0], n) for label, n in errors))
+        yield _labelled("skipped", "reason", [*by_kind[Kind.SKIPPED], *(
+            (label[len(_DECODE_PREFIX):], n) for label, n in errors if label.startswith(_DECODE_PREFIX))])
+        for name, kind in (("spooled", Kind.SPOOLED), ("replayed", Kind.REPLAYED)):
+            yield CounterMetricFamily(f"runtap_capture_{name}", _HELP[name],
+                                      value=sum(n for _, n in by_kind[kind]))
+        yield GaugeMetricFamily("runtap_capture_store_open", _HELP["store_open"], value=max(stores_open, 0))
