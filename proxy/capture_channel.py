@@ -120,21 +120,28 @@ class CaptureChannel:
         entry: per chunk two list appends here, and one tuple per stream when the frame is encoded."""
         try:
             run = self._runs.get(exchange.id)
-            if run is None:
-                if self._closing or self._loop is None:
-                    self._dropped(STOPPED, 1)
-                    return False
-                run = ChunkRun(exchange, data, at)
-                if not self._admit(len(data)):
-                    return False
-                self._items.append(run)
-                self._runs[exchange.id] = run
-                if self._timer is None and self._transport is not None:
-                    self._timer = self._loop.call_later(FLUSH_INTERVAL_S, self._flush)
-            else:
-                if not self._admit(len(data)):
-                    return False
-                run.add(data, at)
+            size = len(data)
+            if run is not None and self._count < self._max_items and self._bytes + size <= self._max_bytes:
+                # The common case, inline: every chunk of a stream after its first in this frame.
+                run.parts.append(data)
+                run.times.append(at)
+                run.size += size
+                self._count += 1
+                self._bytes += size
+                self.stats["submitted"] += 1
+                return True
+            if run is not None:  # an open run gets here only when the channel is full
+                self._dropped(CHANNEL_FULL, 1)
+                return False
+            if self._closing or self._loop is None:
+                self._dropped(STOPPED, 1)
+                return False
+            if not self._admit(size):
+                return False
+            self._runs[exchange.id] = run = ChunkRun(exchange, data, at)
+            self._items.append(run)
+            if self._timer is None and self._transport is not None:
+                self._timer = self._loop.call_later(FLUSH_INTERVAL_S, self._flush)
             return True
         except Exception:  # the request path must never see a capture failure
             log.exception("capture channel submit failed")
