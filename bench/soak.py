@@ -108,9 +108,13 @@ def _mb(s: procstats.ProcSample | None) -> float:
 
 
 def soak(target: str, requests: int, streams: int, *, rounds: int, max_seconds: float, pin: bool,
-         connections: int, check_runs: int = 1000) -> SoakResult:
+         connections: int, check_runs: int = 1000, capture_mode: str = "inprocess",
+         workers: int = 1) -> SoakResult:
     res = SoakResult(target, requests, streams)
-    place = targets.placement(pin)
+    if target == "runtap":
+        res.note += f"--capture-mode {capture_mode} --workers {workers}. "
+    # Two workers get both cores: pinning them to the proxy's one core would measure nothing.
+    place = targets.placement(pin and workers == 1)
     print(f"soak: placement {place.describe()}", flush=True)
     t_start = time.monotonic()
     deadline = t_start + max_seconds
@@ -122,7 +126,8 @@ def soak(target: str, requests: int, streams: int, *, rounds: int, max_seconds: 
         try:
             created0 = targets.upstream_stats(upstream.port)["created"]
             if target == "runtap":
-                proc = targets.start_runtap(work, upstream.port, sink.port if sink else None, place.proxy)
+                proc = targets.start_runtap(work, upstream.port, sink.port if sink else None, place.proxy,
+                                            capture_mode=capture_mode, workers=workers)
                 health_port, health_path = proc.admin_port or 0, "/healthz"
             else:
                 proc = targets.start_bare(work, upstream.port, place.proxy)
@@ -226,12 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=("runtap", "bare"), default="runtap",
                    help="bare: the baseline forwarder, to check the harness itself")
     p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--capture-mode", choices=("inprocess", "process"), default="inprocess")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runtap --workers; more than 1 needs --capture-mode process (one database to count)")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     args = p.parse_args(argv)
+    if args.workers > 1 and args.capture_mode != "process":
+        p.error("--workers above 1 needs --capture-mode process (inprocess writes one file per worker)")
     requests = args.requests or (10_000 if args.quick else 100_000)
     streams = args.streams or (1_000 if args.quick else 10_000)
     res = soak(args.target, requests, streams, rounds=max(1, args.rounds), max_seconds=args.max_seconds,
-               pin=not args.no_pin, connections=args.connections)
+               pin=not args.no_pin, connections=args.connections, capture_mode=args.capture_mode,
+               workers=args.workers)
     text = markdown(res)
     print("\n" + text, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ from typing import Final
 
 from ..analytics.ingest import wire
 from ..analytics.ingest.batching import item_size
-from ..analytics.ingest.records import CaptureItem
+from ..analytics.ingest.records import CaptureItem, Exchange
+from ..analytics.ingest.wire import ChunkRun, Entry, entry_items
 
 log = logging.getLogger("runtap.capture_channel")
 
@@ -39,6 +40,10 @@ RECONNECT_S: Final = 0.1
 _DROP_LOG_S: Final = 10.0
 
 OnDropped = Callable[[str, int], None]
+
+
+def _entry_size(entry: Entry) -> int:
+    return entry.size if isinstance(entry, ChunkRun) else item_size(entry)
 
 
 class _Sink(asyncio.Protocol):
@@ -69,7 +74,10 @@ class CaptureChannel:
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._on_dropped = on_dropped
-        self._items: list[CaptureItem] = []
+        self._items: list[Entry] = []
+        self._count = 0  # capture items in _items (a ChunkRun holds several)
+        # The open ChunkRun of each stream in the frame being gathered; emptied when a frame is cut.
+        self._runs: dict[str, ChunkRun] = {}
         self._bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.WriteTransport | None = None
@@ -93,10 +101,11 @@ class CaptureChannel:
                 return False
             items = self._items
             size = item_size(item)
-            if len(items) >= self._max_items or (size and self._bytes + size > self._max_bytes):
+            if self._count >= self._max_items or (size and self._bytes + size > self._max_bytes):
                 self._dropped(CHANNEL_FULL, 1)
                 return False
             items.append(item)
+            self._count += 1
             self._bytes += size
             self.stats["submitted"] += 1
             if self._timer is None and self._transport is not None:
@@ -106,9 +115,50 @@ class CaptureChannel:
             log.exception("capture channel submit failed")
             return False
 
+    def submit_chunk(self, exchange: Exchange, data: bytes, at: float) -> bool:
+        """submit(StreamChunk(exchange, data, at)), but a stream's chunks within one frame share one
+        entry: per chunk two list appends here, and one tuple per stream when the frame is encoded."""
+        try:
+            run = self._runs.get(exchange.id)
+            size = len(data)
+            if run is not None and self._count < self._max_items and self._bytes + size <= self._max_bytes:
+                # The common case, inline: every chunk of a stream after its first in this frame.
+                run.parts.append(data)
+                run.times.append(at)
+                run.size += size
+                self._count += 1
+                self._bytes += size
+                self.stats["submitted"] += 1
+                return True
+            if run is not None:  # an open run gets here only when the channel is full
+                self._dropped(CHANNEL_FULL, 1)
+                return False
+            if self._closing or self._loop is None:
+                self._dropped(STOPPED, 1)
+                return False
+            if not self._admit(size):
+                return False
+            self._runs[exchange.id] = run = ChunkRun(exchange, data, at)
+            self._items.append(run)
+            if self._timer is None and self._transport is not None:
+                self._timer = self._loop.call_later(FLUSH_INTERVAL_S, self._flush)
+            return True
+        except Exception:  # the request path must never see a capture failure
+            log.exception("capture channel submit failed")
+            return False
+
+    def _admit(self, size: int) -> bool:
+        if self._count >= self._max_items or self._bytes + size > self._max_bytes:
+            self._dropped(CHANNEL_FULL, 1)
+            return False
+        self._count += 1
+        self._bytes += size
+        self.stats["submitted"] += 1
+        return True
+
     def depth(self) -> int:
         """Items not yet handed to the socket."""
-        return len(self._items)
+        return self._count
 
     @property
     def connected(self) -> bool:
@@ -135,8 +185,10 @@ class CaptureChannel:
                 await asyncio.sleep(0.01)  # no drain() on a bare transport; bounded by the deadline
             transport.close()
         if self._items:
-            self._dropped(STOPPED, len(self._items))
+            self._dropped(STOPPED, self._count)
             self._items.clear()
+            self._runs.clear()
+            self._count = self._bytes = 0
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -147,20 +199,23 @@ class CaptureChannel:
             return
         batch = self._items[:FRAME_MAX_ITEMS]
         del self._items[:FRAME_MAX_ITEMS]
-        self._bytes = sum(item_size(i) for i in self._items) if self._items else 0
+        self._runs.clear()  # a run cut into this frame takes no more chunks; the next chunk opens another
+        n = sum(map(entry_items, batch))
+        self._count -= n
+        self._bytes = sum(map(_entry_size, self._items)) if self._items else 0
         try:
             frame = wire.encode(batch)
         except Exception:
-            log.exception("capture channel could not encode %d item(s)", len(batch))
-            self._dropped("encode_error", len(batch))
+            log.exception("capture channel could not encode %d item(s)", n)
+            self._dropped("encode_error", n)
             return
         if transport.get_write_buffer_size() + len(frame) > self._max_bytes:
-            self._dropped(CHANNEL_FULL, len(batch))
+            self._dropped(CHANNEL_FULL, n)
         else:
             transport.write(frame)
             if self._sink is not None:
-                self._sink.sent += len(batch)
-            self.stats["sent"] += len(batch)
+                self._sink.sent += n
+            self.stats["sent"] += n
             self.stats["frames"] += 1
         if self._items and self._loop is not None:
             self._timer = self._loop.call_soon(self._flush)  # type: ignore[assignment]

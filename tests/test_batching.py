@@ -44,3 +44,17 @@ def test_a_flush_marker_closes_the_batch_and_stop_drains_everything() -> None:
     items.clear()
     assert q.collect(items, [], idle_timeout=0) is True  # type: ignore[arg-type]
     assert len(items) == 4 and q.empty()
+
+
+def test_an_idle_writer_waiting_for_ever_wakes_for_the_first_item() -> None:
+    q = BatchQueue(maxsize=10, max_bytes=1 << 20, batch_max=1, interval_s=60.0)
+    items: list[object] = []
+    writer = threading.Thread(target=q.collect, args=(items, [], None))
+    writer.start()
+    for _ in range(1000):  # whether the writer is already waiting or not, the item must reach it
+        if q._idle:  # noqa: SLF001 - only to make the wake-up path the one tested, when it can be
+            break
+        writer.join(0.001)
+    assert q.put(chunk(1)) is None
+    writer.join(10)
+    assert not writer.is_alive() and len(items) == 1

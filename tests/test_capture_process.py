@@ -228,3 +228,70 @@ async def test_one_scrape_shows_relay_and_run_metrics_without_double_counting(tm
     if mode == "process":
         assert m.get("runtap_capture_process_up") == 1
         assert m.get("runtap_capture_restarts_total") == 0
+
+
+def test_a_chunk_run_decodes_to_one_chunk_per_part_with_its_own_time() -> None:
+    ex = _items()[0].exchange
+    other = Exchange("ex2", "POST", "/v1/responses", "responses.create", None, None, 1.6e9)
+    run = wire.ChunkRun(ex, b"event: a\n", 1.0)
+    run.add(b"data: {}\n\n", 2.0)
+    frame = wire.encode([run, StreamChunk(other, b"x", 3.0), StreamEnd(ex, complete=True)])
+    (got,) = wire.FrameReader().feed(frame)
+    assert got == [StreamChunk(ex, b"event: a\n", 1.0), StreamChunk(ex, b"data: {}\n\n", 2.0),
+                   StreamChunk(other, b"x", 3.0), StreamEnd(ex, complete=True)]
+    assert got[0].exchange is got[1].exchange is got[3].exchange  # one Exchange per exchange and frame
+    assert wire.entry_items(run) == 2
+    run.times.append(4.0)  # a run whose times do not match its chunks is not runtap's
+    with pytest.raises(wire.FrameError):
+        wire.FrameReader().feed(wire.encode([run]))
+
+
+async def test_the_channel_gathers_a_streams_chunks_per_frame_and_keeps_every_chunk_in_order(
+        tmp_path: Path) -> None:
+    from runtap.proxy.capture_channel import CaptureChannel
+
+    received: list[CaptureItem] = []
+    frames = 0
+    reader = wire.FrameReader()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal frames
+        while data := await r.read(1 << 16):
+            for frame in reader.feed(data):
+                frames += 1
+                received.extend(frame)
+                w.write(wire.ACK.pack(len(received)))
+        w.close()
+
+    path = str(tmp_path / "cap.sock")
+    server = await asyncio.start_unix_server(serve, path)
+    dropped: list[tuple[str, int]] = []
+    channel = CaptureChannel(path, max_items=50, on_dropped=lambda reason, n: dropped.append((reason, n)))
+    await channel.start()
+    await _until("the channel connects", lambda: _true(channel.connected))
+    a, b = (Exchange(i, "POST", "/v1/responses", "responses.create", None, None, 1.0) for i in ("a", "b"))
+    sent: list[CaptureItem] = []
+    for i in range(35):
+        for ex in (a, b):
+            chunk = StreamChunk(ex, f"data: {i}\n\n".encode(), float(i))
+            assert channel.submit_chunk(ex, chunk.data, chunk.received_at)
+            sent.append(chunk)
+        if i == 9:
+            await asyncio.sleep(0.2)  # a frame is cut in mid-stream: the runs go on in the next one
+    assert channel.depth() == 50  # counted in chunks, not in entries
+    assert not channel.submit_chunk(a, b"over", 99.0)
+    assert dropped == [("channel_full", 1)]
+    end = StreamEnd(a, complete=True)
+    channel.submit(end)  # refused too: the channel is full
+    await channel.close()
+    await _until("every item arrives", lambda: _true(len(received) == len(sent)))
+    server.close()
+    for ex in (a, b):
+        assert [x for x in received if x.exchange.id == ex.id] == [x for x in sent if x.exchange.id == ex.id]
+    assert frames >= 2
+    assert dropped == [("channel_full", 1), ("channel_full", 1)]
+    assert channel.stats["sent"] == len(received) == channel.stats["submitted"] == 70
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -362,3 +362,28 @@ def test_invalid_utf8_drops_only_its_event() -> None:
     )
     assert parse(every(stream, 3), parser) == [SSEEvent("message", "ok", None, 10)]
     assert (parser.invalid_utf8, parser.comments) == (3, 1)
+
+
+# --- whole events at a time (the parser's path for OpenAI-shaped chunks) ------------------------------
+
+_OPENAI_BLOCKS = st.one_of(
+    st.builds(lambda n, d: b"event: " + n + b"\ndata: " + d + b"\n\n",
+              st.sampled_from([b"response.output_text.delta", b"thread.run.created", b"", b"caf\xc3\xa9", b"\xff"]),
+              st.sampled_from([b'{"delta":"hi"}', b"[DONE]", b"", b"\xc3", b'{"x":"\xe2\x82\xac"}', b"x" * 40])),
+    st.builds(lambda d: b"data: " + d + b"\n\n", st.sampled_from([b'{"a":1}', b"[DONE]", b"\xff"])),
+    st.sampled_from([b"id: 7\n", b": keep-alive\n\n", b"\n", b"event: e\ndata: a\ndata: b\n\n", b"retry: 5\n"]),
+)
+
+
+@given(st.lists(_OPENAI_BLOCKS, max_size=12), st.integers(8, 80), st.data())
+def test_openai_shaped_chunks_parse_as_byte_by_byte(blocks: list[bytes], limit: int,
+                                                    data: st.DataObject) -> None:
+    # One byte at a time never holds a whole event in a chunk, so it never takes the whole-event path:
+    # it is the reference for any other chunking of the same bytes, counters included.
+    stream = b"".join(blocks)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=4))
+    whole, bytewise = SSEParser(max_event_bytes=limit), SSEParser(max_event_bytes=limit)
+    got, want = parse(split_at(stream, cuts), whole), parse(every(stream, 1), bytewise)
+    assert got == want
+    assert (whole.oversized, whole.invalid_utf8, whole.comments) == \
+        (bytewise.oversized, bytewise.invalid_utf8, bytewise.comments)

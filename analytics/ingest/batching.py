@@ -5,9 +5,9 @@ when a flush() marker arrives, or at stop (then the whole queue is drained into 
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from typing import Final
 
 from .records import CaptureItem, RequestBody, ResponseBody, StreamChunk
@@ -37,12 +37,19 @@ def batch_bytes(items: list[CaptureItem]) -> int:
 
 class BatchQueue:
     def __init__(self, *, maxsize: int, max_bytes: int, batch_max: int, interval_s: float) -> None:
-        self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=maxsize)
+        # A deque, not a queue.Queue: its put takes a lock and signals a condition for every item (per
+        # SSE chunk, on the event loop), while a deque's append and popleft are atomic under the GIL.
+        # The writer never waits on the items themselves: only for the first one when idle (_arrived)
+        # and for a flush or stop (_wake).
+        self._items: deque[_QueueItem] = deque()
+        self._maxsize = maxsize
         self._max_bytes = max_bytes
         self.batch_max = batch_max
         self._interval = interval_s
         # Set by flush markers and stop to end the writer's wait for a batch to fill (see collect).
         self._wake = threading.Event()
+        self._arrived = threading.Event()
+        self._idle = False  # the writer waits on _arrived for an item
         # Bytes waiting, as two counters each written by one thread only (no lock on the event loop):
         # the submitter adds, the writer subtracts (done()).
         self._bytes_in = 0
@@ -55,35 +62,37 @@ class BatchQueue:
         size = item_size(item)
         if size and self._bytes_in - self._bytes_out + size > self._max_bytes:
             return QUEUE_BYTES_FULL
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._items) >= self._maxsize:
             return QUEUE_FULL
         self._bytes_in += size
+        self._push(item)
         return None
 
+    def _push(self, item: _QueueItem) -> None:
+        self._items.append(item)
+        # Checked after the append, while the writer publishes _idle before it looks at the items:
+        # one of the two always sees the other.
+        if self._idle:
+            self._idle = False
+            self._arrived.set()
+
     def put_marker(self, marker: threading.Event, timeout: float | None) -> bool:
-        """Queue a flush marker behind everything submitted so far; the writer sets it when there."""
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
+        """Queue a flush marker behind everything submitted so far; the writer sets it when there.
+        Markers and stop are never refused for a full queue: one more entry, and the writer's cue."""
+        self._push(marker)
         self._wake.set()
         return True
 
     def put_stop(self, timeout: float) -> bool:
-        try:
-            self._queue.put(_Stop(), timeout=timeout)
-        except queue.Full:
-            return False
+        self._push(_Stop())
         self._wake.set()
         return True
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
     def empty(self) -> bool:
-        return self._queue.empty()
+        return not self._items
 
     # --- writer thread ---------------------------------------------------------------------------------
 
@@ -91,14 +100,35 @@ class BatchQueue:
         """Account a taken batch of `size` bytes (batch_bytes) as gone from the queue."""
         self._bytes_out += size
 
+    def _first(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` (None: for ever) for an item; True when there is one."""
+        if self._items:
+            return True
+        self._arrived.clear()
+        self._idle = True
+        if not self._items:
+            self._arrived.wait(timeout)
+        self._idle = False
+        return bool(self._items)
+
     def collect(self, items: list[CaptureItem], markers: list[threading.Event], idle_timeout: float | None) -> bool:
         """Fill one batch; True when stop was requested (then the whole queue is drained)."""
-        try:
-            pending = self._queue.get(timeout=idle_timeout)
-        except queue.Empty:
+        if not self._first(idle_timeout):
             return False
+        queued = self._items
         deadline = time.monotonic() + self._interval
         while True:
+            try:
+                pending = queued.popleft()
+            except IndexError:
+                # Sleep out the interval rather than wait per item: waking this thread on every submit
+                # would be a GIL hand-off with the event loop per captured item.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.wait(remaining)
+                self._wake.clear()
+                continue
             if isinstance(pending, _Stop):
                 self._drain(items, markers)
                 return True
@@ -108,24 +138,13 @@ class BatchQueue:
             items.append(pending)
             if len(items) >= self.batch_max:
                 return False
-            while True:
-                try:
-                    pending = self._queue.get_nowait()
-                    break
-                except queue.Empty:
-                    # Sleep out the interval rather than block in get(): a blocked get() wakes this
-                    # thread on every submit, a GIL hand-off with the event loop per captured item.
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._wake.wait(remaining)
-                    self._wake.clear()
 
     def _drain(self, items: list[CaptureItem], markers: list[threading.Event]) -> None:
+        queued = self._items
         while True:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+                item = queued.popleft()
+            except IndexError:
                 return
             if isinstance(item, threading.Event):
                 markers.append(item)

@@ -423,8 +423,11 @@ class CaptureDecoder:
         return out
 
     def _count_event(self, name: str) -> None:
-        name = cap_label(name)  # a key kept for the process's life, and a label value later
         seen = self.events_seen
+        if name in seen:  # every key is its own cap_label: the common case skips the call
+            seen[name] += 1
+            return
+        name = cap_label(name)  # a key kept for the process's life, and a label value later
         if name in seen or len(seen) < _MAX_EVENT_NAMES:
             seen[name] += 1
         else:

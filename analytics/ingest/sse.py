@@ -22,7 +22,9 @@ _COLON = 0x3A
 _NONBLANK = b"x"
 
 
-@dataclass(slots=True, frozen=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and one of these
+# is built for every event of every captured stream.
+@dataclass(slots=True)
 class SSEEvent:
     event: str  # "message" when the event had no (or an empty) `event:` field, as in WHATWG
     data: str  # the event's `data:` lines joined with "\n"
@@ -92,6 +94,12 @@ class SSEParser:
         if b"\n" not in chunk and b"\r" not in chunk and not (pending and pending[-1] == _CR):
             self._extend(chunk)
             return []
+        if not pending and b"\n\n" in chunk and b"\r" not in chunk and self._clean():
+            return self._blocks(chunk)
+        return self._lines(chunk)
+
+    def _lines(self, chunk: bytes) -> list[SSEEvent]:
+        pending = self._pending
         if pending:
             data = b"".join((pending, chunk))
             self._pending = bytearray()
@@ -107,6 +115,36 @@ class SSEParser:
         events = self._parse(lines)
         if tail:
             self._extend(tail)
+        return events
+
+    def _clean(self) -> bool:
+        """Between two events: nothing of an unfinished one is held."""
+        return not self._data and not self._event and not self._size and not self._discarding and not self._bad
+
+    def _blocks(self, chunk: bytes) -> list[SSEEvent]:
+        """The shape every OpenAI stream sends, `event: NAME\ndata: JSON\n\n` (or `data:` alone), taken a
+        whole event at a time instead of a line at a time. Any other block goes through _parse, which
+        sees the same lines it would have seen without this path; so does the unfinished tail."""
+        blocks = chunk.split(b"\n\n")
+        tail = blocks.pop()
+        events: list[SSEEvent] = []
+        limit = self.max_event_bytes - 2
+        for block in blocks:
+            nl = block.find(b"\n")
+            if block.startswith(b"event: ") and nl > 0 and block.startswith(b"data: ", nl + 1) \
+                    and block.find(b"\n", nl + 1) < 0 and len(block) <= limit:
+                name, data = block[7:nl], block[nl + 7:]
+            elif block.startswith(b"data: ") and nl < 0 and len(block) <= limit:
+                name, data = b"", block[6:]
+            else:
+                events.extend(self._parse((block + b"\n\n").splitlines(keepends=True)))
+                continue
+            try:
+                events.append(SSEEvent(name.decode() or "message", data.decode(), self._last_id, len(block) + 2))
+            except UnicodeDecodeError:
+                self.invalid_utf8 += 1
+        if tail:
+            events.extend(self._lines(tail))
         return events
 
     def close(self) -> list[SSEEvent]:

@@ -24,11 +24,33 @@ ACK: Final = struct.Struct("<Q")
 MAX_FRAME: Final = 256 << 20
 _MARSHAL_VERSION: Final = 4
 
-_RECORD, _RESPONSE, _REQUEST_BODY, _CHUNK, _END = range(5)
+_RECORD, _RESPONSE, _REQUEST_BODY, _CHUNK, _END, _CHUNKS = range(6)
 
 
 class FrameError(ValueError):
     pass
+
+
+class ChunkRun:
+    """Consecutive chunks of one stream, gathered for one frame: one entry instead of one per chunk (a
+    Responses stream is hundreds of chunks). Decoded back into one StreamChunk per chunk, each with
+    its own arrival time."""
+
+    __slots__ = ("exchange", "parts", "times", "size")
+
+    def __init__(self, exchange: Exchange, data: bytes, at: float) -> None:
+        self.exchange = exchange
+        self.parts = [data]
+        self.times = [at]
+        self.size = len(data)
+
+    def add(self, data: bytes, at: float) -> None:
+        self.parts.append(data)
+        self.times.append(at)
+        self.size += len(data)
+
+
+Entry = CaptureItem | ChunkRun
 
 
 def _ex(ex: Exchange) -> tuple[Any, ...]:
@@ -36,27 +58,41 @@ def _ex(ex: Exchange) -> tuple[Any, ...]:
             ex.content_encoding, ex.api_provider)
 
 
-def to_tuple(item: CaptureItem) -> tuple[Any, ...]:
-    if type(item) is StreamChunk:
-        return (_CHUNK, _ex(item.exchange), item.data, item.received_at)
-    if type(item) is RequestRecord:
+def entry_items(entry: Entry) -> int:
+    """How many capture items an entry decodes to (what the capture process counts and confirms)."""
+    return len(entry.parts) if type(entry) is ChunkRun else 1
+
+
+def to_tuple(item: Entry, exs: dict[int, tuple[Any, ...]] | None = None) -> tuple[Any, ...]:
+    """`exs` shares one tuple per exchange across a frame: marshal then writes it once and refers back."""
+    if isinstance(item, RequestRecord):
         return (_RECORD, item.id, item.started_at, item.method, item.path, item.operation, item.status_code,
                 item.streamed, item.duration_ms, item.upstream_ttfb_ms, item.bytes_in, item.bytes_out,
                 item.upstream_request_id, item.key_fingerprint, item.error, item.api_version, item.api_provider)
+    ex = item.exchange
+    t = exs.get(id(ex)) if exs is not None else None
+    if t is None:
+        t = _ex(ex)
+        if exs is not None:
+            exs[id(ex)] = t
+    if type(item) is ChunkRun:
+        return (_CHUNKS, t, item.parts, item.times)
+    if type(item) is StreamChunk:
+        return (_CHUNK, t, item.data, item.received_at)
     if type(item) is ResponseBody:
-        return (_RESPONSE, _ex(item.exchange), item.status, item.body, item.truncated)
+        return (_RESPONSE, t, item.status, item.body, item.truncated)
     if type(item) is StreamEnd:
-        return (_END, _ex(item.exchange), item.complete)
+        return (_END, t, item.complete)
     if type(item) is RequestBody:
-        return (_REQUEST_BODY, _ex(item.exchange), item.body, item.truncated)
+        return (_REQUEST_BODY, t, item.body, item.truncated)
     raise TypeError(f"not a capture item: {type(item).__name__}")
 
 
-def from_tuple(t: tuple[Any, ...]) -> CaptureItem:
+def from_tuple(t: tuple[Any, ...], exs: dict[int, Exchange] | None = None) -> CaptureItem:
     tag = t[0]
     if tag == _RECORD:
         return RequestRecord(*t[1:])
-    ex = Exchange(*t[1])
+    ex = _exchange(t[1], exs)
     if tag == _CHUNK:
         return StreamChunk(ex, t[2], t[3])
     if tag == _RESPONSE:
@@ -68,8 +104,19 @@ def from_tuple(t: tuple[Any, ...]) -> CaptureItem:
     raise FrameError(f"unknown item tag {tag!r}")
 
 
-def encode(items: Iterable[CaptureItem]) -> bytes:
-    payload = marshal.dumps([to_tuple(i) for i in items], _MARSHAL_VERSION)
+def _exchange(t: tuple[Any, ...], exs: dict[int, Exchange] | None) -> Exchange:
+    """One Exchange per exchange tuple of a frame (marshal's back-references make them one object)."""
+    if exs is None:
+        return Exchange(*t)
+    ex = exs.get(id(t))
+    if ex is None:
+        ex = exs[id(t)] = Exchange(*t)
+    return ex
+
+
+def encode(items: Iterable[Entry]) -> bytes:
+    exs: dict[int, tuple[Any, ...]] = {}
+    payload = marshal.dumps([to_tuple(i, exs) for i in items], _MARSHAL_VERSION)
     return HEADER.pack(len(payload)) + payload
 
 
@@ -78,7 +125,18 @@ def decode_payload(payload: bytes) -> list[CaptureItem]:
         rows = marshal.loads(payload)  # noqa: S302 - from our own relays over a 0700 socket; builds values only
         if type(rows) is not list:
             raise FrameError("a frame holds a list of items")
-        return [from_tuple(t) for t in rows]
+        exs: dict[int, Exchange] = {}  # ids of tuples that `rows` keeps alive for the whole loop
+        out: list[CaptureItem] = []
+        for t in rows:
+            if t[0] == _CHUNKS:
+                ex = _exchange(t[1], exs)
+                parts, times = t[2], t[3]
+                if type(parts) is not list or type(times) is not list or len(parts) != len(times):
+                    raise FrameError("a chunk run needs as many arrival times as chunks")
+                out.extend(StreamChunk(ex, d, at) for d, at in zip(parts, times, strict=True))
+            else:
+                out.append(from_tuple(t, exs))
+        return out
     except FrameError:
         raise
     except (ValueError, EOFError, TypeError, IndexError) as exc:

@@ -12,6 +12,7 @@ from typing import Final, Protocol
 
 from ...analytics.ingest.records import (
     CaptureItem,
+    Exchange,
     RequestBody,
     RequestRecord,
     ResponseBody,
@@ -44,6 +45,9 @@ class Capture:
     def __init__(self, writer: Submitter, *, store_prompts: bool, capture_max_body: int,
                  on_skipped: Callable[[str], None]) -> None:
         self._submit = writer.submit
+        # The channel to a capture process gathers a stream's chunks per frame (CaptureChannel.submit_chunk).
+        submit_chunk: Callable[[Exchange, bytes, float], bool] | None = getattr(writer, "submit_chunk", None)
+        self._submit_chunk = submit_chunk or (lambda ex, data, at: writer.submit(StreamChunk(ex, data, at)))
         self._store_prompts = store_prompts
         self._max_body = capture_max_body
         self._on_skipped = on_skipped
@@ -71,7 +75,7 @@ class Capture:
     def chunk(self, flow: Flow, chunk: bytes) -> None:
         state = flow.capture
         if state is _STREAM:
-            self._submit(StreamChunk(flow.exchange, chunk, time.time()))
+            self._submit_chunk(flow.exchange, chunk, time.time())
         elif isinstance(state, _Body):
             state.size += len(chunk)
             if state.size <= self._max_body:
