@@ -2,6 +2,9 @@
 
 One thread owns a Store (the capture writer); nothing here is thread-safe and nothing needs to be.
 
+No Python value is ever bound as a DuckDB parameter here (sql_literal.py: binding one loads
+pandas, numpy and pyarrow when they are installed).
+
 Write path, chosen by measurement (``python -m bench.ingest_store --write-paths 5000``): binding
 Python values as DuckDB parameters costs from tens of microseconds to milliseconds per value in
 duckdb 1.5 without pandas (every conversion first tries ``import pandas``), so executemany and
@@ -35,6 +38,7 @@ import orjson
 from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
+from .sql_literal import sql_string
 
 SCHEMA_VERSION = 2  # 2: api_provider on runs, run_steps and requests (schema.sql adds it to older files)
 DEFAULT_CACHE_ROWS = 50_000
@@ -43,7 +47,7 @@ DEFAULT_CACHE_ROWS = 50_000
 # most of the ingest time once runs numbered ~100k; 64MB measured ~1.4x faster over 1.6M snapshots,
 # for ~64MB more WAL to replay after a crash.
 CHECKPOINT_THRESHOLD = "64MB"
-_IDS = "(SELECT unnest(from_json(?, '[\"VARCHAR\"]')))"
+_IDS = "(SELECT unnest(from_json({}, '[\"VARCHAR\"]')))"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,200}")  # may be spliced into SQL as a literal
 _LOOKUP_CHUNK = 256  # DuckDB turns a longer IN list into a join, i.e. a scan
 _SCAN_ROWS_PER_ID = 300  # an index lookup costs about as much as scanning 300 ids
@@ -249,7 +253,8 @@ class Store:
             found = self._check_version()
             if found is None or found < SCHEMA_VERSION:
                 # schema.sql has just brought an older file up to this version (its ALTERs)
-                con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+                # a literal, not a bound value: see sql_literal.py
+                con.execute(f"INSERT INTO schema_version (version) VALUES ({int(SCHEMA_VERSION)})")  # noqa: S608 - an int constant
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -316,7 +321,7 @@ class Store:
                 literals = ", ".join(f"'{obj_id}'" for obj_id in ids[i : i + _LOOKUP_CHUNK])
                 rows += con.execute(f"{table.select_sql}({literals})").fetchall()
             return rows
-        return con.execute(table.select_sql + _IDS, [orjson.dumps(ids).decode()]).fetchall()
+        return con.execute(table.select_sql + _IDS.format(sql_string(orjson.dumps(ids).decode()))).fetchall()
 
     def _write(self, table: _Table, items: Sequence[Any], sql: str | None = None) -> None:
         if not items:
