@@ -2,10 +2,12 @@
 
     .venv/bin/python -m bench.db_memory --limit 256MB --ids 6000000
 
-Inserts random API-like ids (36 characters) into `requests` and, for the first half, `runs` of a real
-store, ROWS ids a statement (the writer's batch size), as autocommitted statements with the store's
-checkpoint threshold; then reopens the store and merges 20 one-run batches. Prints where it failed, or
-the buffer pool in use at the end. Bounded by --ids; writes a temporary file of ~200 bytes an id.
+Inserts ids as runtap and the API make them into a real store: `requests` ids as the relay makes them
+(a random per-process prefix and a counter, so each batch lands at one end of the index) and, for the
+first half, random API-like ids (36 characters, as `run_...` ids are) into `runs`, ROWS ids a statement
+(the writer's batch size), autocommitted, with the store's checkpoint threshold; then reopens the
+store and merges 20 one-run batches. Prints where it failed, or the buffer pool in use at the end.
+Bounded by --ids; writes a temporary file of ~200 bytes an id.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def fill(store: Store, ids: int, rows: int) -> int | None:
         try:
             con.execute(
                 "INSERT INTO requests (id, started_at, method, path, status_code) "  # noqa: S608 - ints only
-                f"SELECT 'req_' || md5(i::VARCHAR), now(), 'POST', '/v1/threads/t/runs', 200 "
+                f"SELECT printf('9f3c2a1b0d4e5f60%016x', i), now(), 'POST', '/v1/threads/t/runs', 200 "
                 f"FROM range({k}, {k + rows}) t(i)"
             )
             if k < ids // 2:
@@ -49,9 +51,14 @@ def main() -> None:
         path = os.path.join(tmp, "db_memory.duckdb")
         store = Store(path, memory_limit=args.limit)
         failed = fill(store, args.ids, args.rows)
-        store.close()
         if failed is not None:
             print(f"{args.limit}: commits failed after {failed:,} requests and {min(failed, args.ids // 2):,} runs")
+        try:
+            store.close()
+        except Exception as exc:  # duckdb 1.5.5: a commit failed for memory can leave the instance unusable
+            print(f"  close: {str(exc).splitlines()[0]}")
+            return
+        if failed is not None:
             return
         store = Store(path, memory_limit=args.limit)
         for i in range(20):
