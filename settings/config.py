@@ -168,8 +168,10 @@ SETTINGS: tuple[Setting, ...] = (
             parse_positive_int),
     Setting("capture_max_body", "8M", "Largest JSON response body copied for capture (bigger ones are "
             "relayed whole, not captured, and counted).", parse_size),
-    Setting("db_memory_limit", "512MB", "Bound on DuckDB's buffer pool inside the sidecar (it spills to disk "
-            "beyond); DuckDB's own default is 80% of RAM.", parse_db_size),
+    Setting("db_memory_limit", "512MB", "Bound on DuckDB's buffer pool inside the sidecar (it spills to DB.tmp "
+            "beside the file beyond); DuckDB's own default is 80% of RAM. The primary-key indexes of the stored run, "
+            "step and response ids must fit in it, ~90 bytes an id: 512MB holds ~5M; raise it, or purge, beyond.",
+            parse_db_size),
     Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
             parse_positive_int),
     Setting("store_prompts", "false", "Also store run instructions and additional_messages (prompt "

@@ -2,17 +2,23 @@
 
 One thread owns a Store (the capture writer); nothing here is thread-safe and nothing needs to be.
 
+No Python value is ever bound as a DuckDB parameter here (sql_literal.py: binding one loads
+pandas, numpy and pyarrow when they are installed).
+
 Write path, chosen by measurement (``python -m bench.ingest_store --write-paths 5000``): binding
 Python values as DuckDB parameters costs from tens of microseconds to milliseconds per value in
 duckdb 1.5 without pandas (every conversion first tries ``import pandas``), so executemany and
 multi-row VALUES manage tens to hundreds of rows/s. Instead each table's rows are encoded once
 with orjson into a private staging file and loaded with ``read_json`` inside the batch's
-transaction (INSERT for new rows, ON CONFLICT DO UPDATE for changed ones): thousands of rows/s,
-DuckDB parses in C++ and copies JSON columns as text.
+transaction (INSERT for new rows, UPDATE for changed ones): thousands of rows/s, DuckDB parses
+in C++ and copies JSON columns as text. Columns built in Python as a pyarrow table measured no
+faster (14-18 us a run row to build, 10-13 us to insert, against 4-6 and 14-21 here) and would load
+pyarrow into the sidecar. What a batch costs in DuckDB is mostly per statement (~7 ms CPU for an
+INSERT of one run row into the 50-column table, with its commit), then ~15 us a run row.
 
 Reads are one query per table per batch for the ids not in a bounded LRU of committed rows. JSON
 and list columns are never read back (that would cost more than the merge itself): the merge only
-needs to know that a value exists (``KEPT``), and the upsert keeps the stored value unless the
+needs to know that a value exists (``KEPT``), and the update keeps the stored value unless the
 batch brings a new one.
 """
 
@@ -35,6 +41,7 @@ import orjson
 from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
+from .sql_literal import sql_string
 
 SCHEMA_VERSION = 3  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
 # prompt_version on responses (schema.sql adds them to older files)
@@ -44,7 +51,7 @@ DEFAULT_CACHE_ROWS = 50_000
 # most of the ingest time once runs numbered ~100k; 64MB measured ~1.4x faster over 1.6M snapshots,
 # for ~64MB more WAL to replay after a crash.
 CHECKPOINT_THRESHOLD = "64MB"
-_IDS = "(SELECT unnest(from_json(?, '[\"VARCHAR\"]')))"
+_IDS = "(SELECT unnest(from_json({}, '[\"VARCHAR\"]')))"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,200}")  # may be spliced into SQL as a literal
 _LOOKUP_CHUNK = 256  # DuckDB turns a longer IN list into a join, i.e. a scan
 _SCAN_ROWS_PER_ID = 300  # an index lookup costs about as much as scanning 300 ids
@@ -97,6 +104,7 @@ class _Table:
     write_sql: str  # INSERT from read_json(staging)
     replay_sql: str  # write_sql for spool replays: INSERT OR IGNORE where the table's mode says so
     upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
+    update_sql: str  # UPDATE of existing rows from the same staging file, as the upsert would set them
 
 
 def _size_literal(value: str) -> str:
@@ -138,9 +146,11 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
             value = f"COALESCE(excluded.{q}, {name}.{q})" if col in heavy else f"excluded.{q}"
             updates.append(f"{q} = {value}")
     path = staging.replace("'", "''")
+    source = f"read_json('{path}', format = 'array', columns = {{{', '.join(reads)}}})"
+    named = ", ".join(f"{p} AS {_quote(c)}" for p, (c, _) in zip(projections, cols, strict=True))
     into = (
         f"INTO {name} ({', '.join(_quote(c) for c, _ in cols)}) SELECT {', '.join(projections)} "  # noqa: S608 - names come from runtap's schema catalog; values are bound
-        f"FROM read_json('{path}', format = 'array', columns = {{{', '.join(reads)}}})"
+        f"FROM {source}"
     )
     write = f"INSERT {into}"
     return _Table(
@@ -152,6 +162,8 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
         write_sql=write,
         replay_sql=f"INSERT OR IGNORE {into}" if mode == "ignore" else write,
         upsert_sql=f"{write} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
+        update_sql=(f"UPDATE {name} SET {', '.join(updates).replace('excluded.', 'staged.')} "  # noqa: S608 - names come from runtap's schema catalog
+                    f"FROM (SELECT {named} FROM {source}) AS staged WHERE {name}.id = staged.id"),
     )
 
 
@@ -250,7 +262,8 @@ class Store:
             found = self._check_version()
             if found is None or found < SCHEMA_VERSION:
                 # schema.sql has just brought an older file up to this version (its ALTERs)
-                con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+                # a literal, not a bound value: see sql_literal.py
+                con.execute(f"INSERT INTO schema_version (version) VALUES ({int(SCHEMA_VERSION)})")  # noqa: S608 - an int constant
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -317,7 +330,7 @@ class Store:
                 literals = ", ".join(f"'{obj_id}'" for obj_id in ids[i : i + _LOOKUP_CHUNK])
                 rows += con.execute(f"{table.select_sql}({literals})").fetchall()
             return rows
-        return con.execute(table.select_sql + _IDS, [orjson.dumps(ids).decode()]).fetchall()
+        return con.execute(table.select_sql + _IDS.format(sql_string(orjson.dumps(ids).decode()))).fetchall()
 
     def _write(self, table: _Table, items: Sequence[Any], sql: str | None = None) -> None:
         if not items:
@@ -326,9 +339,20 @@ class Store:
             f.write(orjson.dumps(items, default=_kept_as_null))
         self.connection.execute(sql or table.write_sql)
 
+    def _update(self, table: _Table, rows: list[Row]) -> None:
+        """Update rows known to be stored. A plain UPDATE costs ~40% less than the upsert (its fixed
+        cost per statement dominates small batches: bench/ingest_store.py); if a row was not there
+        after all, the upsert writes the staged rows again, which sets the same values."""
+        if not rows:
+            return
+        self._write(table, rows, table.update_sql)
+        got = self.connection.fetchone()
+        if got is None or got[0] != len(rows):
+            self.connection.execute(table.upsert_sql)
+
     def _write_rows(self, table: _Table, merged: dict[str, Row], before: dict[str, Row]) -> int:
-        """Write the rows the batch changed: new ones by INSERT, changed ones by upsert (an
-        in-place update: DuckDB does not vacuum deleted rows of a table with an ART index, so
+        """Write the rows the batch changed: new ones by INSERT, changed ones by UPDATE (in
+        place: DuckDB does not vacuum deleted rows of a table with an ART index, so
         DELETE + INSERT, though faster per batch, would grow the file for ever). Returns how many
         rows are new."""
         fresh: list[Row] = []
@@ -348,7 +372,7 @@ class Store:
             elif old != row:
                 changed.append(row)
         self._write(table, fresh)
-        self._write(table, changed, table.upsert_sql)
+        self._update(table, changed)
         return len(fresh)
 
     def apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False) -> list[Effect]:

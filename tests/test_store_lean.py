@@ -1,0 +1,67 @@
+"""The capture path keeps DuckDB from loading pandas, numpy and pyarrow (~120 MB of a sidecar's RSS),
+and the literals it sends instead of bound parameters carry any id exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from runtap.analytics.ingest.sql_literal import sql_string
+from runtap.analytics.ingest.store import Store
+
+from tests.test_merge import T0, run_obj, snap
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Opens a store, merges a batch twice (the second read goes to DuckDB: cache off), reopens it.
+_CAPTURE = """
+import sys
+from runtap.analytics.ingest.store import Store
+from tests.test_merge import T0, lifecycle
+path = sys.argv[1]
+for _ in range(2):
+    store = Store(path, cache_rows=0)
+    store.apply(lifecycle(), [])
+    store.close()
+print(sorted(m for m in ("pandas", "numpy", "pyarrow") if m in sys.modules))
+"""
+
+
+def test_capture_never_loads_pandas_numpy_or_pyarrow(tmp_path: Path) -> None:
+    pytest.importorskip("pandas")  # installed with the test tools: the case this guards against
+    proc = subprocess.run([sys.executable, "-c", _CAPTURE, str(tmp_path / "c.duckdb")], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=40))
+def test_a_string_literal_round_trips_through_duckdb(value: str) -> None:
+    con = duckdb.connect()
+    try:
+        got = con.execute(f"SELECT {sql_string(value)}").fetchone()
+    finally:
+        con.close()
+    assert got == (value,)
+
+
+def test_a_nul_is_refused_not_truncated() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        sql_string("a\x00b")
+
+
+def test_ids_with_quotes_and_backslashes_are_found_again(tmp_path: Path) -> None:
+    ids = ["run_'; DROP TABLE runs; --", "run_\\'", "run_\"x\"", "run_é\u2028", "run_\\u0000"]
+    store = Store(str(tmp_path / "c.duckdb"), cache_rows=0)
+    try:
+        for k in range(2):  # the second batch reads every row back from DuckDB
+            store.apply([snap(run_obj("in_progress" if k else "queued", id=i), T0 + k) for i in ids], [])
+        got = store.connection.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
+    finally:
+        store.close()
+    assert got == sorted((i, "in_progress") for i in ids)
