@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from runtap.proxy.app import build_runtime
-from runtap.proxy.config import Settings, resolve
+from runtap.settings.config import Settings, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
