@@ -459,8 +459,8 @@ PROM_RESPONSE_USD = ("sum(runtap_response_tokens_total * on (model, type) group_
 def test_the_cost_estimate_prices_runs_and_responses_as_the_sql_report_does(live: Live) -> None:
     """The recording rules bill each API as the exact SQL report does (cached input at its price,
     reasoning inside output): the estimate over every counted token equals the report's token cost."""
-    from runtap.analytics.reports import ReportParams
     from runtap.analytics.commands.report_client import fetch_report
+    from runtap.analytics.reports import ReportParams
 
     sql = {"assistants": 0.0, "responses": 0.0}
     tokens = {"cached": 0, "reasoning": 0}
