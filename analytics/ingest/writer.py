@@ -167,8 +167,6 @@ class CaptureWriter:
             raise StoreError("capture store is not open")
         return store.reader()
 
-    cursor = reader  # the earlier name
-
     def depth(self) -> int:
         return self._queue.qsize()
 
