@@ -13,7 +13,7 @@ from aiohttp import web
 from ..settings.config import Settings
 from . import client_timeouts, errors
 from .admin import create_admin_app
-from .app import Runtime, build_runtime, create_app
+from .app import Runtime, build_runtime, close_unstarted, create_app
 from .owner import SpoolClaim, claim_spool
 
 log = logging.getLogger("runtap")
@@ -65,18 +65,11 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
 
 async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim | None) -> Running:
     rt = runtime or build_runtime(settings)
-    proxy_app = create_app(settings, runtime=rt)
-    # auto_decompress=False: a gzip request body must reach the upstream as the app compressed it
-    # (aiohttp's server would inflate it and leave Content-Encoding/Content-Length claiming otherwise).
-    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
-    # request at once instead of at the next chunk (a stream can be idle for minutes).
-    proxy_runner = client_timeouts.AppRunner(proxy_app, access_log=None, handler_cancellation=True,
-                                             auto_decompress=False, on_timeout=rt.metrics.client_timeout,
-                                             keepalive_timeout=settings.client_timeout,
-                                             shutdown_timeout=settings.grace_period,
-                                 max_line_size=settings.max_header_bytes,
-                                 max_field_size=settings.max_header_bytes)
-    admin_runner = web.AppRunner(create_admin_app(rt), access_log=None)
+    try:
+        proxy_runner, admin_runner = _runners(settings, rt)
+    except BaseException:
+        close_unstarted(rt)  # e.g. a bad --prices: no cleanup context has run to close the runtime
+        raise
     try:
         # A resource that fails to start: the ones already started are closed, in reverse.
         await proxy_runner.setup()
@@ -89,6 +82,21 @@ async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim 
         await admin_runner.cleanup()
         raise
     return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
+
+
+def _runners(settings: Settings, rt: Runtime) -> tuple[web.AppRunner, web.AppRunner]:
+    proxy_app = create_app(settings, runtime=rt)
+    # auto_decompress=False: a gzip request body must reach the upstream as the app compressed it
+    # (aiohttp's server would inflate it and leave Content-Encoding/Content-Length claiming otherwise).
+    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
+    # request at once instead of at the next chunk (a stream can be idle for minutes).
+    proxy_runner = client_timeouts.AppRunner(proxy_app, access_log=None, handler_cancellation=True,
+                                             auto_decompress=False, on_timeout=rt.metrics.client_timeout,
+                                             keepalive_timeout=settings.client_timeout,
+                                             shutdown_timeout=settings.grace_period,
+                                 max_line_size=settings.max_header_bytes,
+                                 max_field_size=settings.max_header_bytes)
+    return proxy_runner, web.AppRunner(create_admin_app(rt), access_log=None)
 
 
 async def serve_forever(settings: Settings,

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from runtap.proxy.app import build_runtime
 from runtap.proxy.serve import start
-from runtap.settings.config import HostPort, settings_for
+from runtap.settings.config import ConfigError, HostPort, settings_for
 
 
 def writer_threads() -> list[threading.Thread]:
@@ -58,3 +58,17 @@ async def test_resources_close_in_reverse_order(tmp_path: Path, monkeypatch: pyt
     await running.stop()
     # the forwarder (streams drained) closes before the writer flushes what they captured
     assert order == ["forwarder", "writer"]
+
+
+async def test_a_start_that_fails_before_any_context_leaves_nothing_built_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a tracer provider starts its export thread when built, before its cleanup context; a bad
+    # --prices fails while the admin app is built, before any context has started
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    settings = settings_for(upstream="http://127.0.0.1:9", db=str(tmp_path / "c.duckdb"),
+                            listen=HostPort("127.0.0.1", 0), admin=HostPort("127.0.0.1", 0),
+                            prices=str(tmp_path / "missing.csv"))
+    before = set(threading.enumerate())
+    with pytest.raises(ConfigError, match="--prices"):
+        await start(settings)
+    assert [t.name for t in threading.enumerate() if t not in before] == []
