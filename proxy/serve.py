@@ -32,11 +32,18 @@ class Running:
         # Stop the proxy first: it stops accepting, waits up to the grace period for in-flight requests
         # and streams, then its cleanup flushes the capture queue and closes DuckDB.
         try:
-            await self._proxy.cleanup()
-            await self._admin.cleanup()
+            await _cleanup(self._proxy, self._admin)
         finally:
             if self._claim is not None:
                 self._claim.release()
+
+
+async def _cleanup(proxy: web.AppRunner, admin: web.AppRunner) -> None:
+    """Both runners, in that order; the admin listener closes even when a proxy resource failed to."""
+    try:
+        await proxy.cleanup()
+    finally:
+        await admin.cleanup()
 
 
 def _url(runner: web.AppRunner) -> str:
@@ -78,8 +85,7 @@ async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim 
                           reuse_port=settings.workers > 1, backlog=1024).start()
         await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
     except BaseException:
-        await proxy_runner.cleanup()
-        await admin_runner.cleanup()
+        await _cleanup(proxy_runner, admin_runner)
         raise
     return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
 

@@ -3,6 +3,7 @@ failed start leaves nothing running."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -72,3 +73,30 @@ async def test_a_start_that_fails_before_any_context_leaves_nothing_built_runnin
     with pytest.raises(ConfigError, match="--prices"):
         await start(settings)
     assert [t.name for t in threading.enumerate() if t not in before] == []
+
+
+async def test_a_resource_that_fails_to_close_leaves_no_listener_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for(upstream="http://127.0.0.1:9", db=str(tmp_path / "c.duckdb"),
+                            listen=HostPort("127.0.0.1", 0), admin=HostPort("127.0.0.1", 0))
+    runtime = build_runtime(settings, registry=CollectorRegistry())
+    assert runtime.writer is not None
+    stop = runtime.writer.stop
+
+    def failing_stop(timeout: float = 30.0) -> None:
+        stop(timeout)
+        raise RuntimeError("flush failed")
+
+    monkeypatch.setattr(runtime.writer, "stop", failing_stop)
+    running = await start(settings, runtime=runtime)
+    with pytest.raises(RuntimeError):
+        await running.stop()
+    # the proxy's cleanup raised; the admin listener was still closed
+    host, port = running.admin_url.removeprefix("http://").rsplit(":", 1)
+    try:
+        _, conn = await asyncio.open_connection(host, int(port))
+    except ConnectionRefusedError:
+        return
+    conn.close()
+    await conn.wait_closed()
+    pytest.fail(f"the admin listener {running.admin_url} is still open")
