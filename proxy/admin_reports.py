@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 
 import duckdb

@@ -211,6 +211,13 @@ def cleanup_contexts(runtime: Runtime) -> list[CleanupCtx]:
     return contexts
 
 
+def close_unstarted(runtime: Runtime) -> None:
+    """For a start that fails before any cleanup context ran: stop what building the runtime started,
+    the tracer provider's export thread (the SDK starts it with the provider). A capture supervisor
+    has started no process yet; its owner stops it (`runtap serve` does, after its workers)."""
+    runtime.tracing.shutdown()
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
                tracer_provider: Any | None = None, runtime: Runtime | None = None) -> web.Application:
     rt = runtime or build_runtime(settings, registry=registry, tracer_provider=tracer_provider)

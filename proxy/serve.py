@@ -13,7 +13,7 @@ from aiohttp import web
 from ..settings.config import Settings
 from . import client_timeouts, errors
 from .admin import create_admin_app
-from .app import Runtime, build_runtime, create_app
+from .app import Runtime, build_runtime, close_unstarted, create_app
 from .owner import SpoolClaim, claim_spool
 
 log = logging.getLogger("runtap")
@@ -32,11 +32,18 @@ class Running:
         # Stop the proxy first: it stops accepting, waits up to the grace period for in-flight requests
         # and streams, then its cleanup flushes the capture queue and closes DuckDB.
         try:
-            await self._proxy.cleanup()
-            await self._admin.cleanup()
+            await _cleanup(self._proxy, self._admin)
         finally:
             if self._claim is not None:
                 self._claim.release()
+
+
+async def _cleanup(proxy: web.AppRunner, admin: web.AppRunner) -> None:
+    """Both runners, in that order; the admin listener closes even when a proxy resource failed to."""
+    try:
+        await proxy.cleanup()
+    finally:
+        await admin.cleanup()
 
 
 def _url(runner: web.AppRunner) -> str:
@@ -65,6 +72,25 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
 
 async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim | None) -> Running:
     rt = runtime or build_runtime(settings)
+    try:
+        proxy_runner, admin_runner = _runners(settings, rt)
+    except BaseException:
+        close_unstarted(rt)  # e.g. a bad --prices: no cleanup context has run to close the runtime
+        raise
+    try:
+        # A resource that fails to start: the ones already started are closed, in reverse.
+        await proxy_runner.setup()
+        await admin_runner.setup()
+        await web.TCPSite(proxy_runner, settings.listen.host, settings.listen.port,
+                          reuse_port=settings.workers > 1, backlog=1024).start()
+        await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
+    except BaseException:
+        await _cleanup(proxy_runner, admin_runner)
+        raise
+    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
+
+
+def _runners(settings: Settings, rt: Runtime) -> tuple[web.AppRunner, web.AppRunner]:
     proxy_app = create_app(settings, runtime=rt)
     # auto_decompress=False: a gzip request body must reach the upstream as the app compressed it
     # (aiohttp's server would inflate it and leave Content-Encoding/Content-Length claiming otherwise).
@@ -76,19 +102,7 @@ async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim 
                                              shutdown_timeout=settings.grace_period,
                                  max_line_size=settings.max_header_bytes,
                                  max_field_size=settings.max_header_bytes)
-    admin_runner = web.AppRunner(create_admin_app(rt), access_log=None)
-    try:
-        # A resource that fails to start: the ones already started are closed, in reverse.
-        await proxy_runner.setup()
-        await admin_runner.setup()
-        await web.TCPSite(proxy_runner, settings.listen.host, settings.listen.port,
-                          reuse_port=settings.workers > 1, backlog=1024).start()
-        await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
-    except BaseException:
-        await proxy_runner.cleanup()
-        await admin_runner.cleanup()
-        raise
-    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
+    return proxy_runner, web.AppRunner(create_admin_app(rt), access_log=None)
 
 
 async def serve_forever(settings: Settings,

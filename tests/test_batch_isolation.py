@@ -84,7 +84,7 @@ class Capture:
         return [ResponseBody(ex, 200, raw if raw is not None else orjson.dumps(obj), truncated=False), record(xid)]
 
     def rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        cur = self.writer.cursor()
+        cur = self.writer.reader()
         try:
             return cur.execute(sql, params).fetchall()
         finally:

@@ -60,7 +60,7 @@ def test_a_short_full_disk_episode_loses_nothing(tmp_path: Path) -> None:
         assert disk.health.total("dropped") == 0
         disk.space_returns()
         assert disk.health.wait_for("written", "requests", 20, timeout=60)
-        cur = disk.writer.cursor()
+        cur = disk.writer.reader()
         try:
             got = cur.execute("SELECT count(*), count(*) FILTER (status = 'completed') FROM runs").fetchone()
             assert got == (20, 20)

@@ -130,7 +130,7 @@ def check_case(stack: Stack, hostile: bytes, *, sse: bool) -> None:
     metrics = parse_response(stack.call(_get(int(admin), "/metrics")))
     assert metrics.status == 200 and len(metrics.body) < METRICS_BOUND, len(metrics.body)
     assert _rss() - stack.rss0 < RSS_GROWTH_BOUND, (_rss() - stack.rss0) >> 20
-    cur = px.writer.cursor()
+    cur = px.writer.reader()
     try:
         row = cur.execute("SELECT status, prompt_tokens, completion_tokens, total_tokens FROM runs WHERE id = ?",
                           [good_id]).fetchall()

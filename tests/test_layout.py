@@ -33,6 +33,12 @@ FORBIDDEN = [
     (core, forbidden, "the relay calls the tap; it knows no addon and nothing of capture")
     for core in ("runtap.proxy.forward", "runtap.proxy.tap", "runtap.proxy.errors", "runtap.proxy.routes")
     for forbidden in ("runtap.proxy.addons", "runtap.analytics")
+] + [
+    # admin and serve are relay too: they may read reports and prices, but reach the addons and the
+    # ingest path only through the runtime app.py composes
+    (core, forbidden, "admin and serve know no addon and no ingest module; app.py composes them")
+    for core in ("runtap.proxy.admin", "runtap.proxy.serve")
+    for forbidden in ("runtap.proxy.addons", "runtap.analytics.ingest")
 ]
 # (importer, target prefix) exempt from FORBIDDEN: the demo command reaches into runtap.demo lazily,
 # with an install hint; the relay builds the Exchange record (a plain dataclass) its flows carry and
@@ -96,12 +102,15 @@ def test_the_direction_check_catches_a_wrong_way_import() -> None:
              "runtap.proxy.forward": {"runtap.demo.sim", "runtap.proxy.addons.metrics",
                                       "runtap.analytics.ingest.records"},
              "runtap.proxy.commands.demo": {"runtap.demo.sim"},
+             "runtap.proxy.admin": {"runtap.analytics.prices", "runtap.proxy.addons.metrics"},
              "runtap.settings.config": {"runtap.proxy.workers", "runtap.settings"}}
     assert violations(edges) == [
         "runtap.analytics.commands.report imports runtap.proxy.admin_reports: "
         "analytics (ingest, store, reports) never imports the relay",
         "runtap.analytics.ingest.store imports runtap.proxy.forward: "
         "analytics (ingest, store, reports) never imports the relay",
+        "runtap.proxy.admin imports runtap.proxy.addons.metrics: "
+        "admin and serve know no addon and no ingest module; app.py composes them",
         "runtap.proxy.forward imports runtap.demo.sim: "
         "the sidecar's runtime never imports the demo (runtap[demo] is optional)",
         "runtap.proxy.forward imports runtap.proxy.addons.metrics: "

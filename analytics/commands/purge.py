@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import duckdb
 
-from ...settings.config import add_arguments
+from ...settings.config import add_arguments, spool_path_for
 from ..ingest.spool import Spool
 from ..ingest.store import Store, StoreError
 from ..reports import ReportError, parse_when
@@ -99,7 +99,7 @@ def purge(db: str, before: datetime, *, rows: bool = False, spool_path: str | No
     store = Store(db)  # takes DuckDB's write lock: fails while `runtap serve` holds the file
     try:
         replayed = 0
-        spool_file = spool_path or db + ".spool.jsonl"
+        spool_file = spool_path_for(db, spool_path or "")
         if os.path.exists(spool_file) and os.path.getsize(spool_file):
             replayed = Spool(spool_file, max_bytes=1 << 62).replay(store)
         con = store.connection

@@ -52,10 +52,13 @@ value that was not read back (the store writes it as "keep the stored value").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .operations import RUNS_SUBMIT_TOOL_OUTPUTS
 from .records import Snapshot
+
+if TYPE_CHECKING:  # response_merge builds on this module
+    from .response_merge import ResponseEffect
 
 Row = dict[str, Any]
 
@@ -137,7 +140,9 @@ class ToolTurnaround:
     seconds: float
 
 
-Effect = Transition | RunFinished | UsageKnown | StepFinished | ToolTurnaround
+RunEffect = Transition | RunFinished | UsageKnown | StepFinished | ToolTurnaround
+# What one batch changed, runs and responses alike: a store batch returns both kinds in one list.
+Effect: TypeAlias = "RunEffect | ResponseEffect"
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .merge import _INT64, _MAX_EPOCH_S, _NUMBER, Row, _dict, _effect_row, _merge_common, _str, quantize
+from .merge import _INT64, _MAX_EPOCH_S, _NUMBER, Effect, Row, _dict, _effect_row, _merge_common, _str, quantize
 from .records import Snapshot
 
 RESPONSE_TERMINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})
@@ -184,7 +184,7 @@ def _earliest(row: Row, col: str, t: Any) -> None:
             row[col] = t
 
 
-def _close_rounds(snap: Snapshot, lookup: Callable[[str], Row | None], effects: list[Any], emit: bool) -> None:
+def _close_rounds(snap: Snapshot, lookup: Callable[[str], Row | None], effects: list[Effect], emit: bool) -> None:
     answers = snap.extra.get("answers")
     at: Any = snap.extra.get("request_started_at")
     if type(answers) is not list or type(at) not in _NUMBER:
@@ -206,7 +206,7 @@ def merge_response(
     snap: Snapshot,
     *,
     events: list[ResponseEvent],
-    effects: list[Any],
+    effects: list[Effect],
     lookup: Callable[[str], Row | None],
     store_prompts: bool = False,
     emit: bool = True,
@@ -263,7 +263,7 @@ def merge_response(
 
 
 def merge_responses(before: dict[str, Row], snaps: list[Snapshot], *, events: list[ResponseEvent],
-                    effects: list[Any], store_prompts: bool = False, emit: bool = True) -> dict[str, Row]:
+                    effects: list[Effect], store_prompts: bool = False, emit: bool = True) -> dict[str, Row]:
     """Merge a batch's response snapshots into copies of the stored rows ``before``; return the rows
     the batch touched (a response whose tool round was closed is among them)."""
     merged: dict[str, Row] = {}

@@ -22,6 +22,7 @@ from typing import Final
 
 import duckdb
 
+from ...settings.config import spool_path_for
 from .batching import BatchQueue, batch_bytes
 from .decode import CaptureDecoder
 from .failover import SpoolFailover
@@ -46,7 +47,7 @@ OnEffects = Callable[[list[Effect]], None]
 @dataclass(frozen=True, slots=True)
 class WriterConfig:
     db_path: str
-    spool_path: str | None = None  # default: <db_path>.spool.jsonl
+    spool_path: str | None = None  # default: settings.config.spool_path_for(db_path)
     spool_max_bytes: int = 256 << 20
     spool_memory_bytes: int = 64 << 20  # held in memory when the spool file cannot be written (hold.py)
     queue_size: int = 100_000
@@ -66,7 +67,7 @@ class WriterConfig:
 
     @property
     def spool(self) -> str:
-        return self.spool_path or f"{self.db_path}.spool.jsonl"
+        return spool_path_for(self.db_path, self.spool_path or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +166,6 @@ class CaptureWriter:
         if store is None:
             raise StoreError("capture store is not open")
         return store.reader()
-
-    cursor = reader  # the earlier name
 
     def depth(self) -> int:
         return self._queue.qsize()

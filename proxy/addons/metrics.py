@@ -14,6 +14,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ...analytics.ingest.health import CaptureHealth, Kind
+from ...analytics.ingest.merge import Effect
 from ..tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow
 from .capture_health import CaptureHealthCollector
 from .response_metrics import ResponseMetrics
@@ -127,7 +128,7 @@ class Metrics:
 
     # --- capture writer thread ---------------------------------------------------------------------
 
-    def on_effects(self, effects: list[Any]) -> None:
+    def on_effects(self, effects: list[Effect]) -> None:
         self.runs.on_effects(effects)
         self.responses.on_effects(effects)
 

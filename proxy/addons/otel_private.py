@@ -2,8 +2,9 @@
 
 Tracing's fast path builds finished spans and encodes them to OTLP itself (otlp_encode.py,
 run_spans.py): the SDK's public properties copy attributes, events and links on every access and its
-live spans validate every attribute, which cost more than the spans are worth on the request path.
-Those shortcuts read fields the SDK does not promise to keep. They are all named here, and
+live spans validate every attribute, which cost more than the spans are worth on the request path;
+otlp_export.py's exporter runs the SDK exporter's own export steps around that encoder. Those
+shortcuts read fields the SDK does not promise to keep. They are all named here, and
 `incompatibilities()` (run by tests/test_otel_adapter.py against the installed SDK) says loudly
 which one an SDK release changed, so the package can declare a version range instead of a pin.
 """
@@ -18,11 +19,14 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_resource,
     _encode_value,
 )
+from opentelemetry.exporter.otlp.proto.http._common import _is_request_too_large
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-__all__ = ["SAMPLER_DELEGATES", "SPAN_FIELDS", "encode_instrumentation_scope", "encode_resource", "encode_value",
-           "incompatibilities", "instrumentation_scope", "root_sampler", "span_fields", "span_limits"]
+__all__ = ["EXPORTER_FIELDS", "SAMPLER_DELEGATES", "SPAN_FIELDS", "encode_instrumentation_scope", "encode_resource",
+           "encode_value", "exporter_fields", "incompatibilities", "instrumentation_scope", "is_request_too_large",
+           "root_sampler", "span_fields", "span_limits"]
 
 # The samplers a ParentBased sampler delegates to (tracing reads them to know a decision in advance).
 SAMPLER_DELEGATES: Final = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
@@ -31,6 +35,12 @@ SAMPLER_DELEGATES: Final = ("_root", "_remote_parent_sampled", "_remote_parent_n
 encode_instrumentation_scope = _encode_instrumentation_scope
 encode_resource = _encode_resource
 encode_value = _encode_value
+is_request_too_large = _is_request_too_large
+
+# OTLPSpanExporter's state its export() reads, which otlp_export.FastOTLPSpanExporter.export reads the
+# same way: (shut down, export metrics, max request size, HTTP client).
+EXPORTER_FIELDS: Final = ("_shutdown", "_metrics", "_max_request_size", "_client")
+exporter_fields: Final = operator.attrgetter(*EXPORTER_FIELDS)
 
 # ReadableSpan's own fields, in the order span_fields returns them; each one's public twin.
 SPAN_FIELDS: Final = (
@@ -100,4 +110,27 @@ def incompatibilities() -> list[str]:
     parent_based = sampling.ParentBased(sampling.ALWAYS_ON)
     if root_sampler(parent_based) is not sampling.ALWAYS_ON or len(delegates(parent_based)) != len(SAMPLER_DELEGATES):
         problems.append(f"ParentBased no longer keeps its samplers in {SAMPLER_DELEGATES}")
+    return problems + _exporter_incompatibilities()
+
+
+def _exporter_incompatibilities() -> list[str]:
+    exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:4318/v1/traces")  # connects nowhere until export
+    try:
+        shut_down, metrics, max_size, client = exporter_fields(exporter)
+    except AttributeError as exc:
+        return [f"OTLPSpanExporter field: {exc}"]
+    problems = []
+    if shut_down is not False:
+        problems.append(f"OTLPSpanExporter._shutdown is {shut_down!r} on a new exporter, not False")
+    if not callable(getattr(metrics, "export_operation", None)):
+        problems.append("OTLPSpanExporter._metrics has no export_operation(n)")
+    if not isinstance(max_size, int) or isinstance(max_size, bool):
+        problems.append(f"OTLPSpanExporter._max_request_size is {max_size!r}, not a byte count")
+    if not callable(getattr(client, "export", None)):
+        problems.append("OTLPSpanExporter._client has no export(data)")
+    if not is_request_too_large(b"xx", 1) or is_request_too_large(b"x", 1) or is_request_too_large(b"xx", 0):
+        problems.append("_is_request_too_large(data, limit) no longer means 0 < limit < len(data)")
+    exporter.shutdown()
+    if exporter_fields(exporter)[0] is not True:
+        problems.append("OTLPSpanExporter.shutdown() no longer sets _shutdown")
     return problems

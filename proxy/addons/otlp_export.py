@@ -1,8 +1,9 @@
 """The OTLP/HTTP span exporter with runtap's encoder (proxy/addons/otlp_encode.py) in place of the SDK's.
 
 Everything else is the SDK exporter's own: endpoint, headers, compression, timeout, TLS and retry
-all come from the standard OTEL_EXPORTER_OTLP_* variables as before. `export` mirrors the pinned
-SDK's (opentelemetry-exporter-otlp-proto-http 1.45.x) step for step, with one line changed.
+all come from the standard OTEL_EXPORTER_OTLP_* variables as before. `export` mirrors the SDK's
+(opentelemetry-exporter-otlp-proto-http 1.45.x) step for step, with one line changed; the exporter
+state it reads is private, so it reads it through otel_private (checked against the installed SDK).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import logging
 from collections.abc import Sequence
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http._common import _is_request_too_large
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from .otel_private import exporter_fields, is_request_too_large
 from .otlp_encode import encode_request
 
 log = logging.getLogger("runtap.tracing")
@@ -23,9 +24,10 @@ log = logging.getLogger("runtap.tracing")
 
 class FastOTLPSpanExporter(OTLPSpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
+        shut_down, metrics, max_request_size, client = exporter_fields(self)
+        if shut_down:
             return SpanExportResult.FAILURE
-        with self._metrics.export_operation(len(spans)) as result:
+        with metrics.export_operation(len(spans)) as result:
             try:
                 data = encode_request(spans)
             except Exception as exc:  # the SDK's encoder is the reference; fall back to it
@@ -35,10 +37,10 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
                 except Exception as error:
                     result.error = error
                     return SpanExportResult.FAILURE
-            if _is_request_too_large(data, self._max_request_size):
+            if is_request_too_large(data, max_request_size):
                 log.warning("dropping a span batch of %d bytes: over the OTLP max request size", len(data))
                 return SpanExportResult.FAILURE
-            outcome = self._client.export(data)
+            outcome = client.export(data)
             if not outcome.success:
                 result.error = outcome.error
                 return SpanExportResult.FAILURE

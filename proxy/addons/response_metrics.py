@@ -13,6 +13,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ...analytics.ingest.bounds import positive_cap, token_count
+from ...analytics.ingest.merge import Effect
 from ...analytics.ingest.response_merge import (
     ResponseFinished,
     ResponseToolTurnaround,
@@ -86,7 +87,7 @@ class ResponseMetrics:
         self._statuses = LabelValues(32)
         self._codes = LabelValues(64)
 
-    def on_effects(self, effects: list[Any]) -> None:
+    def on_effects(self, effects: list[Effect]) -> None:
         apply_each(effects, self._effect, lambda _: self._skip_run_metric(EFFECT_ERROR))
 
     def _effect(self, e: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ...analytics.ingest.bounds import cap_label, positive_cap, token_count
-from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
+from ...analytics.ingest.merge import Effect, RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
 from .effects import apply_each
 
 # Run timestamps (created_at, started_at, completed_at...) are whole seconds in the API, so nothing
@@ -172,7 +172,7 @@ class RunMetrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
-    def on_effects(self, effects: list[Any]) -> None:
+    def on_effects(self, effects: list[Effect]) -> None:
         apply_each(effects, self._effect, lambda _: self._skip(EFFECT_ERROR))
 
     def _skip(self, reason: str) -> None:

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition
+from ...analytics.ingest.merge import Effect, RunFinished, StepFinished, ToolTurnaround, Transition
 from .effects import apply_each
 from .otel_private import instrumentation_scope, span_limits
 
@@ -186,7 +186,7 @@ class RunSpans:
         if len(links) < 64 and request_span not in links:
             links.append(request_span)
 
-    def on_effects(self, effects: list[Any]) -> None:
+    def on_effects(self, effects: list[Effect]) -> None:
         apply_each(effects, self._effect, _not_traced)
 
     def _effect(self, e: Any) -> None:
