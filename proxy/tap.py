@@ -59,20 +59,54 @@ class Flow:
         self.capture: Any = None  # capture's state
 
 
+_failures: dict[str, int] = {}
+
+
+def _failed(name: str) -> None:
+    """Log an addon's failure with its traceback, but only the 1st, 2nd, 4th, 8th... time per hook: a bug
+    in a per-chunk hook must not write a traceback per chunk."""
+    n = _failures[name] = _failures.get(name, 0) + 1
+    if n & (n - 1) == 0:
+        log.exception("addon hook %s failed (%d times so far)", name, n)
+
+
 def _fan_out(name: str, hooks: Sequence[Callable[..., None]]) -> Callable[..., None]:
     if not hooks:
         return _noop
     if len(hooks) == 1:
-        return hooks[0]  # the common case costs no extra call
+        # Guarded even alone: an addon's bug must never reach the relay (a 500 or a cut stream). The
+        # try costs nothing when nothing raises; the extra call is the price of that promise.
+        only = hooks[0]
+
+        def call_one(*args: Any) -> None:
+            try:
+                only(*args)
+            except Exception:
+                _failed(name)
+
+        return call_one
 
     def call_all(*args: Any) -> None:
         for hook in hooks:
             try:
                 hook(*args)
             except Exception:  # one addon's bug must not cost another its hook, or the client its answer
-                log.exception("addon hook %s failed", name)
+                _failed(name)
 
     return call_all
+
+
+def _wants_body(wanted: Sequence[Callable[[Flow], bool]]) -> Callable[[Flow], bool]:
+    def keeps(flow: Flow) -> bool:
+        for wants in wanted:
+            try:
+                if wants(flow):
+                    return True
+            except Exception:  # an addon that cannot decide gets no copy; the relay goes on
+                _failed("keeps_request_body")
+        return False
+
+    return keeps
 
 
 def _noop(*_args: Any) -> None:
@@ -96,6 +130,5 @@ class Tap:
         for name in HOOKS:
             setattr(self, name, _fan_out(name, [getattr(a, name) for a in self.addons if hasattr(a, name)]))
         wanted = [a.keeps_request_body for a in self.addons if hasattr(a, "keeps_request_body")]
-        self.keeps_request_body: Callable[[Flow], bool] = (
-            wanted[0] if len(wanted) == 1 else lambda flow: any(wants(flow) for wants in wanted))
+        self.keeps_request_body: Callable[[Flow], bool] = _wants_body(wanted)
         self.sees_chunks = any(hasattr(a, "chunk") for a in self.addons)

@@ -16,7 +16,7 @@ from runtap.analytics.ingest.records import (
 )
 from runtap.analytics.ingest.writer import CaptureWriter
 from runtap.proxy.addons.capture import Capture
-from runtap.proxy.tap import CLIENT_DISCONNECTED, Flow, Tap
+from runtap.proxy.tap import CLIENT_DISCONNECTED, HOOKS, Flow, Tap
 
 
 class FakeWriter:
@@ -133,8 +133,34 @@ def test_hooks_run_in_addon_order_and_one_failing_addon_costs_the_others_nothing
         tap.done(flow())
     assert calls == ["metrics", "tracing"]
     assert "addon hook done failed" in caplog.text
-    # a hook nobody defines is a no-op; one defined once is that addon's own method, no wrapper
+    # a hook nobody defines is a no-op
     tap.chunk(flow(), b"x")
-    only: Any = Recorder("only", calls)
-    assert Tap([only]).done == only.done
     assert not tap.sees_chunks and Tap([capture()[0]]).sees_chunks
+
+
+class Broken:
+    """An addon whose every hook raises, as a bug would."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in HOOKS or name == "keeps_request_body":
+            def hook(*_args: Any) -> None:
+                raise RuntimeError(f"addon bug in {name}")
+            return hook
+        raise AttributeError(name)
+
+
+def test_an_addon_alone_whose_hooks_raise_never_reaches_the_relay(caplog: pytest.LogCaptureFixture) -> None:
+    # The relay calls the tap bare (no try of its own): any exception here would be a 500 or a cut stream.
+    tap = Tap([Broken()])
+    f = flow()
+    with caplog.at_level(logging.ERROR, "runtap.tap"):
+        tap.request(f, cast(Any, None))
+        tap.upstream_request(f, cast(Any, {}))
+        assert tap.keeps_request_body(f) is False
+        tap.request_body(f, b"{}", False)
+        relay(tap, f, 200, [b"data: x\n\n"] * 100, streamed=True)
+        tap.error(f, CLIENT_DISCONNECTED)
+    failed = {r.getMessage().split()[2] for r in caplog.records}
+    assert failed == {*HOOKS, "keeps_request_body"}
+    # a per-chunk bug logs its traceback for the 1st, 2nd, 4th... failure, not once per chunk
+    assert sum("hook chunk" in r.getMessage() for r in caplog.records) <= 8
