@@ -42,10 +42,6 @@ SSE_TYPE: Final = "text/event-stream"
 _READ_WHOLE: Final = 64 << 10
 
 
-def api_version(beta: str | None) -> str | None:
-    return api_versions.beta_version(beta)
-
-
 class KeyFingerprints:
     """sha256(salt + key), 12 hex chars: enough to group spend per key, useless to recover it. A JWT
     bearer token is fingerprinted by the principal it names instead (proxy/fingerprint.py), so one
