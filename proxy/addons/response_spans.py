@@ -38,6 +38,8 @@ _ATTRS: Final = (
     ("openai.response.incomplete_reason", "incomplete_reason"),
     ("openai.response.error.code", "error_code"),
     ("gen_ai.request.reasoning.effort", "reasoning_effort"),
+    ("openai.response.api_version", "api_version"),
+    ("openai.response.api_provider", "api_provider"),
 )
 # Route templates (HTTP semconv http.route) of the Responses operations, after the app's path prefix.
 ROUTES: Final = {
