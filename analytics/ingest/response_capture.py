@@ -34,6 +34,7 @@ import orjson
 
 from . import operations as rr
 from .records import Exchange, RequestBody, Snapshot, Source
+from .response_agents import agent_reference
 from .response_versions import response_api_version
 from .sse import SSEEvent
 
@@ -138,6 +139,10 @@ class ResponseDecoding:
         answers = self._answered(value)
         if answers:
             extra["answers"] = answers
+        agent_name, agent_version = agent_reference(value)
+        if agent_name is not None:
+            extra["request_agent_name"] = agent_name
+            extra["request_agent_version"] = agent_version
         if self._store_prompts:
             for k in PROMPT_FIELDS:
                 if value.get(k) is not None:
