@@ -3,11 +3,13 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
+import duckdb
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runtap.analytics.ingest.decode import CaptureDecoder
 from runtap.analytics.ingest.records import Exchange, RequestBody, ResponseBody, Snapshot, StreamChunk, StreamEnd
+from runtap.analytics.ingest.store import Store
 
 from tests import response_factory as rf
 
@@ -171,3 +173,43 @@ def test_odd_events_are_counted_not_raised() -> None:
     assert feed(dec, chunks) == []
     assert dec.skipped == {"not_response_object": 2, "malformed_json": 1}
     assert dec.events_seen["error"] == 1
+
+
+def test_built_in_tool_contents_stay_out_without_store_prompts(tmp_path: Any) -> None:
+    """Code, queries, retrieved text, search terms, shell commands, patches and generated images are
+    the prompt's and the output's content, as function arguments are: not at rest by default."""
+    secret = [f"SECRET{i}" for i in range(10)]
+    output = [
+        {"type": "code_interpreter_call", "id": "ci_1", "status": "completed", "container_id": "cntr_1",
+         "code": f"print('{secret[0]}')", "outputs": [{"type": "logs", "logs": secret[1]}]},
+        {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": [secret[2]],
+         "results": [{"file_id": "file_1", "filename": "a.pdf", "score": 0.9, "text": secret[3]}]},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed",
+         "action": {"type": "search", "query": secret[4]}},
+        {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": secret[5]},
+        {"type": "local_shell_call", "id": "ls_1", "call_id": "call_ls", "status": "completed",
+         "action": {"type": "exec", "command": ["echo", secret[6]], "env": {}}},
+        {"type": "apply_patch_call", "id": "ap_1", "call_id": "call_ap", "status": "completed",
+         "operation": {"type": "update_file", "path": "a.py", "diff": secret[7]}},
+        {"type": "computer_call", "id": "cu_1", "call_id": "call_cu", "status": "completed",
+         "action": {"type": "type", "text": secret[8]}, "pending_safety_checks": []},
+        {"type": "compaction", "id": "cmp_1", "encrypted_content": secret[9]},
+    ]
+    body = orjson.dumps(rf.response("resp_t", output=output))
+    snaps = CaptureDecoder().decode(ResponseBody(exchange(), 200, body, False))
+    dumped = orjson.dumps(snaps[0].obj).decode()
+    assert [s for s in secret if s in dumped] == []
+    assert [i["type"] for i in snaps[0].obj["output"]] == [i["type"] for i in output]  # the shape is kept
+    assert snaps[0].obj["output"][0]["container_id"] == "cntr_1"
+    db = str(tmp_path / "c.duckdb")
+    store = Store(db)
+    store.apply(snaps, [])
+    store.close()
+    con = duckdb.connect(db)
+    row = con.execute("SELECT CAST(raw AS VARCHAR), CAST(tool_calls AS VARCHAR), CAST(tool_types AS VARCHAR) "
+                      "FROM responses").fetchone()
+    con.close()
+    assert row is not None and [s for s in secret if s in row[0] + row[1]] == []
+    assert "web_search_call" in row[2] and "file_search_call" in row[2]
+    kept = CaptureDecoder(store_prompts=True).decode(ResponseBody(exchange(), 200, body, False))
+    assert all(s in orjson.dumps(kept[0].obj).decode() for s in secret)

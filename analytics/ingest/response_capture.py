@@ -75,8 +75,16 @@ class ResponseStream:
     first_output_at: float | None = None
 
 
+# What any other output item keeps without --store-prompts: who and what, never content. An allow-list,
+# because every built-in tool carries content under its own key (code_interpreter_call code and outputs,
+# file_search_call queries and retrieved text, web_search_call's query, image_generation_call's image,
+# shell commands, patches, computer actions), and new item types keep arriving.
+_ITEM_KEYS: Final = frozenset({"type", "id", "call_id", "name", "namespace", "status", "server_label",
+                               "container_id", "approval_request_id", "approve", "created_by"})
+
+
 def _strip_item(item: dict[str, Any]) -> dict[str, Any]:
-    """An output item without its text, arguments or reasoning (the shape is kept)."""
+    """An output item without its text, arguments, tool contents or reasoning (the shape is kept)."""
     kind = item.get("type")
     if kind == "message":
         content = item.get("content")
@@ -84,11 +92,8 @@ def _strip_item(item: dict[str, Any]) -> dict[str, Any]:
             item = dict(item, content=[
                 {k: v for k, v in part.items() if k not in ("text", "refusal", "annotations", "logprobs")}
                 if type(part) is dict else part for part in content])
-    elif kind == "reasoning":
-        item = {k: v for k, v in item.items() if k not in ("summary", "content", "encrypted_content")}
-    elif "arguments" in item or "input" in item or "output" in item:
-        item = {k: v for k, v in item.items() if k not in ("arguments", "input", "output")}
-    return item
+        return item
+    return {k: v for k, v in item.items() if k in _ITEM_KEYS}
 
 
 def strip_prompts(obj: dict[str, Any]) -> dict[str, Any]:
