@@ -213,3 +213,27 @@ def test_built_in_tool_contents_stay_out_without_store_prompts(tmp_path: Any) ->
     assert "web_search_call" in row[2] and "file_search_call" in row[2]
     kept = CaptureDecoder(store_prompts=True).decode(ResponseBody(exchange(), 200, body, False))
     assert all(s in orjson.dumps(kept[0].obj).decode() for s in secret)
+
+
+def test_an_mcp_tool_s_token_and_headers_never_reach_the_database(tmp_path: Any) -> None:
+    """A response echoes its tools; an MCP tool carries an OAuth token (`authorization`) and `headers`
+    (typically another credential). No key or token at rest, with --store-prompts or without."""
+    token, header_value = "oauth-SECRET-token", "Bearer hdr-SECRET"
+    tools = [{"type": "mcp", "server_label": "crm", "server_url": "https://mcp.example.test/sse",
+              "authorization": token, "headers": {"X-Api-Key": header_value}, "require_approval": "never"},
+             {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    body = orjson.dumps(rf.response("resp_m", tools=tools))
+    for store_prompts in (False, True):
+        snaps = CaptureDecoder(store_prompts=store_prompts).decode(ResponseBody(exchange(), 200, body, False))
+        db = str(tmp_path / f"m{store_prompts}.duckdb")
+        store = Store(db, store_prompts=store_prompts)
+        store.apply(snaps, [])
+        store.close()
+        con = duckdb.connect(db)
+        row = con.execute("SELECT CAST(raw AS VARCHAR), CAST(tools AS VARCHAR) FROM responses").fetchone()
+        con.close()
+        assert row is not None and "SECRET" not in row[0] + row[1]
+        mcp = orjson.loads(row[1])[0]
+        # what was configured stays readable: the server, that a token and which headers were sent
+        assert (mcp["server_label"], mcp["authorization"], sorted(mcp["headers"])) == (
+            "crm", "<redacted>", ["X-Api-Key"])

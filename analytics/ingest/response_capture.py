@@ -35,6 +35,7 @@ import orjson
 from . import operations as rr
 from .records import Exchange, RequestBody, Snapshot, Source
 from .response_agents import agent_reference
+from .response_secrets import redact_secrets
 from .response_versions import response_api_version
 from .sse import SSEEvent
 
@@ -212,6 +213,7 @@ class ResponseDecoding:
             self._skipped["missing_id"] += 1
             return None
         self._remember_calls(rid, obj)
+        obj = redact_secrets(obj)
         if not self._store_prompts:
             obj = strip_prompts(obj)
         more = self._pending.pop(ex.id, None) if self._pending else None
