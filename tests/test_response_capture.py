@@ -237,3 +237,24 @@ def test_an_mcp_tool_s_token_and_headers_never_reach_the_database(tmp_path: Any)
         # what was configured stays readable: the server, that a token and which headers were sent
         assert (mcp["server_label"], mcp["authorization"], sorted(mcp["headers"])) == (
             "crm", "<redacted>", ["X-Api-Key"])
+
+
+def test_an_azure_run_s_mcp_headers_never_reach_the_database(tmp_path: Any) -> None:
+    """Azure AI Foundry agents echo a run's tool_resources, whose MCP entries carry the server's headers."""
+    run = {"id": "run_1", "object": "thread.run", "thread_id": "thread_1", "assistant_id": "asst_1",
+           "status": "completed", "created_at": 1_760_000_000, "model": "gpt-4o", "tools": [],
+           "tool_resources": {"mcp": [{"server_label": "crm", "headers": {"Authorization": "Bearer SECRET"},
+                                       "require_approval": "never"}]}}
+    ex = Exchange(id="r1", method="GET", path="/api/projects/p/threads/thread_1/runs/run_1", operation="runs.retrieve",
+                  api_version="v1", key_fingerprint=None, started_at=1000.0)
+    snaps = CaptureDecoder().decode(ResponseBody(ex, 200, orjson.dumps(run), False))
+    db = str(tmp_path / "r.duckdb")
+    store = Store(db)
+    store.apply(snaps, [])
+    store.close()
+    con = duckdb.connect(db)
+    row = con.execute("SELECT CAST(raw AS VARCHAR) FROM runs").fetchone()
+    con.close()
+    assert row is not None and "SECRET" not in row[0]
+    assert orjson.loads(row[0])["tool_resources"]["mcp"][0] == {
+        "server_label": "crm", "headers": {"Authorization": "<redacted>"}, "require_approval": "never"}

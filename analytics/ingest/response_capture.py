@@ -34,8 +34,8 @@ import orjson
 
 from . import operations as rr
 from .records import Exchange, RequestBody, Snapshot, Source
+from .redact import redact_secrets
 from .response_agents import agent_reference
-from .response_secrets import redact_secrets
 from .response_versions import response_api_version
 from .sse import SSEEvent
 
