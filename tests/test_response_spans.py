@@ -129,3 +129,11 @@ def test_the_span_names_the_api_provider_and_version_the_requests_called() -> No
     assert (by_id["resp_1"]["openai.response.api_provider"], by_id["resp_1"]["openai.response.api_version"]) == (
         "azure", "2025-04-01-preview")
     assert not [k for k in by_id["resp_2"] if k.startswith("openai.response.api_")]
+
+
+def test_a_foundry_agent_s_response_names_the_agent() -> None:
+    tracing, exporter = traced()
+    feed(tracing, [snap(obj("completed", agent_reference={"type": "agent_reference", "name": "support-bot",
+                                                           "version": "3"}), T0 + 1)])
+    a = exporter.get_finished_spans()[0].attributes or {}
+    assert (a["gen_ai.agent.name"], a["gen_ai.agent.version"]) == ("support-bot", "3")
