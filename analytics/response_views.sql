@@ -3,7 +3,7 @@
 -- responses side by side for the reports that cover both APIs.
 
 -- response_costs: one row per response in scope, with its token and tool cost lines
---   response_id, conversation_id, previous_response_id, prompt_id, model, status, created_at, day, by_value,
+--   response_id, conversation_id, previous_response_id, prompt_id, agent_name, model, status, created_at, day, by_value,
 --   key_fingerprint, metadata, background, service_tier
 --   input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens  BIGINT (0 while unknown)
 --   priced                 BOOLEAN  the model has a price (else the token and total USD are NULL)
@@ -15,7 +15,8 @@
 --   token_usd, tool_usd, total_usd  DECIMAL  as in run_costs; tool_usd = calls x the tool's unit_usd
 CREATE OR REPLACE TEMP VIEW response_costs AS
 WITH base AS (
-    SELECT r.id AS response_id, r.conversation_id, r.previous_response_id, r.prompt_id, r.model, r.status,
+    SELECT r.id AS response_id, r.conversation_id, r.previous_response_id, r.prompt_id, r.agent_name, r.model,
+           r.status,
            r.created_at,
            r.day, r.by_value, r.key_fingerprint, r.metadata, r.background, r.service_tier,
            coalesce(r.input_tokens, 0) AS input_tokens,
@@ -58,9 +59,9 @@ LEFT JOIN fees f ON f.day IS NOT DISTINCT FROM c.day;
 --   object_id              VARCHAR  run id or response id
 --   model, status, created_at, day, by_value, key_fingerprint
 --   assistant_id           VARCHAR  runs only
---   agent_id               VARCHAR  what configured the work: a run's assistant_id, a response's prompt_id (its
---                                   reusable prompt template, the Responses API's successor of an assistant);
---                                   NULL for a response that names no template
+--   agent_id               VARCHAR  what configured the work: a run's assistant_id; a response's Azure AI Foundry
+--                                   agent_name, else its prompt_id (its reusable prompt template, the Responses
+--                                   API's successor of an assistant); NULL for a response that names neither
 --   conversation_id        VARCHAR  the run's thread_id, the response's conversation id
 --   prompt_tokens          BIGINT   prompt tokens of a run, input tokens of a response (cached included)
 --   cached_prompt_tokens   BIGINT   cached input tokens (0 for runs: the Runs API does not report them)
@@ -78,7 +79,8 @@ SELECT 'assistants' AS api, run_id AS object_id, model, status, created_at, day,
 FROM run_costs
 UNION ALL BY NAME
 SELECT 'responses' AS api, response_id AS object_id, model, status, created_at, day, by_value, key_fingerprint,
-       NULL AS assistant_id, prompt_id AS agent_id, conversation_id, input_tokens AS prompt_tokens,
+       NULL AS assistant_id, coalesce(agent_name, prompt_id) AS agent_id, conversation_id,
+       input_tokens AS prompt_tokens,
        cached_input_tokens AS cached_prompt_tokens, output_tokens AS completion_tokens, reasoning_tokens,
        total_tokens, priced, token_usd, tool_usd, total_usd
 FROM response_costs;

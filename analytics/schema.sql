@@ -216,3 +216,8 @@ ALTER TABLE responses ADD COLUMN IF NOT EXISTS api_version VARCHAR;
 ALTER TABLE responses ADD COLUMN IF NOT EXISTS api_provider VARCHAR;
 ALTER TABLE responses ADD COLUMN IF NOT EXISTS prompt_id VARCHAR;
 ALTER TABLE responses ADD COLUMN IF NOT EXISTS prompt_version VARCHAR;
+
+-- Schema version 4: the Azure AI Foundry agent a response ran as (its AgentReference: `agent_reference`,
+-- earlier `agent`, in the response or its create request; analytics/ingest/response_agents.py).
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS agent_name VARCHAR;
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS agent_version VARCHAR;

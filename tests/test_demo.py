@@ -64,19 +64,22 @@ def test_demo_runs_the_whole_product_offline_and_its_summary_matches_the_db(tmp_
     sdk_statuses = {s: int(n) for s, n in (part.rsplit(" ", 1) for part in line[2].split(", "))}
     assert {"completed", "cancelled", "failed", "incomplete"} <= set(sdk_statuses)
     assert sum(sdk_statuses.values()) == int(line[1])
-    tables = {t for (t,) in query(db, "SELECT table_name FROM information_schema.tables")}
-    if "responses" in tables:
-        block = out[out.index("responses by status:"):out.index("response tokens by model:")]
-        printed = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+)\s+(\d+)$", block, re.M)}
-        assert printed == dict(query(db, "SELECT status, count(*) FROM responses GROUP BY status"))
-        assert printed == sdk_statuses  # every response the SDK saw, captured once, with its final status
-        seen = re.search(r"tokens the SDK saw: input (\d+), cached (\d+), output (\d+), reasoning (\d+)", out)
-        assert seen is not None
-        assert tuple(int(n) for n in seen.groups()) == query(
-            db, "SELECT sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens) "
-                "FROM responses")[0]
-    else:
-        assert "responses: not captured by this build yet" in out
+    block = out[out.index("responses by status (this demo):"):out.index("response tokens by model:")]
+    printed = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+)\s+(\d+)$", block, re.M)}
+    assert printed == dict(query(db, "SELECT status, count(*) FROM responses GROUP BY status"))
+    assert printed == sdk_statuses  # every response the SDK saw, captured once, with its final status
+    seen = re.search(r"tokens the SDK saw: input (\d+), cached (\d+), output (\d+), reasoning (\d+)", out)
+    assert seen is not None
+    assert tuple(int(n) for n in seen.groups()) == query(
+        db, "SELECT sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens) "
+            "FROM responses")[0]
+    (transitions,) = query(db, "SELECT count(*) FROM response_events")[0]
+    assert transitions > 0 and f"also captured: {transitions} response status transitions" in out
+    # The closing lines name every table the user can query, both APIs' (and those tables exist).
+    tables_line = next(line for line in out.splitlines() if line.strip().startswith("tables "))
+    named = set(re.findall(r"\b(runs|run_steps|run_events|responses|response_events|requests)\b", tables_line))
+    assert named == {"runs", "run_steps", "run_events", "responses", "response_events", "requests"}
+    assert named <= {t for (t,) in query(db, "SELECT table_name FROM information_schema.tables")}
 
 def _demo(cwd: Path, env: dict[str, str], *extra: str) -> str:
     done = subprocess.run(
@@ -103,7 +106,8 @@ def test_demo_keeps_to_its_own_file_and_counts_earlier_demos_apart(tmp_path: Pat
     assert not prod.exists() and not lake.exists()
     demo_db = work / "runtap-demo.duckdb"
     (n_first,) = query(demo_db, "SELECT count(*) FROM runs")[0]
-    assert n_first > 0 and "earlier" not in first
+    (r_first,) = query(demo_db, "SELECT count(*) FROM responses")[0]
+    assert n_first > 0 and r_first > 0 and "earlier" not in first
 
     second = _demo(work, env)
     assert f"({n_first} runs from earlier demos already in it)" in second
@@ -114,6 +118,11 @@ def test_demo_keeps_to_its_own_file_and_counts_earlier_demos_apart(tmp_path: Pat
     assert printed == n_all - n_first == n_first  # one round each time
     assert f"the file holds {n_all} runs: {printed} from this demo, {n_first} from earlier ones" in second
     assert re.search(r"^TOTAL\s+" + str(printed) + r"\s", second, re.M)  # cost covers this demo only
+    # Responses likewise: the second demo's own, with those of the first counted apart.
+    responses = second[second.index("responses by status"):second.index("response tokens by model:")]
+    shown = re.search(r"responses done: (\d+) responses", second)
+    assert shown is not None and f"this demo; {r_first} earlier responses in the file not counted" in responses
+    assert sum(int(m[1]) for m in re.finditer(r"^\s+\w+\s+(\d+)$", responses, re.M)) == int(shown[1])
     assert not prod.exists() and not lake.exists()
 
 

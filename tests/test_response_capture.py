@@ -3,11 +3,13 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
+import duckdb
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runtap.analytics.ingest.decode import CaptureDecoder
 from runtap.analytics.ingest.records import Exchange, RequestBody, ResponseBody, Snapshot, StreamChunk, StreamEnd
+from runtap.analytics.ingest.store import Store
 
 from tests import response_factory as rf
 
@@ -171,3 +173,88 @@ def test_odd_events_are_counted_not_raised() -> None:
     assert feed(dec, chunks) == []
     assert dec.skipped == {"not_response_object": 2, "malformed_json": 1}
     assert dec.events_seen["error"] == 1
+
+
+def test_built_in_tool_contents_stay_out_without_store_prompts(tmp_path: Any) -> None:
+    """Code, queries, retrieved text, search terms, shell commands, patches and generated images are
+    the prompt's and the output's content, as function arguments are: not at rest by default."""
+    secret = [f"SECRET{i}" for i in range(10)]
+    output = [
+        {"type": "code_interpreter_call", "id": "ci_1", "status": "completed", "container_id": "cntr_1",
+         "code": f"print('{secret[0]}')", "outputs": [{"type": "logs", "logs": secret[1]}]},
+        {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": [secret[2]],
+         "results": [{"file_id": "file_1", "filename": "a.pdf", "score": 0.9, "text": secret[3]}]},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed",
+         "action": {"type": "search", "query": secret[4]}},
+        {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": secret[5]},
+        {"type": "local_shell_call", "id": "ls_1", "call_id": "call_ls", "status": "completed",
+         "action": {"type": "exec", "command": ["echo", secret[6]], "env": {}}},
+        {"type": "apply_patch_call", "id": "ap_1", "call_id": "call_ap", "status": "completed",
+         "operation": {"type": "update_file", "path": "a.py", "diff": secret[7]}},
+        {"type": "computer_call", "id": "cu_1", "call_id": "call_cu", "status": "completed",
+         "action": {"type": "type", "text": secret[8]}, "pending_safety_checks": []},
+        {"type": "compaction", "id": "cmp_1", "encrypted_content": secret[9]},
+    ]
+    body = orjson.dumps(rf.response("resp_t", output=output))
+    snaps = CaptureDecoder().decode(ResponseBody(exchange(), 200, body, False))
+    dumped = orjson.dumps(snaps[0].obj).decode()
+    assert [s for s in secret if s in dumped] == []
+    assert [i["type"] for i in snaps[0].obj["output"]] == [i["type"] for i in output]  # the shape is kept
+    assert snaps[0].obj["output"][0]["container_id"] == "cntr_1"
+    db = str(tmp_path / "c.duckdb")
+    store = Store(db)
+    store.apply(snaps, [])
+    store.close()
+    con = duckdb.connect(db)
+    row = con.execute("SELECT CAST(raw AS VARCHAR), CAST(tool_calls AS VARCHAR), CAST(tool_types AS VARCHAR) "
+                      "FROM responses").fetchone()
+    con.close()
+    assert row is not None and [s for s in secret if s in row[0] + row[1]] == []
+    assert "web_search_call" in row[2] and "file_search_call" in row[2]
+    kept = CaptureDecoder(store_prompts=True).decode(ResponseBody(exchange(), 200, body, False))
+    assert all(s in orjson.dumps(kept[0].obj).decode() for s in secret)
+
+
+def test_an_mcp_tool_s_token_and_headers_never_reach_the_database(tmp_path: Any) -> None:
+    """A response echoes its tools; an MCP tool carries an OAuth token (`authorization`) and `headers`
+    (typically another credential). No key or token at rest, with --store-prompts or without."""
+    token, header_value = "oauth-SECRET-token", "Bearer hdr-SECRET"
+    tools = [{"type": "mcp", "server_label": "crm", "server_url": "https://mcp.example.test/sse",
+              "authorization": token, "headers": {"X-Api-Key": header_value}, "require_approval": "never"},
+             {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    body = orjson.dumps(rf.response("resp_m", tools=tools))
+    for store_prompts in (False, True):
+        snaps = CaptureDecoder(store_prompts=store_prompts).decode(ResponseBody(exchange(), 200, body, False))
+        db = str(tmp_path / f"m{store_prompts}.duckdb")
+        store = Store(db, store_prompts=store_prompts)
+        store.apply(snaps, [])
+        store.close()
+        con = duckdb.connect(db)
+        row = con.execute("SELECT CAST(raw AS VARCHAR), CAST(tools AS VARCHAR) FROM responses").fetchone()
+        con.close()
+        assert row is not None and "SECRET" not in row[0] + row[1]
+        mcp = orjson.loads(row[1])[0]
+        # what was configured stays readable: the server, that a token and which headers were sent
+        assert (mcp["server_label"], mcp["authorization"], sorted(mcp["headers"])) == (
+            "crm", "<redacted>", ["X-Api-Key"])
+
+
+def test_an_azure_run_s_mcp_headers_never_reach_the_database(tmp_path: Any) -> None:
+    """Azure AI Foundry agents echo a run's tool_resources, whose MCP entries carry the server's headers."""
+    run = {"id": "run_1", "object": "thread.run", "thread_id": "thread_1", "assistant_id": "asst_1",
+           "status": "completed", "created_at": 1_760_000_000, "model": "gpt-4o", "tools": [],
+           "tool_resources": {"mcp": [{"server_label": "crm", "headers": {"Authorization": "Bearer SECRET"},
+                                       "require_approval": "never"}]}}
+    ex = Exchange(id="r1", method="GET", path="/api/projects/p/threads/thread_1/runs/run_1", operation="runs.retrieve",
+                  api_version="v1", key_fingerprint=None, started_at=1000.0)
+    snaps = CaptureDecoder().decode(ResponseBody(ex, 200, orjson.dumps(run), False))
+    db = str(tmp_path / "r.duckdb")
+    store = Store(db)
+    store.apply(snaps, [])
+    store.close()
+    con = duckdb.connect(db)
+    row = con.execute("SELECT CAST(raw AS VARCHAR) FROM runs").fetchone()
+    con.close()
+    assert row is not None and "SECRET" not in row[0]
+    assert orjson.loads(row[0])["tool_resources"]["mcp"][0] == {
+        "server_label": "crm", "headers": {"Authorization": "<redacted>"}, "require_approval": "never"}

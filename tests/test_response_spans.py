@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from runtap.analytics.ingest.records import Exchange
+from runtap.analytics.ingest.records import Exchange, Snapshot
 from runtap.analytics.ingest.response_merge import ResponseFinished, merge_responses
 from runtap.proxy.addons.response_spans import response_span_id, response_trace_id
 from runtap.proxy.addons.tracing import Tracing
@@ -116,3 +116,24 @@ def test_a_response_that_cannot_be_traced_keeps_no_other_from_its_span() -> None
     assert finished
     tracing.on_effects([ResponseFinished({"status": "completed"}), *effects])
     assert [s.context.trace_id for s in exporter.get_finished_spans()] == [response_trace_id("resp_1")]
+
+
+def test_the_span_names_the_api_provider_and_version_the_requests_called() -> None:
+    """As run spans do (openai.run.api_provider / api_version): here from the responses columns."""
+    tracing, exporter = traced()
+    versioned = [Snapshot("response", s.obj, s.observed_at, s.source, s.operation, "2025-04-01-preview",
+                          s.key_fingerprint, s.request_id, s.extra, api_provider="azure") for s in lifecycle()]
+    feed(tracing, versioned)
+    feed(tracing, [snap(dict(obj("completed"), id="resp_2"), T0 + 1)])  # a server whose paths name no version
+    by_id = {(s.attributes or {})["gen_ai.response.id"]: s.attributes or {} for s in exporter.get_finished_spans()}
+    assert (by_id["resp_1"]["openai.response.api_provider"], by_id["resp_1"]["openai.response.api_version"]) == (
+        "azure", "2025-04-01-preview")
+    assert not [k for k in by_id["resp_2"] if k.startswith("openai.response.api_")]
+
+
+def test_a_foundry_agent_s_response_names_the_agent() -> None:
+    tracing, exporter = traced()
+    feed(tracing, [snap(obj("completed", agent_reference={"type": "agent_reference", "name": "support-bot",
+                                                           "version": "3"}), T0 + 1)])
+    a = exporter.get_finished_spans()[0].attributes or {}
+    assert (a["gen_ai.agent.name"], a["gen_ai.agent.version"]) == ("support-bot", "3")

@@ -14,6 +14,9 @@ import openai
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from runtap.analytics.ingest.response_versions import response_api_version
 from runtap.analytics.ingest.store import SCHEMA_VERSION, Store
@@ -63,10 +66,15 @@ def test_any_path_gives_a_known_provider_and_a_short_version(parts: list[str], p
 
 async def test_azure_clients_responses_are_grouped_by_their_version_beside_runs(tmp_path: Path) -> None:
     """The real SDK's two Azure forms through runtap: AzureOpenAI (/openai/responses?api-version=) and
-    OpenAI on the GA v1 path (/openai/v1/responses); then `cost --by api_version` over both APIs."""
+    OpenAI on the GA v1 path (/openai/v1/responses); each response's span names its provider and
+    version; then `cost --by api_version` over both APIs."""
     sim_runner, sim_url = await start_sim(SimConfig(prefix="/openai"))
     settings = stack_settings(tmp_path, sim_url.removesuffix("/openai"))
-    running = await start(settings, runtime=build_runtime(settings, registry=CollectorRegistry()))
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    running = await start(settings, runtime=build_runtime(settings, registry=CollectorRegistry(),
+                                                          tracer_provider=provider))
     preview = openai.AsyncAzureOpenAI(azure_endpoint=running.proxy_url, api_version="2025-04-01-preview",
                                       api_key="sk-test-azure", http_client=httpx.AsyncClient())
     ga = openai.AsyncOpenAI(base_url=running.proxy_url + "/openai/v1/", api_key="sk-test-azure",
@@ -87,6 +95,11 @@ async def test_azure_clients_responses_are_grouped_by_their_version_beside_runs(
         "SELECT id, api_provider, api_version FROM responses").fetchall())
     assert rows == {a.id: ("azure", "2025-04-01-preview"), b.id: ("azure", "v1"),
                     streamed[0]: ("azure", "v1")}
+    response_spans = [sp.attributes or {} for sp in spans.get_finished_spans()
+                      if (sp.attributes or {}).get("gen_ai.operation.name") == "chat"]
+    traced = {a.get("gen_ai.response.id"): (a.get("openai.response.api_provider"),
+                                            a.get("openai.response.api_version")) for a in response_spans}
+    assert traced == rows
     insert_runs(con, [RunSpec("run_1", "gpt-4o-mini", "2026-01-01T10:00:00Z", 1_000, 10)])
     con.execute("UPDATE runs SET api_provider = 'openai', api_version = 'v2'")
     con.close()

@@ -39,6 +39,7 @@ from .records import (
     StreamChunk,
     StreamEnd,
 )
+from .redact import redact_run_secrets
 from .response_capture import ResponseDecoding, ResponseStream
 from .sse import SSEEvent, SSEParser
 
@@ -338,6 +339,7 @@ class CaptureDecoder:
             return None
         extra: dict[str, Any] = {}
         if kind == "run":
+            obj = redact_run_secrets(obj)
             if not self._store_prompts and obj.get("instructions") is not None:
                 obj["instructions"] = None  # prompt content, kept only with --store-prompts
             if self._pending_extra:

@@ -34,6 +34,8 @@ import orjson
 
 from . import operations as rr
 from .records import Exchange, RequestBody, Snapshot, Source
+from .redact import redact_secrets
+from .response_agents import agent_reference
 from .response_versions import response_api_version
 from .sse import SSEEvent
 
@@ -74,8 +76,16 @@ class ResponseStream:
     first_output_at: float | None = None
 
 
+# What any other output item keeps without --store-prompts: who and what, never content. An allow-list,
+# because every built-in tool carries content under its own key (code_interpreter_call code and outputs,
+# file_search_call queries and retrieved text, web_search_call's query, image_generation_call's image,
+# shell commands, patches, computer actions), and new item types keep arriving.
+_ITEM_KEYS: Final = frozenset({"type", "id", "call_id", "name", "namespace", "status", "server_label",
+                               "container_id", "approval_request_id", "approve", "created_by"})
+
+
 def _strip_item(item: dict[str, Any]) -> dict[str, Any]:
-    """An output item without its text, arguments or reasoning (the shape is kept)."""
+    """An output item without its text, arguments, tool contents or reasoning (the shape is kept)."""
     kind = item.get("type")
     if kind == "message":
         content = item.get("content")
@@ -83,11 +93,8 @@ def _strip_item(item: dict[str, Any]) -> dict[str, Any]:
             item = dict(item, content=[
                 {k: v for k, v in part.items() if k not in ("text", "refusal", "annotations", "logprobs")}
                 if type(part) is dict else part for part in content])
-    elif kind == "reasoning":
-        item = {k: v for k, v in item.items() if k not in ("summary", "content", "encrypted_content")}
-    elif "arguments" in item or "input" in item or "output" in item:
-        item = {k: v for k, v in item.items() if k not in ("arguments", "input", "output")}
-    return item
+        return item
+    return {k: v for k, v in item.items() if k in _ITEM_KEYS}
 
 
 def strip_prompts(obj: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +145,10 @@ class ResponseDecoding:
         answers = self._answered(value)
         if answers:
             extra["answers"] = answers
+        agent_name, agent_version = agent_reference(value)
+        if agent_name is not None:
+            extra["request_agent_name"] = agent_name
+            extra["request_agent_version"] = agent_version
         if self._store_prompts:
             for k in PROMPT_FIELDS:
                 if value.get(k) is not None:
@@ -202,6 +213,7 @@ class ResponseDecoding:
             self._skipped["missing_id"] += 1
             return None
         self._remember_calls(rid, obj)
+        obj = redact_secrets(obj)
         if not self._store_prompts:
             obj = strip_prompts(obj)
         more = self._pending.pop(ex.id, None) if self._pending else None

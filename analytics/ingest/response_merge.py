@@ -29,6 +29,7 @@ from typing import Any
 
 from .merge import _INT64, _MAX_EPOCH_S, _NUMBER, Effect, Row, _dict, _effect_row, _merge_common, _str, quantize
 from .records import Snapshot
+from .response_agents import agent_reference
 
 RESPONSE_TERMINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})
 _EFFECT_SKIP = frozenset({"tools", "tool_choice", "tool_calls", "metadata", "instructions", "input", "raw"})
@@ -130,6 +131,10 @@ def response_fields(obj: dict[str, Any], snap: Snapshot, store_prompts: bool) ->
     conversation = get("conversation")
     conv = _str(_dict(conversation).get("id")) if type(conversation) is dict else _str(conversation)
     calls, kinds, names, functions = _tool_calls(get("output"))
+    agent_name, agent_version = agent_reference(obj)
+    if agent_name is None:  # an upstream that does not echo it: the create request named it
+        agent_name, agent_version = _str(snap.extra.get("request_agent_name")), _str(
+            snap.extra.get("request_agent_version"))
     fields: Row = {
         "model": _str(get("model")),
         "background": v if type(v := get("background")) is bool else None,
@@ -140,6 +145,8 @@ def response_fields(obj: dict[str, Any], snap: Snapshot, store_prompts: bool) ->
         "previous_response_id": _str(get("previous_response_id")),
         "prompt_id": _str(_dict(get("prompt")).get("id")),
         "prompt_version": _str(_dict(get("prompt")).get("version")),
+        "agent_name": agent_name,
+        "agent_version": agent_version,
         "max_output_tokens": _int(get("max_output_tokens")),
         "max_tool_calls": _int(get("max_tool_calls")),
         "input_tokens": _int(usage("input_tokens")),

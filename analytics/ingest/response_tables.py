@@ -27,13 +27,13 @@ def ensure_response_tables(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"CREATE TEMP TABLE {table} ({body})")
 
 
-# Columns schema version 3 added to `responses`.
-VERSION_COLUMNS: Final = ("api_version", "api_provider", "prompt_id", "prompt_version")
+# Columns schema versions 3 and 4 added to `responses`.
+VERSION_COLUMNS: Final = ("api_version", "api_provider", "prompt_id", "prompt_version", "agent_name", "agent_version")
 _SCOPED_FROM: Final = "FROM responses r\n"
 
 
 def with_schema3_columns(conn: duckdb.DuckDBPyConnection, views_sql: str) -> str:
-    """views_sql for a responses table that may predate schema version 3 (a file opened read-only before
+    """views_sql for a responses table that may predate schema version 3 or 4 (a file opened read-only before
     a newer runtap wrote to it, or a lake exported before then): its missing columns read as NULL, so
     `--by api_version` leaves those responses ungrouped and top-assistants groups them by model, instead
     of failing to bind."""

@@ -43,8 +43,8 @@ from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
 from .sql_literal import sql_string
 
-SCHEMA_VERSION = 3  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
-# prompt_version on responses (schema.sql adds them to older files)
+SCHEMA_VERSION = 4  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
+# prompt_version on responses; 4: agent_name, agent_version on responses (schema.sql adds them to older files)
 DEFAULT_CACHE_ROWS = 50_000
 # DuckDB checkpoints when the WAL reaches this size, and a checkpoint rewrites each table's last,
 # partly filled row group (up to 122,880 rows of JSON) whole: at the default 16MB, checkpoints took

@@ -1,13 +1,14 @@
 -- top-assistants: Which assistants (and Responses prompt templates) cost the most, and what share of the spend is theirs?
 --
 -- The runtap_limit (--limit, default 20) most expensive rows by total_usd, then tokens. Runs group by their
--- assistant. Responses have no assistant: those created from a reusable prompt template (`prompt.id`, which
+-- assistant. Responses have no assistant: those that ran as an Azure AI Foundry agent (responses.agent_name)
+-- group by its name; those created from a reusable prompt template (`prompt.id`, which
 -- OpenAI's migration guide names the successor of an assistant) group by that template; the others group
 -- by model, with assistant_id NULL, so spend without an agent identity still shows, per model. The shares
 -- are of runs and responses together (view agent_costs).
 --
 -- columns:
---   assistant_id       VARCHAR  an assistant id (runs), a prompt template id (responses), or NULL: responses without a template, one row per model
+--   assistant_id       VARCHAR  an assistant id (runs), a Foundry agent name or prompt template id (responses), or NULL: responses with neither, one row per model
 --   by_value           VARCHAR  the --by value; absent without --by
 --   api                VARCHAR  assistants | responses
 --   models             VARCHAR  models used, comma-separated

@@ -18,6 +18,8 @@ from .config import SimConfig
 from .errors import ApiError, Json, bad, metadata, paginate, required_str
 from .objects import new_id
 from .responses import json_response, read_json
+from .responses_foundry import AGENT_FIELDS, agent_of
+from .responses_foundry import PREFIX as FOUNDRY_PREFIX
 from .responses_model import SimResponse, build_timeline
 from .responses_request import (
     CREATE_FIELDS,
@@ -98,10 +100,11 @@ def _context(state: ResponsesState, body: Json, conversation: Conversation | Non
     return 0, []
 
 
-def create(state: ResponsesState, body: Json) -> tuple[SimResponse, bool]:
+def create(state: ResponsesState, body: Json, *, foundry: bool = False) -> tuple[SimResponse, bool]:
     for key in body:
-        if key not in CREATE_FIELDS:
+        if key not in CREATE_FIELDS and not (foundry and key in AGENT_FIELDS):
             raise unknown_parameter(key)
+    agent = agent_of(body) if foundry else None
     required_str(body, "model")
     background, stream, store = check_flags(body)
     conversation = _conversation(state, body.get("conversation"))
@@ -116,6 +119,8 @@ def create(state: ResponsesState, body: Json) -> tuple[SimResponse, bool]:
     resp = new_response(body, fields, tools, now, background=background, store=store,
                         conversation=conversation.obj["id"] if conversation else None)
     resp.input_items = items
+    if agent is not None:
+        resp.obj["agent_reference"] = agent
     build_timeline(resp, plan, now)
     if conversation is not None:
         final = resp.timeline[-1][2]["response"]
@@ -128,7 +133,7 @@ def create(state: ResponsesState, body: Json) -> tuple[SimResponse, bool]:
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     state = _state(request)
-    resp, stream = create(state, await read_json(request))
+    resp, stream = create(state, await read_json(request), foundry="project" in request.match_info)
     if stream:
         return await stream_response(request, resp, state.clock, max_chunk=state.config.sse_max_chunk)
     if not resp.background:
@@ -225,7 +230,7 @@ async def list_conversation_items(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, config: SimConfig, clock: Callable[[], float]) -> None:
     app[RESPONSES] = ResponsesState(config, clock)
-    prefixes = [config.prefix] + (["/openai/v1"] if config.prefix == "/openai" else [])
+    prefixes = [config.prefix, FOUNDRY_PREFIX] + (["/openai/v1"] if config.prefix == "/openai" else [])
     router = app.router
     for prefix in prefixes:
         responses = f"{prefix}/responses"

@@ -37,7 +37,9 @@ def check_api_version(request: web.Request) -> None:
 
 @web.middleware
 async def azure_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith(_PATH_PREFIX):
+    # A project's OpenAI v1 surface (/api/projects/P/openai/v1/...: Responses, conversations) is
+    # versioned by its path: azure-ai-projects 2.x calls it without an api-version.
+    if request.path.startswith(_PATH_PREFIX) and "/openai/v1/" not in request.path:
         check_api_version(request)
     return await handler(request)
 

@@ -38,6 +38,11 @@ _ATTRS: Final = (
     ("openai.response.incomplete_reason", "incomplete_reason"),
     ("openai.response.error.code", "error_code"),
     ("gen_ai.request.reasoning.effort", "reasoning_effort"),
+    ("openai.response.api_version", "api_version"),
+    ("openai.response.api_provider", "api_provider"),
+    # the Azure AI Foundry agent it ran as (analytics/ingest/response_agents.py)
+    ("gen_ai.agent.name", "agent_name"),
+    ("gen_ai.agent.version", "agent_version"),
 )
 # Route templates (HTTP semconv http.route) of the Responses operations, after the app's path prefix.
 ROUTES: Final = {

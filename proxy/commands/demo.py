@@ -78,11 +78,11 @@ def summary(db: str, since: datetime, earlier: int) -> str:
         lines.append("tokens by model:")
         lines.append(f"  {'model':<16} {'runs':>6} {'prompt':>10} {'completion':>11}")
         lines += [f"  {m:<16} {n:>6} {p:>10} {c:>11}" for m, n, p, c in con.execute(_BY_MODEL, at).fetchall()]
-        lines.append(f"also captured: {steps} run steps, {events} status transitions, {reqs} requests")
+        lines.append(f"also captured: {steps} run steps, {events} run status transitions, {reqs} requests")
         if earlier:
             lines.append(f"the file holds {mine + earlier} runs: {mine} from this demo, {earlier} from earlier "
                          "ones (--fresh starts empty)")
-        lines.extend(demo_responses.captured(con))
+        lines.extend(demo_responses.captured(con, since))
         return "\n".join(lines)
     finally:
         con.close()
@@ -149,7 +149,7 @@ async def _demo(args: argparse.Namespace) -> int:
         running.runtime.writer.flush(timeout=30)
         _say(demo_responses.sdk_view(responses))
         print(summary(settings.db, since, demo.earlier_runs), flush=True)
-        print("cost of this demo's runs (runtap report cost; built-in price book):", flush=True)
+        print("cost of this demo's runs and responses (runtap report cost; built-in price book):", flush=True)
         print(cost_table(running, since), flush=True)
         print(where_to_look(running, settings.db, once=args.once), flush=True)
         if not args.once:
@@ -174,8 +174,9 @@ while this runs:
   runtap report cost --url {admin}
 after Ctrl-C:"""
     return f"""
-DuckDB file  {db}  (tables runs, run_steps, run_events, requests){live}
-  runtap report cost --by metadata.tenant --db {db}   (runs carry a tenant)
+DuckDB file  {db}
+  tables runs, run_steps, run_events (Assistants); responses, response_events (Responses); requests{live}
+  runtap report cost --by metadata.tenant --db {db}   (both APIs carry a tenant)
   runtap report --html runtap-report.html --db {db}"""
 
 

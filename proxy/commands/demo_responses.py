@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
 
 import duckdb
 
@@ -20,22 +21,31 @@ def sdk_view(res: ResponsesResult) -> str:
             f"output {sums[2]}, reasoning {sums[3]}")
 
 
-def captured(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Responses by status and tokens by model, from the `responses` table when this build captures
-    responses; otherwise one line saying so (the capture side lands separately: issue 14)."""
-    has_table = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'responses'").fetchone()
-    if not has_table or not has_table[0]:
-        return ["responses: not captured by this build yet (TODO issue 14: the responses table)"]
-    lines = ["responses by status:"]
-    for status, n in con.execute(
-            "SELECT status, count(*) FROM responses GROUP BY 1 ORDER BY 2 DESC, 1").fetchall():
+# This demo's responses: those runtap first saw after it started, as for runs (proxy/commands/demo.py).
+_BY_STATUS: Final = """WITH mine AS (SELECT * FROM responses WHERE first_seen_at >= $since)
+SELECT status, count(*) FROM mine GROUP BY 1 ORDER BY 2 DESC, 1"""
+_BY_MODEL: Final = """WITH mine AS (SELECT * FROM responses WHERE first_seen_at >= $since)
+SELECT model, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(cached_input_tokens), 0),
+       coalesce(sum(output_tokens), 0), coalesce(sum(reasoning_tokens), 0)
+FROM mine GROUP BY 1 ORDER BY 1"""
+_COUNTS: Final = """SELECT count(*) FILTER (WHERE first_seen_at < $since),
+       (SELECT count(*) FROM response_events WHERE response_id IN (
+            SELECT id FROM responses WHERE first_seen_at >= $since))
+FROM responses"""
+
+
+def captured(con: duckdb.DuckDBPyConnection, since: datetime) -> list[str]:
+    """This demo's responses by status and tokens by model, from the `responses` table; responses that
+    earlier demos left in the file are counted apart."""
+    at = {"since": since}
+    earlier, events = con.execute(_COUNTS, at).fetchone() or (0, 0)
+    scope = "this demo" if not earlier else f"this demo; {earlier} earlier responses in the file not counted"
+    lines = [f"responses by status ({scope}):"]
+    for status, n in con.execute(_BY_STATUS, at).fetchall():
         lines.append(f"  {status:<16} {n:>6}")
     lines.append("response tokens by model:")
     lines.append(f"  {'model':<16} {'responses':>9} {'input':>8} {'cached':>8} {'output':>8} {'reasoning':>9}")
-    for model, n, i, c, o, r in con.execute(
-            "SELECT model, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(cached_input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0), coalesce(sum(reasoning_tokens), 0) "
-            "FROM responses GROUP BY 1 ORDER BY 1").fetchall():
+    for model, n, i, c, o, r in con.execute(_BY_MODEL, at).fetchall():
         lines.append(f"  {model:<16} {n:>9} {i:>8} {c:>8} {o:>8} {r:>9}")
+    lines.append(f"also captured: {events} response status transitions")
     return lines
