@@ -27,6 +27,21 @@ async def _runs_with_prompts(tmp_path: Path, upstream: str, n: int = 3) -> dict[
     return saw
 
 
+RESPONSE_MARKERS = (b"PROMPT-MARKER-response-instructions", b"PROMPT-MARKER-response-input")
+
+
+async def _responses_with_prompts(tmp_path: Path, upstream: str, n: int = 2) -> dict[str, str]:
+    saw: dict[str, str] = {}
+    async with proxy_to(tmp_path, upstream, store_prompts=True) as px:
+        async with w.client_for(px.running.proxy_url + "/v1", API_KEY) as client:
+            for _ in range(n):
+                resp = await client.responses.create(model="gpt-4o", instructions=RESPONSE_MARKERS[0].decode(),
+                                                     input=RESPONSE_MARKERS[1].decode())
+                saw[resp.id] = resp.status or ""
+                saw["text:" + resp.id] = resp.output_text
+    return saw
+
+
 def _stored(tmp_path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("runtap.duckdb"))
 
@@ -94,3 +109,25 @@ def test_purge_refuses_a_database_held_by_a_running_sidecar(
 def test_purge_rejects_a_bad_date(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["purge", "--before", "last tuesday", "--db", str(tmp_path / "x.duckdb")]) == 2
     assert "--before" in capsys.readouterr().err
+
+
+async def test_purge_clears_response_prompts_and_output_text_and_keeps_the_responses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "runtap.duckdb"
+    async with sim() as upstream:
+        saw = await _responses_with_prompts(tmp_path, upstream)
+    ids = {k: v for k, v in saw.items() if not k.startswith("text:")}
+    texts = [v.encode() for k, v in saw.items() if k.startswith("text:") and v]
+    assert texts and all(m in _stored(tmp_path) for m in (*RESPONSE_MARKERS, *texts))
+
+    assert main(["purge", "--before", _day(1), "--db", str(db)]) == 0
+    assert f"and {len(ids)} response(s)" in capsys.readouterr().out
+    assert not any(m in _stored(tmp_path) for m in (*RESPONSE_MARKERS, *texts))
+    assert dict(query(db, "SELECT id, status FROM responses")) == ids
+    assert query(db, "SELECT count(*) FROM responses WHERE instructions IS NOT NULL OR input IS NOT NULL") == [(0,)]
+    # tokens and the rest of the row survive: only content goes
+    assert query(db, "SELECT count(*) FROM responses WHERE total_tokens > 0") == [(len(ids),)]
+
+    assert main(["purge", "--before", _day(1), "--rows", "--db", str(db)]) == 0
+    assert f"{len(ids)} responses" in capsys.readouterr().out
+    assert query(db, "SELECT count(*) FROM responses") == query(db, "SELECT count(*) FROM response_events") == [(0,)]

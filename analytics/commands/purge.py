@@ -16,14 +16,17 @@ from ..ingest.spool import Spool
 from ..ingest.store import Store, StoreError
 from ..reports import ReportError, parse_when
 from .common import db_path, err, spool_path
+from .purge_responses import purge_responses
 
 HELP = "delete stored prompt content (and optionally whole rows) captured before a date"
 
 DESCRIPTION = """\
 With --store-prompts, runtap keeps run instructions, additional_instructions and additional_messages
-in the `runs` table (columns of the same names, and `instructions` inside `raw`). This clears them for
-runs created before WHEN; with --rows it deletes those runs, their steps and status events, and the
-`requests` rows that started before WHEN.
+in the `runs` table (columns of the same names, and `instructions` inside `raw`), and a response's
+instructions, input, output text, tool arguments and template variables in the `responses` table
+(`instructions`, `input`, `tool_calls`, `raw`). This clears them for runs and responses created before
+WHEN; with --rows it deletes those runs (with their steps and status events), those responses (with
+their status events), and the `requests` rows that started before WHEN.
 
 The database file is then rewritten (a fresh copy replaces it), because DuckDB leaves deleted values in
 free blocks of the old file. A spool left by a run that could not write to the database is replayed
@@ -40,6 +43,7 @@ _OLD: Final = "coalesce(created_at, first_seen_at) < to_timestamp(?)"
 @dataclass(frozen=True, slots=True)
 class PurgeResult:
     prompts_cleared: int  # runs whose prompt content was cleared
+    responses_cleared: int  # responses whose prompt or output content was cleared
     deleted: dict[str, int]  # table -> rows deleted (only with rows=True)
     replayed: int  # spooled items replayed before purging
     size_before: int
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     when = before.isoformat(timespec="seconds")
     print(f"replayed {result.replayed} spooled item(s); cleared prompt content of "
-          f"{result.prompts_cleared} run(s) created before {when}")
+          f"{result.prompts_cleared} run(s) and {result.responses_cleared} response(s) created before {when}")
     if args.rows:
         print("deleted " + ", ".join(f"{n} {t}" for t, n in result.deleted.items()))
     print(f"rewrote {db}: {result.size_before} -> {result.size_after} bytes")
@@ -106,6 +110,8 @@ def purge(db: str, before: datetime, *, rows: bool = False, spool_path: str | No
         con.execute("BEGIN")
         try:
             cleared, deleted = _purge(con, cutoff, rows)
+            responses_cleared, responses_deleted = purge_responses(con, cutoff, rows=rows)
+            deleted.update(responses_deleted)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -113,7 +119,7 @@ def purge(db: str, before: datetime, *, rows: bool = False, spool_path: str | No
     finally:
         store.close()
     _rewrite(db)
-    return PurgeResult(cleared, deleted, replayed, size_before, os.path.getsize(db))
+    return PurgeResult(cleared, responses_cleared, deleted, replayed, size_before, os.path.getsize(db))
 
 
 def _purge(con: duckdb.DuckDBPyConnection, cutoff: float, rows: bool) -> tuple[int, dict[str, int]]:
