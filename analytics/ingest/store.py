@@ -234,6 +234,7 @@ class Store:
         # Why this store may not be used any more (out of memory, fatal error); see _poison_if_broken.
         self.poisoned: str | None = None
         self.out_of_memory = False  # ... because DuckDB ran out of memory
+        self.broken_by: BaseException | None = None  # ... the error that said so
         wal_left = not read_only and os.path.exists(path + ".wal")
         try:
             self._con = duckdb.connect(path, read_only=read_only)
@@ -287,6 +288,7 @@ class Store:
         if not (out_of_memory(exc) or isinstance(exc, duckdb.FatalException)):
             return False
         self.out_of_memory = out_of_memory(exc)
+        self.broken_by = exc
         self.poisoned = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         con = self._con
         if con is not None:

@@ -447,7 +447,7 @@ class CaptureWriter:
     def _replay(self, store: Store) -> None:
         self._failover.replay(store)  # counts its own failure
         if store.poisoned is not None:
-            self._store_broken(StoreError(store.poisoned))
+            self._store_broken(store.broken_by or StoreError(store.poisoned))
 
     def _close_store(self) -> None:
         store, self._store = self._store, None

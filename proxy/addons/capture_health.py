@@ -65,10 +65,12 @@ class CaptureHealthCollector(Collector):
             yield CounterMetricFamily(f"runtap_capture_{name}", _HELP[name],
                                       value=sum(n for _, n in by_kind[kind]))
         yield GaugeMetricFamily("runtap_capture_store_open", _HELP["store_open"], value=max(stores_open, 0))
-        if memory is not None:  # not before the store first opened: no made-up zero
-            used = GaugeMetricFamily("runtap_capture_db_memory_bytes", _HELP["db_memory"], labels=["tag"])
+        # No samples before the store first opened (no made-up zero), but the families are always there.
+        used = GaugeMetricFamily("runtap_capture_db_memory_bytes", _HELP["db_memory"], labels=["tag"])
+        limit = GaugeMetricFamily("runtap_capture_db_memory_limit_bytes", _HELP["db_memory_limit"], labels=[])
+        if memory is not None:
             for tag, n in sorted(memory.by_tag.items()):
                 used.add_metric([tag], n)
-            yield used
-            yield GaugeMetricFamily("runtap_capture_db_memory_limit_bytes", _HELP["db_memory_limit"],
-                                    value=memory.limit)
+            limit.add_metric([], memory.limit)
+        yield used
+        yield limit
