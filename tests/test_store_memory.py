@@ -154,8 +154,12 @@ def test_a_connection_outside_the_store_cannot_hand_back_the_poisoned_instance(t
     store.close()
     with pytest.raises(StoreError):
         Store(db, memory_limit=TINY).close()
-    outside.close()
-    Store(db, memory_limit=TINY).close()
+    outside.close()  # the last connection: the instance goes, without a checkpoint of its state
+    reopened = Store(db, memory_limit=TINY)
+    try:
+        assert reopened.connection.execute("SELECT count(*) FROM runs").fetchone() == (PREFILL,)
+    finally:
+        reopened.close()
 
 
 def test_the_writer_samples_the_buffer_pool_against_its_limit(tmp_path: Path) -> None:
