@@ -73,6 +73,8 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         # added by runtap beyond the table
         ("runtap_event_loop_lag_seconds", "histogram", ""),
         ("runtap_capture_lag_seconds", "histogram", ""),
+        ("runtap_capture_db_memory_bytes", "gauge", "tag"),
+        ("runtap_capture_db_memory_limit_bytes", "gauge", ""),
     )
 }
 # Recording rules that dashboards/alerts.yml defines (the cost estimate's price table, and what a

@@ -186,6 +186,9 @@ async def test_sdk_workload_metrics_equal_what_the_upstream_reported(stack: Stac
     assert m.get("runtap_capture_dropped_total") == 0
     assert m.get("runtap_capture_errors_total") == 0
     assert m.get("runtap_capture_store_open") == 1
+    # The buffer pool against its limit (the default 512MB), for the memory alert.
+    limit = m.get("runtap_capture_db_memory_limit_bytes")
+    assert 0 < m.get("runtap_capture_db_memory_bytes") < limit == int(488.2 * 2**20)
     # Every request's row became visible once: one lag observation each, none of them stale (a batch
     # closes within 0.5 s, or at once when flushed).
     requests = sum(client.seen.values())

@@ -12,12 +12,16 @@ time, and `CaptureWriter.stats` sums them. Labels:
   WRITTEN   runs | steps | responses | requests
   SKIPPED   <reason>: relayed but not captured (a body too large, an implausible token count...)
   SPOOLED, REPLAYED, HELD   items
+`db_memory` is the capture database's buffer pool as the writer last sampled it (at most once a second
+while it writes): the collector exports it as runtap_capture_db_memory_bytes / _limit_bytes.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
@@ -40,6 +44,25 @@ class Kind(StrEnum):
 
 
 SPOOL_DROPS: Final = frozenset(("spool_full", "spool_error"))
+# A capture failure for the database running out of memory (--db-memory-limit): ERRORS "store_memory:<type>"
+STORE_MEMORY: Final = "store_memory"
+_UNITS: Final = {"bytes": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+                 "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size as DuckDB prints it ("488.2 MiB", "0 bytes"); 0 when it is no size."""
+    m = _SIZE.fullmatch(text)
+    if m is None or m.group(2).lower() not in _UNITS:
+        return 0
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+@dataclass(frozen=True, slots=True)
+class DbMemory:
+    by_tag: dict[str, int]  # duckdb_memory()'s tags, lower case: art_index, in_memory_table, base_table...
+    limit: int  # memory_limit in bytes (0 if unknown)
 
 
 class CaptureHealth:
@@ -53,6 +76,7 @@ class CaptureHealth:
         self._labels: dict[Kind, int] = dict.fromkeys(Kind, 0)
         self.failures = 0  # incidents (a failed write, a rejected batch), however many items each held
         self.stores_open = 0
+        self.db_memory: DbMemory | None = None  # replaced whole by the writer thread, read by scrapes
 
     def add(self, kind: Kind, label: str, n: int = 1) -> None:
         if n <= 0:

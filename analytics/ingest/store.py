@@ -38,6 +38,7 @@ from typing import Any, Literal
 import duckdb
 import orjson
 
+from .health import DbMemory, parse_size
 from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
@@ -51,6 +52,13 @@ DEFAULT_CACHE_ROWS = 50_000
 # most of the ingest time once runs numbered ~100k; 64MB measured ~1.4x faster over 1.6M snapshots,
 # for ~64MB more WAL to replay after a crash.
 CHECKPOINT_THRESHOLD = "64MB"
+# Errors that mean DuckDB's buffer pool could not hold what a statement needed (duckdb 1.5 reports a
+# commit that ran out as a TransactionException, with the buffer manager's message).
+_OUT_OF_MEMORY = re.compile(r"Out of Memory|could not allocate|failed to allocate|failed to pin|failed to reserve")
+# Set on a poisoned instance: its checkpoints (CHECKPOINT, the one at shutdown) stop before the header
+# write, which is what would make them the file's state; the WAL keeps every commit.
+_NO_CHECKPOINT = "SET debug_checkpoint_abort = 'before_header'"
+_POISON_MARK = "runtap_poisoned"  # an in-memory database attached to a poisoned instance
 _IDS = "(SELECT unnest(from_json({}, '[\"VARCHAR\"]')))"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,200}")  # may be spliced into SQL as a literal
 _LOOKUP_CHUNK = 256  # DuckDB turns a longer IN list into a join, i.e. a scan
@@ -78,6 +86,12 @@ def _response_ids(snaps: list[Snapshot]) -> set[str]:
         if type(answers) is list:
             ids.update(a for a in answers if type(a) is str)
     return ids
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for DuckDB's buffer pool running out (--db-memory-limit), whatever exception type carries it."""
+    return isinstance(exc, duckdb.OutOfMemoryException) or (
+        isinstance(exc, duckdb.Error) and _OUT_OF_MEMORY.search(str(exc)) is not None)
 
 
 class StoreError(Exception):
@@ -217,8 +231,15 @@ class Store:
         self._tables: dict[str, _Table] = {}
         self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
         self._con: duckdb.DuckDBPyConnection | None = None
+        # Why this store may not be used any more (out of memory, fatal error); see _poison_if_broken.
+        self.poisoned: str | None = None
+        self.out_of_memory = False  # ... because DuckDB ran out of memory
+        self.broken_by: BaseException | None = None  # ... the error that said so
+        wal_left = not read_only and os.path.exists(path + ".wal")
         try:
             self._con = duckdb.connect(path, read_only=read_only)
+            if not read_only:
+                self._check_fresh()
             if threads is not None:
                 self._con.execute(f"SET threads = {int(threads)}")
             if memory_limit is not None:
@@ -228,6 +249,11 @@ class Store:
                 self._check_version()
                 return
             self._apply_schema()
+            if wal_left:
+                # The WAL a crash or a poisoned instance left is replayed into memory that is not
+                # evicted until a checkpoint: after running out of memory the reopened store would
+                # otherwise start with less room than the one that failed.
+                self.connection.execute("CHECKPOINT")
             self.connection.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
             self._stage_dir = _stage_dir(path)
             self._tables = self._describe(self._stage_dir)
@@ -240,6 +266,48 @@ class Store:
                 raise
             raise StoreError(f"cannot open DuckDB database {path!r}: {exc}") from exc
 
+    def _check_fresh(self) -> None:
+        """duckdb's Python client hands out the cached instance of a path while anything in the process
+        still holds a connection to it: a poisoned one must not be written again."""
+        got = self.connection.execute(
+            f"SELECT count(*) FROM duckdb_databases() WHERE database_name = '{_POISON_MARK}'").fetchone()  # noqa: S608 - a constant
+        if got and got[0]:
+            raise StoreError(f"{self._path!r}: a connection outside the capture store still holds the DuckDB "
+                             "instance that failed; it cannot be reused until that connection is closed")
+
+    def _poison_if_broken(self, exc: BaseException) -> bool:
+        """After DuckDB ran out of memory (or failed FATAL), never use this instance again.
+
+        duckdb 1.5.5 and 1.5.6: a commit that runs out of memory leaves the in-memory table and its
+        primary-key index out of step. Later commits on the instance store rows under another row's id,
+        and a checkpoint (including the one at close) either fails FATAL ("Corrupted in-memory column
+        ... misaligned count") or writes an index that holds ids of the failed batch, which can then never
+        be written ("Duplicate key"). The WAL has every commit as it was made, so: block checkpoints on
+        this instance, mark it (see _check_fresh), invalidate it, and let the next open replay the WAL.
+        """
+        if not (out_of_memory(exc) or isinstance(exc, duckdb.FatalException)):
+            return False
+        self.out_of_memory = out_of_memory(exc)
+        self.broken_by = exc
+        self.poisoned = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        con = self._con
+        if con is not None:
+            # The CHECKPOINT is expected to fail FATAL (aborted before its header): that invalidates the
+            # instance for every connection to it (readers included), which is the point.
+            for sql in (_NO_CHECKPOINT, f"ATTACH ':memory:' AS {_POISON_MARK}", "CHECKPOINT"):
+                try:
+                    con.execute(sql)
+                except duckdb.Error:
+                    log.debug("poisoning the DuckDB instance: %s failed", sql, exc_info=True)
+        return True
+
+    def memory(self) -> DbMemory:
+        """What DuckDB's buffer pool holds, by tag, and its limit (on the writing thread: no lock needed)."""
+        con = self.connection
+        tags = con.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
+        got = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        return DbMemory(by_tag={str(t).lower(): int(n) for t, n in tags}, limit=parse_size(str(got[0]) if got else ""))
+
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The write connection: only the thread that writes uses it."""
@@ -251,6 +319,8 @@ class Store:
         """A read connection of the caller's own (reports, exports): a separate DuckDB connection to
         the same database instance, so a reader never shares the writer's transaction or cursor state.
         DuckDB lets only this process open the file, which is why readers do not open it themselves."""
+        if self.poisoned is not None:
+            raise StoreError(f"store {self._path!r} failed ({self.poisoned}) and is being reopened")
         return self.connection.cursor()
 
     def _apply_schema(self) -> None:
@@ -383,6 +453,8 @@ class Store:
         """
         if self._read_only:
             raise StoreError(f"store {self._path!r} is read-only")
+        if self.poisoned is not None:
+            raise StoreError(f"store {self._path!r} failed ({self.poisoned}) and must be reopened")
         con = self.connection
         emit = not replay
         runs = self._tables["runs"]
@@ -426,6 +498,7 @@ class Store:
                 merged_resps = merge_responses(before_resps, resp_snaps, events=resp_events, effects=effects,
                                                store_prompts=self._store_prompts, emit=emit)
         except Exception as exc:
+            self._poison_if_broken(exc)
             raise StoreError(f"cannot merge batch into {self._path!r}: {exc!r}") from exc
         try:
             con.execute("BEGIN")
@@ -441,6 +514,7 @@ class Store:
                 con.execute("ROLLBACK")
             except duckdb.Error:
                 log.debug("rollback after a failed batch failed too", exc_info=True)
+            self._poison_if_broken(exc)
             raise StoreError(f"cannot write batch to {self._path!r}: {exc!r}", effects=effects) from exc
         self._row_counts["runs"] += new_runs
         self._row_counts["run_steps"] += new_steps
@@ -480,12 +554,13 @@ class Store:
             self._stage_dir = None
 
     def close(self) -> None:
-        """CHECKPOINT (so the next open replays no WAL) and close. Idempotent."""
+        """CHECKPOINT (so the next open replays no WAL) and close. Idempotent. Closing the write connection
+        closes the readers made from it too, which lets the DuckDB instance go (see _check_fresh)."""
         con, self._con = self._con, None
         try:
             if con is not None:
                 try:
-                    if not self._read_only:
+                    if not self._read_only and self.poisoned is None:
                         con.execute("CHECKPOINT")
                 finally:
                     con.close()

@@ -27,11 +27,11 @@ from .batching import BatchQueue, batch_bytes
 from .decode import CaptureDecoder
 from .failover import SpoolFailover
 from .faults import Faults, cause
-from .health import DECODE, CaptureHealth, Kind
+from .health import DECODE, STORE_MEMORY, CaptureHealth, Kind
 from .isolate import Isolated, apply_isolating, data_fault, split
 from .merge import Effect
 from .records import CaptureItem, RequestRecord, Snapshot
-from .store import Store, StoreError
+from .store import Store, StoreError, out_of_memory
 
 log = logging.getLogger("runtap.writer")
 
@@ -40,6 +40,10 @@ log = logging.getLogger("runtap.writer")
 _FATAL: Final = (duckdb.FatalException, duckdb.ConnectionException, duckdb.IOException, OSError)
 # Any error repeated this many times in a row also reopens the store; a one-off keeps it open.
 _REOPEN_AFTER: Final = 3
+# The buffer pool is sampled for runtap_capture_db_memory_bytes at most this often, after a write.
+MEMORY_SAMPLE_S: Final = 1.0
+# The out-of-memory line is repeated at most this often while it keeps happening (each one is counted).
+MEMORY_LOG_S: Final = 600.0
 
 OnEffects = Callable[[list[Effect]], None]
 
@@ -125,6 +129,9 @@ class CaptureWriter:
         self._next_open = 0.0
         self._failures = 0
         self._open_failed = False
+        self._next_sample = 0.0
+        self._memory_logged_at: float | None = None
+        self._memory_unlogged = 0
         self._reported_skips: Counter[str] = Counter()
         self._reported_events: Counter[str] = Counter()
 
@@ -268,7 +275,7 @@ class CaptureWriter:
         if self._store is None and now >= self._next_open:
             self._open_store()
         elif self._store is not None and failover.pending and now >= failover.next_replay:
-            failover.replay(self._store)
+            self._replay(self._store)
         if failover.held() and now >= failover.next_hold_retry:
             self._release_hold()
 
@@ -312,10 +319,15 @@ class CaptureWriter:
                 self._failures = 0
                 self._written(snapshots, requests)
                 self._emit(effects)
+                self._sample_memory(store)
                 return
         self._failover.put(snapshots, requests)
 
     def _store_failed(self, exc: Exception) -> None:
+        store = self._store
+        if store is not None and store.poisoned is not None:
+            self._store_broken(exc)
+            return
         self._faults.failed("store", exc)
         self._failures += 1
         if isinstance(cause(exc), _FATAL) or self._failures >= _REOPEN_AFTER:
@@ -323,6 +335,47 @@ class CaptureWriter:
             self._next_open = time.monotonic() + self.config.reopen_interval_s
         else:
             self._failover.retry_later()
+
+    def _store_broken(self, exc: BaseException) -> None:
+        """The store's DuckDB instance ran out of memory or failed FATAL and must not be used again
+        (Store._poison_if_broken): close it without a checkpoint and open the file again after the
+        reopen interval. The file and its WAL hold every commit; what failed is in the spool."""
+        err = cause(exc)
+        store = self._store
+        if out_of_memory(err) or (store is not None and store.out_of_memory):
+            self.health.failed(STORE_MEMORY, type(err).__name__)
+            self._log_out_of_memory(store.poisoned if store is not None and store.poisoned else str(err))
+        else:
+            self._faults.failed("store", exc)
+        self._close_store()
+        self._failures = 0
+        self._next_open = time.monotonic() + self.config.reopen_interval_s
+
+    def _log_out_of_memory(self, said: str) -> None:
+        self._memory_unlogged += 1
+        now = time.monotonic()
+        if self._memory_logged_at is not None and now < self._memory_logged_at + MEMORY_LOG_S:
+            return
+        self._memory_logged_at = now
+        times, self._memory_unlogged = self._memory_unlogged, 0
+        log.error(
+            "capture database %s ran out of memory (--db-memory-limit %s; %d time(s) since the last such line): "
+            "DuckDB keeps the primary-key index of every stored run, step and response in memory, ~90 bytes an "
+            "id. Nothing committed is lost: the store is reopened from its file, and batches wait in the spool "
+            "%s (bounded by --spool-max-bytes) until they fit. Raise --db-memory-limit, or export old rows "
+            "(runtap export) and delete them (runtap purge --before DATE --rows), and restart. DuckDB said: %s",
+            self.config.db_path, self.config.db_memory_limit or "DuckDB's default", times, self.spool_path,
+            said)
+
+    def _sample_memory(self, store: Store, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_sample:
+            return
+        self._next_sample = now + MEMORY_SAMPLE_S
+        try:
+            self.health.db_memory = store.memory()
+        except Exception:  # a gauge, not capture: never a capture failure
+            log.debug("cannot sample DuckDB memory", exc_info=True)
 
     def _isolate(self, store: Store, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
         """The batch failed for what one of its items holds: keep every other item (isolate.py)."""
@@ -333,10 +386,13 @@ class CaptureWriter:
         if done.rejected:
             self._failover.reject(done)
         if done.error is not None:
+            self._failover.put(*split(done.pending))
+            if store.poisoned is not None:
+                self._store_broken(done.error)
+                return
             self._faults.failed("store", done.error)
             self._failures += 1
             self._failover.retry_later()
-            self._failover.put(*split(done.pending))
 
     def _emit(self, effects: list[Effect]) -> None:
         on_effects = self._hooks.on_effects
@@ -383,7 +439,14 @@ class CaptureWriter:
             self._open_failed = False
             log.info("capture store %s open again", self.config.db_path)
         if self._failover.pending:
-            self._failover.replay(store)
+            self._replay(store)
+        if self._store is not None:
+            self._sample_memory(self._store, force=True)
+
+    def _replay(self, store: Store) -> None:
+        self._failover.replay(store)  # counts its own failure
+        if store.poisoned is not None:
+            self._store_broken(store.broken_by or StoreError(store.poisoned))
 
     def _close_store(self) -> None:
         store, self._store = self._store, None

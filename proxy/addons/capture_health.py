@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ...analytics.ingest.health import DECODE, CaptureHealth, Kind
+from ...analytics.ingest.health import DECODE, CaptureHealth, DbMemory, Kind
 
 _HELP = {
     "written": "Rows written to DuckDB, by table.",
@@ -22,6 +22,8 @@ _HELP = {
     "spooled": "Items written to the spool file because the store could not take them.",
     "replayed": "Spooled items replayed into the store.",
     "store_open": "1 while the capture writer holds the DuckDB store open.",
+    "db_memory": "DuckDB buffer pool of the capture database in use, by duckdb_memory() tag (sampled by the writer).",
+    "db_memory_limit": "The capture database's memory limit (--db-memory-limit), in bytes.",
 }
 _DECODE_PREFIX = DECODE + ":"
 
@@ -41,12 +43,13 @@ class CaptureHealthCollector(Collector):
         self._health = health
 
     def describe(self) -> Iterator[Metric]:
-        return self._families({}, 0)
+        return self._families({}, 0, None)
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._health.counts(), self._health.stores_open)
+        return self._families(self._health.counts(), self._health.stores_open, self._health.db_memory)
 
-    def _families(self, counts: dict[tuple[Kind, str], int], stores_open: int) -> Iterator[Metric]:
+    def _families(self, counts: dict[tuple[Kind, str], int], stores_open: int,
+                  memory: DbMemory | None) -> Iterator[Metric]:
         by_kind: dict[Kind, list[tuple[str, int]]] = defaultdict(list)
         for (kind, label), n in counts.items():
             by_kind[kind].append((label, n))
@@ -62,3 +65,12 @@ class CaptureHealthCollector(Collector):
             yield CounterMetricFamily(f"runtap_capture_{name}", _HELP[name],
                                       value=sum(n for _, n in by_kind[kind]))
         yield GaugeMetricFamily("runtap_capture_store_open", _HELP["store_open"], value=max(stores_open, 0))
+        # No samples before the store first opened (no made-up zero), but the families are always there.
+        used = GaugeMetricFamily("runtap_capture_db_memory_bytes", _HELP["db_memory"], labels=["tag"])
+        limit = GaugeMetricFamily("runtap_capture_db_memory_limit_bytes", _HELP["db_memory_limit"], labels=[])
+        if memory is not None:
+            for tag, n in sorted(memory.by_tag.items()):
+                used.add_metric([tag], n)
+            limit.add_metric([], memory.limit)
+        yield used
+        yield limit
