@@ -40,7 +40,9 @@ def test_capture_never_loads_pandas_numpy_or_pyarrow(tmp_path: Path) -> None:
     assert proc.stdout.strip() == "[]"
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=40))
+# No lone surrogates (category Cs): they cannot be encoded as UTF-8 SQL text, and the ids that reach
+# sql_string come from orjson, which refuses them in JSON it decodes.
+@given(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40))
 def test_a_string_literal_round_trips_through_duckdb(value: str) -> None:
     con = duckdb.connect()
     try:
