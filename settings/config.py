@@ -170,7 +170,8 @@ SETTINGS: tuple[Setting, ...] = (
             "relayed whole, not captured, and counted).", parse_size),
     Setting("db_memory_limit", "512MB", "Bound on DuckDB's buffer pool inside the sidecar (it spills to DB.tmp "
             "beside the file beyond); DuckDB's own default is 80% of RAM. The primary-key indexes of the stored run, "
-            "step and response ids must fit in it, ~90 bytes an id: 512MB holds ~5M; raise it, or purge, beyond.",
+            "step and response ids must fit in it, ~90 bytes an id: size it 1.25 x (100MB + 90 B x ids), so 512MB "
+            "for ~3.4M ids; beyond, raise it or export and purge (alert RuntapCaptureDbMemoryHigh).",
             parse_db_size),
     Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
             parse_positive_int),
