@@ -23,6 +23,7 @@ log = logging.getLogger("runtap.tracing")
 
 class FastOTLPSpanExporter(OTLPSpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        # `spans` may also hold request_span.RequestSpan records (DeferredBatchSpanProcessor's queue).
         if self._shutdown:
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
@@ -31,7 +32,9 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
             except Exception as exc:  # the SDK's encoder is the reference; fall back to it
                 log.warning("fast OTLP encoding failed (%s: %s); using the SDK encoder", type(exc).__name__, exc)
                 try:
-                    data = encode_spans(spans).SerializePartialToString()
+                    readable = [s for span in spans for s in (
+                        (span,) if isinstance(span, ReadableSpan) else span.readable_spans())]
+                    data = encode_spans(readable).SerializePartialToString()
                 except Exception as error:
                     result.error = error
                     return SpanExportResult.FAILURE
