@@ -13,6 +13,7 @@ from aiohttp import web
 from ..settings.config import Settings
 from . import client_timeouts, errors
 from .admin import create_admin_app
+from .admin_thread import AdminThread
 from .app import Runtime, build_runtime, create_app
 from .owner import SpoolClaim, claim_spool
 
@@ -25,7 +26,7 @@ class Running:
     proxy_url: str
     admin_url: str
     _proxy: web.AppRunner
-    _admin: web.AppRunner
+    _admin: AdminThread
     _claim: SpoolClaim | None = None
 
     async def stop(self) -> None:
@@ -33,7 +34,7 @@ class Running:
         # and streams, then its cleanup flushes the capture queue and closes DuckDB.
         try:
             await self._proxy.cleanup()
-            await self._admin.cleanup()
+            await self._admin.stop()
         finally:
             if self._claim is not None:
                 self._claim.release()
@@ -76,19 +77,18 @@ async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim 
                                              shutdown_timeout=settings.grace_period,
                                  max_line_size=settings.max_header_bytes,
                                  max_field_size=settings.max_header_bytes)
-    admin_runner = web.AppRunner(create_admin_app(rt), access_log=None)
+    admin = AdminThread(create_admin_app(rt), settings.admin.host, settings.admin.port)
     try:
         # A resource that fails to start: the ones already started are closed, in reverse.
         await proxy_runner.setup()
-        await admin_runner.setup()
         await web.TCPSite(proxy_runner, settings.listen.host, settings.listen.port,
                           reuse_port=settings.workers > 1, backlog=1024).start()
-        await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
+        await admin.start()
     except BaseException:
+        await admin.stop()
         await proxy_runner.cleanup()
-        await admin_runner.cleanup()
         raise
-    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
+    return Running(rt, _url(proxy_runner), admin.url, proxy_runner, admin, claim)
 
 
 async def serve_forever(settings: Settings,
