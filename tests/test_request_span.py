@@ -131,3 +131,9 @@ def test_runtaps_export_pipeline_takes_records_and_others_get_readable_spans(mon
     assert both is not None
     assert Tracing(both, upstream="http://127.0.0.1:9", owned=True)._emit is None  # noqa: SLF001 - console needs spans
     both.shutdown()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console,otlp")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")  # otlp is left out: console alone
+    console = provider_from_env()
+    assert console is not None
+    assert Tracing(console, upstream="http://127.0.0.1:9", owned=True)._emit is None  # noqa: SLF001 - as above
+    console.shutdown()

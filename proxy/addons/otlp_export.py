@@ -22,6 +22,8 @@ log = logging.getLogger("runtap.tracing")
 
 
 class FastOTLPSpanExporter(OTLPSpanExporter):
+    takes_request_records = True  # request_span.RequestSpan items are encoded here (tracing.provider_from_env)
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         # `spans` may also hold request_span.RequestSpan records (DeferredBatchSpanProcessor's queue).
         if self._shutdown:

@@ -101,7 +101,8 @@ def provider_from_env() -> TracerProvider | None:
     queue, batch = _batch_defaults(env)
     for exporter in exporters:
         # runtap's OTLP exporter alone: its batch queue takes request span records (request_span.py).
-        kind = DeferredBatchSpanProcessor if len(exporters) == 1 and name == "otlp" else BatchSpanProcessor
+        records = len(exporters) == 1 and getattr(exporter, "takes_request_records", False)
+        kind = DeferredBatchSpanProcessor if records else BatchSpanProcessor
         provider.add_span_processor(kind(exporter, max_queue_size=queue, max_export_batch_size=batch))
     return provider
 
