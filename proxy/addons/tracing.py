@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ...analytics.ingest.records import Exchange
@@ -254,7 +254,10 @@ class Tracing:
     # --- request spans (event loop): the tap's hooks --------------------------------------------------
 
     def request(self, flow: Flow, request: web.Request) -> None:
-        flow.span = self.start_request(request, flow.op_label, flow.exchange)
+        flow.span = span = self.start_request(request, flow.op_label, flow.exchange)
+        if span is not None and span.runs_call:
+            ctx = span.context
+            flow.exchange.span_context = (ctx.trace_id, ctx.span_id, int(ctx.trace_flags))  # marshal: plain ints
 
     def upstream_request(self, flow: Flow, headers: CIMultiDict[str]) -> None:
         self.inject(flow.span, headers)
@@ -360,6 +363,20 @@ class Tracing:
                       server_status, span.start, span.end, max_value=None)
 
     # --- run spans (capture writer thread) ---------------------------------------------------------
+
+    def remember_request(self, exchange: Exchange) -> None:
+        """A request span seen only through its exchange (the capture process, which has no request
+        spans of its own): run and response spans it changed will link to it."""
+        ids = exchange.span_context
+        if ids is None or self._tracer is None:
+            return
+        contexts = self._contexts
+        with self._lock:
+            if exchange.id in contexts:
+                return
+            if len(contexts) >= _MAX_REQUEST_CONTEXTS:
+                contexts.popitem(last=False)
+            contexts[exchange.id] = SpanContext(ids[0], ids[1], is_remote=False, trace_flags=TraceFlags(ids[2]))
 
     def on_effects(self, effects: list[Any]) -> None:
         runs = self._runs
