@@ -366,7 +366,7 @@ class CaptureWriter:
             delta = total - reported[reason]
             if delta:
                 reported[reason] = total
-                self.health.add(Kind.ERRORS, f"{DECODE}:{reason}", delta)
+                self.health.error(DECODE, reason, delta)
 
     def _report_events(self) -> None:
         """SSE events relayed since the last batch, by name (the decoder keeps running totals)."""
