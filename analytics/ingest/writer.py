@@ -438,7 +438,9 @@ class CaptureWriter:
         if self._open_failed:
             self._open_failed = False
             log.info("capture store %s open again", self.config.db_path)
-        if self._failover.pending:
+        # The spool's back-off holds across reopens: a replay that ran the database out of memory closes
+        # the store, and replaying again at each reopen would re-read the whole spool every interval.
+        if self._failover.pending and time.monotonic() >= self._failover.next_replay:
             self._replay(store)
         if self._store is not None:
             self._sample_memory(self._store, force=True)
