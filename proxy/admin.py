@@ -16,6 +16,9 @@ from .app import Runtime
 from .capture_supervisor import control_path
 
 ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
+# The relay loop runs its lag probe 10 times a second; this long without one, it is stuck, not busy
+# (under saturation the probe ran at most ~0.1 s late in the benchmarks).
+LOOP_STALL_S = 10.0
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -23,8 +26,13 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    # Liveness only: answers as long as the event loop runs. Capture trouble must not get a healthy
-    # proxy restarted, so it shows in /readyz details and metrics instead.
+    # Liveness only: the relay's event loop runs. The admin listener has a loop of its own (a saturated
+    # relay loop made probes queue behind proxied requests: /healthz p99 215 ms in the soak), so it asks
+    # the relay loop's heartbeat instead of being answered by that loop. Capture trouble must not get a
+    # healthy proxy restarted, so it shows in /readyz details and metrics instead.
+    stalled = request.app[ADMIN_RUNTIME].heartbeat.stalled_for()
+    if stalled > LOOP_STALL_S:
+        return _json({"status": "stalled", "event_loop_stalled_s": round(stalled, 1)}, 503)
     return _json({"status": "ok"})
 
 

@@ -41,6 +41,7 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
     channel: CaptureChannel | None = None  # --capture-mode process: the relay's end of the channel
     supervisor: CaptureSupervisor | None = None  # ... and the capture process, when this relay owns it
+    heartbeat: looplag.Heartbeat = field(default_factory=looplag.Heartbeat)  # the relay loop's, for /healthz
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -167,7 +168,14 @@ def _exporter_ctx(runtime: Runtime, writer: CaptureWriter) -> CleanupCtx:
 
 def _loop_lag_ctx(runtime: Runtime) -> CleanupCtx:
     async def loop_lag_probe(_: web.Application) -> AsyncIterator[None]:
-        async with looplag.probing(runtime.metrics.loop_lag.observe):
+        observe, beat = runtime.metrics.loop_lag.observe, runtime.heartbeat.beat
+
+        def probed(lag: float) -> None:
+            beat()
+            observe(lag)
+
+        beat()  # armed from here: a loop blocked before the probe's first period is stalled too
+        async with looplag.probing(probed):
             yield
     return loop_lag_probe
 

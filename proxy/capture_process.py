@@ -18,12 +18,14 @@ import os
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Final, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
 from ..analytics.ingest import wire
+from ..analytics.ingest.records import Exchange
 from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
 from ..analytics.prices import load_price_book
@@ -66,9 +68,14 @@ class _Conn(asyncio.Protocol):
                 self.transport.close()
             return
         writer = self._ingest.writer
-        submit = writer.submit
+        submit, remember = writer.submit, self._ingest.remember_request
+        last = None
         for items in frames:
             for item in items:
+                ex = getattr(item, "exchange", None)  # a RequestRecord has none
+                if ex is not last and ex is not None and ex.span_context is not None:
+                    remember(ex)
+                    last = ex
                 submit(item)
             self.received += len(items)
             self.frames.append((writer.submitted, self.received))
@@ -90,8 +97,9 @@ class _Conn(asyncio.Protocol):
 
 
 class Ingest:
-    def __init__(self, writer: CaptureWriter) -> None:
+    def __init__(self, writer: CaptureWriter, remember_request: Callable[[Exchange], None]) -> None:
         self.writer = writer
+        self.remember_request = remember_request  # the request span behind an exchange, for run span links
         self.open: set[_Conn] = set()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -163,7 +171,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     writer.start()
-    ingest = Ingest(writer)
+    ingest = Ingest(writer, tracing.remember_request)
     for path in (ingest_path(directory), control_path(directory)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by a capture process that crashed

@@ -110,7 +110,11 @@ class Forwarder:
         # and workers but without its os.urandom call per request.
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count()
-        self._read_whole = min(_READ_WHOLE, settings.capture_max_body)
+        # How much of a request body the addons keep is theirs to say (Tap.request_body_limit). A body
+        # read at once reaches the tap whole, so no more than that is read at once.
+        copy_limit = tap.request_body_limit
+        self._read_whole = _READ_WHOLE if copy_limit is None else min(_READ_WHOLE, copy_limit)
+        self._copy_limit = copy_limit or 0
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._settings.max_connections, limit_per_host=0,
@@ -310,7 +314,7 @@ class Forwarder:
 
     async def _body(self, request: web.Request, state: _BodyState, flow: Flow | None) -> AsyncIterator[bytes]:
         limit = self._settings.max_body_bytes
-        keep = self._settings.capture_max_body
+        keep = self._copy_limit
         copy: list[bytes] = []
         content = request.content
         while True:

@@ -35,3 +35,21 @@ async def probing(observe: Callable[[float], None], period_s: float = PERIOD_S) 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Heartbeat:
+    """When the relay's loop last ran the probe: liveness read from another thread (the admin listener's),
+    which answers even while the relay's loop is saturated but must still say when it has stopped."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: float | None = None  # None: the probe has not run yet (not started, or no proxy app)
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds since the loop last ran the probe (0 before its first run)."""
+        last = self.last
+        return 0.0 if last is None else max(time.monotonic() - last, 0.0)

@@ -13,6 +13,7 @@ from aiohttp import web
 from ..settings.config import Settings
 from . import client_timeouts, errors
 from .admin import create_admin_app
+from .admin_thread import AdminThread
 from .app import Runtime, build_runtime, close_unstarted, create_app
 from .owner import SpoolClaim, claim_spool
 
@@ -25,7 +26,7 @@ class Running:
     proxy_url: str
     admin_url: str
     _proxy: web.AppRunner
-    _admin: web.AppRunner
+    _admin: AdminThread
     _claim: SpoolClaim | None = None
 
     async def stop(self) -> None:
@@ -38,12 +39,12 @@ class Running:
                 self._claim.release()
 
 
-async def _cleanup(proxy: web.AppRunner, admin: web.AppRunner) -> None:
-    """Both runners, in that order; the admin listener closes even when a proxy resource failed to."""
+async def _cleanup(proxy: web.AppRunner, admin: AdminThread) -> None:
+    """Both listeners, in that order; the admin listener closes even when a proxy resource failed to."""
     try:
         await proxy.cleanup()
     finally:
-        await admin.cleanup()
+        await admin.stop()
 
 
 def _url(runner: web.AppRunner) -> str:
@@ -73,24 +74,23 @@ async def start(settings: Settings, *, runtime: Runtime | None = None) -> Runnin
 async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim | None) -> Running:
     rt = runtime or build_runtime(settings)
     try:
-        proxy_runner, admin_runner = _runners(settings, rt)
+        proxy_runner, admin = _runners(settings, rt)
     except BaseException:
         close_unstarted(rt)  # e.g. a bad --prices: no cleanup context has run to close the runtime
         raise
     try:
         # A resource that fails to start: the ones already started are closed, in reverse.
         await proxy_runner.setup()
-        await admin_runner.setup()
         await web.TCPSite(proxy_runner, settings.listen.host, settings.listen.port,
                           reuse_port=settings.workers > 1, backlog=1024).start()
-        await web.TCPSite(admin_runner, settings.admin.host, settings.admin.port).start()
+        await admin.start()
     except BaseException:
-        await _cleanup(proxy_runner, admin_runner)
+        await _cleanup(proxy_runner, admin)
         raise
-    return Running(rt, _url(proxy_runner), _url(admin_runner), proxy_runner, admin_runner, claim)
+    return Running(rt, _url(proxy_runner), admin.url, proxy_runner, admin, claim)
 
 
-def _runners(settings: Settings, rt: Runtime) -> tuple[web.AppRunner, web.AppRunner]:
+def _runners(settings: Settings, rt: Runtime) -> tuple[web.AppRunner, AdminThread]:
     proxy_app = create_app(settings, runtime=rt)
     # auto_decompress=False: a gzip request body must reach the upstream as the app compressed it
     # (aiohttp's server would inflate it and leave Content-Encoding/Content-Length claiming otherwise).
@@ -102,7 +102,9 @@ def _runners(settings: Settings, rt: Runtime) -> tuple[web.AppRunner, web.AppRun
                                              shutdown_timeout=settings.grace_period,
                                  max_line_size=settings.max_header_bytes,
                                  max_field_size=settings.max_header_bytes)
-    return proxy_runner, web.AppRunner(create_admin_app(rt), access_log=None)
+    # The admin listener has its own thread and loop: /healthz and /metrics answer while the relay's
+    # loop is saturated (a kubelet's probe must not queue behind proxied requests).
+    return proxy_runner, AdminThread(create_admin_app(rt), settings.admin.host, settings.admin.port)
 
 
 async def serve_forever(settings: Settings,

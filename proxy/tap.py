@@ -8,7 +8,9 @@ Hooks, all optional, in the order the relay calls them:
   request(flow, request)                     the request arrived (before any check of its size)
   upstream_request(flow, headers)            it is about to go upstream with these headers (may add)
   keeps_request_body(flow) -> bool           whether any addon wants a copy of the request body
-  request_body(flow, body, truncated)        the request body (or its first capture_max_body bytes)
+  request_body(flow, body, truncated)        the request body (or its first request_body_limit bytes)
+An addon with keeps_request_body may declare `request_body_limit` (bytes, its own option): the tap
+gives the relay the largest one, and the relay copies no more than that.
   response_headers(flow)                     status and headers are known (flow.status, flow.streamed)
   chunk(flow, chunk)                         a response chunk, after it was written to the client
   end(flow)                                  the response ended cleanly
@@ -19,6 +21,7 @@ Hooks, all optional, in the order the relay calls them:
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -34,6 +37,8 @@ HOOKS: Final = ("request", "upstream_request", "request_body", "response_headers
 CLIENT_DISCONNECTED: Final = "client_disconnected"
 # error(flow, reason) for a client that stopped sending its request body (--client-timeout).
 CLIENT_TIMEOUT: Final = "client_timeout"
+# The request_body_limit of an addon that keeps request bodies and declares none: all of it.
+WHOLE_BODY: Final = sys.maxsize
 
 
 class Flow:
@@ -129,6 +134,9 @@ class Tap:
         self.addons = tuple(addons)
         for name in HOOKS:
             setattr(self, name, _fan_out(name, [getattr(a, name) for a in self.addons if hasattr(a, name)]))
-        wanted = [a.keeps_request_body for a in self.addons if hasattr(a, "keeps_request_body")]
-        self.keeps_request_body: Callable[[Flow], bool] = _wants_body(wanted)
+        keepers = [a for a in self.addons if hasattr(a, "keeps_request_body")]
+        self.keeps_request_body: Callable[[Flow], bool] = _wants_body([a.keeps_request_body for a in keepers])
+        # The most of a request body any addon keeps; None when none keeps any.
+        self.request_body_limit: int | None = max(
+            (int(getattr(a, "request_body_limit", WHOLE_BODY)) for a in keepers), default=None)
         self.sees_chunks = any(hasattr(a, "chunk") for a in self.addons)

@@ -218,10 +218,10 @@ def test_a_spool_that_runs_the_database_out_of_memory_is_not_reread_at_every_reo
                                         reopen_interval_s=60.0), health=health)
     writer._failover.put([snapshot(n) for n in range(CHUNK)], [])  # what an earlier store could not take
     writer._open_store()  # the replay runs out of memory: the store is poisoned and closed
-    assert writer._store is None and replays_tried(health) == 1 and memory_failures(health) == 1
+    assert writer._owner.store is None and replays_tried(health) == 1 and memory_failures(health) == 1
     writer._open_store()  # the reopen (called here without waiting out the interval)
     try:
-        assert writer._store is not None, "the reopened store was poisoned again by the same spool"
+        assert writer._owner.store is not None, "the reopened store was poisoned again by the same spool"
         assert replays_tried(health) == 1 and writer._failover.pending  # kept for its next turn, not lost
     finally:
-        writer._close_store()
+        writer._owner.close()

@@ -26,6 +26,9 @@ class Exchange:
     started_at: float  # wall clock (epoch seconds) when the request reached runtap
     content_encoding: str | None = None  # of the upstream response, set once headers arrive
     api_provider: str | None = None  # "openai" (OpenAI-Beta header) | "azure" (api-version query) | None
+    # (trace id, span id, trace flags) of the request's server span, set by tracing: in --capture-mode
+    # process the capture process links run and response spans to it (it has no other way to know it).
+    span_context: tuple[int, int, int] | None = None
 
 
 @dataclass(slots=True)

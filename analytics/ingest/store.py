@@ -1,6 +1,6 @@
 """The DuckDB side of capture: merge snapshot batches into `runs`/`run_steps`, log requests.
 
-One thread owns a Store (the capture writer); nothing here is thread-safe and nothing needs to be.
+One thread owns a Store (its write thread, store_thread.py); nothing here is thread-safe and nothing needs to be.
 
 No Python value is ever bound as a DuckDB parameter here (sql_literal.py: binding one loads
 pandas, numpy and pyarrow when they are installed).

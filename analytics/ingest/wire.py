@@ -55,7 +55,7 @@ Entry = CaptureItem | ChunkRun
 
 def _ex(ex: Exchange) -> tuple[Any, ...]:
     return (ex.id, ex.method, ex.path, ex.operation, ex.api_version, ex.key_fingerprint, ex.started_at,
-            ex.content_encoding, ex.api_provider)
+            ex.content_encoding, ex.api_provider, ex.span_context)
 
 
 def entry_items(entry: Entry) -> int:

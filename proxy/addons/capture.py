@@ -2,6 +2,8 @@
 
 Policy, per flow: calls the router does not know are not captured; an SSE answer is captured chunk by
 chunk; a 2xx JSON body is captured whole up to capture_max_body; anything else is counted as skipped.
+A request body (prompts, a Responses create's call ids) is kept up to capture_max_body too: the relay
+copies no more than `request_body_limit`, which the tap reads from here.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Capture:
         self._submit_chunk = submit_chunk or (lambda ex, data, at: writer.submit(StreamChunk(ex, data, at)))
         self._store_prompts = store_prompts
         self._max_body = capture_max_body
+        self.request_body_limit = capture_max_body
         self._on_skipped = on_skipped
 
     def keeps_request_body(self, flow: Flow) -> bool:
@@ -65,6 +68,8 @@ class Capture:
         return operation is not None and (self._store_prompts or operation == RESPONSES_CREATE)
 
     def request_body(self, flow: Flow, body: bytes, truncated: bool) -> None:
+        if len(body) > self._max_body:  # another addon behind the tap keeps more than capture does
+            body, truncated = body[:self._max_body], True
         self._submit(RequestBody(flow.exchange, body, truncated))
 
     def response_headers(self, flow: Flow) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ...analytics.ingest.health import DECODE, CaptureHealth, DbMemory, Kind
+from ...analytics.ingest.health import DECODE, CaptureHealth, DbMemory, Event, Kind
 
 _HELP = {
     "written": "Rows written to DuckDB, by table.",
@@ -25,7 +25,6 @@ _HELP = {
     "db_memory": "DuckDB buffer pool of the capture database in use, by duckdb_memory() tag (sampled by the writer).",
     "db_memory_limit": "The capture database's memory limit (--db-memory-limit), in bytes.",
 }
-_DECODE_PREFIX = DECODE + ":"
 
 
 def _labelled(name: str, label: str, values: Iterable[tuple[str, int]]) -> CounterMetricFamily:
@@ -46,21 +45,20 @@ class CaptureHealthCollector(Collector):
         return self._families({}, 0, None)
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._health.counts(), self._health.stores_open, self._health.db_memory)
+        return self._families(self._health.events(), self._health.stores_open, self._health.db_memory)
 
-    def _families(self, counts: dict[tuple[Kind, str], int], stores_open: int,
-                  memory: DbMemory | None) -> Iterator[Metric]:
-        by_kind: dict[Kind, list[tuple[str, int]]] = defaultdict(list)
-        for (kind, label), n in counts.items():
-            by_kind[kind].append((label, n))
+    def _families(self, counts: dict[Event, int], stores_open: int, memory: DbMemory | None) -> Iterator[Metric]:
+        by_kind: dict[Kind, list[tuple[Event, int]]] = defaultdict(list)
+        for event, n in counts.items():
+            by_kind[event.kind].append((event, n))
         errors = by_kind[Kind.ERRORS]
-        yield _labelled("written", "table", by_kind[Kind.WRITTEN])
-        yield _labelled("dropped", "stage", by_kind[Kind.DROPPED])
+        yield _labelled("written", "table", ((ev.label, n) for ev, n in by_kind[Kind.WRITTEN]))
+        yield _labelled("dropped", "stage", ((ev.label, n) for ev, n in by_kind[Kind.DROPPED]))
         # An undecodable body or event is lost capture: an error for alerting (stage decode), and a
         # skip by reason for diagnosis.
-        yield _labelled("errors", "stage", ((label.partition(":")[0], n) for label, n in errors))
-        yield _labelled("skipped", "reason", [*by_kind[Kind.SKIPPED], *(
-            (label[len(_DECODE_PREFIX):], n) for label, n in errors if label.startswith(_DECODE_PREFIX))])
+        yield _labelled("errors", "stage", ((ev.label, n) for ev, n in errors))
+        yield _labelled("skipped", "reason", [*((ev.label, n) for ev, n in by_kind[Kind.SKIPPED]), *(
+            (ev.detail or "", n) for ev, n in errors if ev.label == DECODE)])
         for name, kind in (("spooled", Kind.SPOOLED), ("replayed", Kind.REPLAYED)):
             yield CounterMetricFamily(f"runtap_capture_{name}", _HELP[name],
                                       value=sum(n for _, n in by_kind[kind]))

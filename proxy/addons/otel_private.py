@@ -12,6 +12,7 @@ which one an SDK release changed, so the package can declare a version range ins
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry.exporter.otlp.proto.common._internal import (
@@ -22,11 +23,12 @@ from opentelemetry.exporter.otlp.proto.common._internal import (
 from opentelemetry.exporter.otlp.proto.http._common import _is_request_too_large
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-__all__ = ["EXPORTER_FIELDS", "SAMPLER_DELEGATES", "SPAN_FIELDS", "encode_instrumentation_scope", "encode_resource",
-           "encode_value", "exporter_fields", "incompatibilities", "instrumentation_scope", "is_request_too_large",
-           "root_sampler", "span_fields", "span_limits"]
+__all__ = ["EXPORTER_FIELDS", "SAMPLER_DELEGATES", "SPAN_FIELDS", "batch_emit", "encode_instrumentation_scope",
+           "encode_resource", "encode_value", "exporter_fields", "incompatibilities", "instrumentation_scope",
+           "is_request_too_large", "root_sampler", "span_fields", "span_limits", "span_processors"]
 
 # The samplers a ParentBased sampler delegates to (tracing reads them to know a decision in advance).
 SAMPLER_DELEGATES: Final = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
@@ -61,6 +63,19 @@ def instrumentation_scope(tracer: Any) -> InstrumentationScope | None:
 def span_limits(tracer: Any) -> SpanLimits:
     limits: SpanLimits = tracer._span_limits  # noqa: SLF001 - see module doc
     return limits
+
+
+def span_processors(tracer: Any) -> tuple[Any, ...] | None:
+    """The processors an SDK tracer's spans go to (its provider's SynchronousMultiSpanProcessor's list);
+    None when the tracer's processor is of another kind."""
+    processors = getattr(tracer.span_processor, "_span_processors", None)
+    return processors if isinstance(processors, tuple) else None
+
+
+def batch_emit(processor: BatchSpanProcessor) -> Callable[[Any], None]:
+    """A BatchSpanProcessor's queue append (what its on_end calls once the span is known sampled)."""
+    emit: Callable[[Any], None] = processor._batch_processor.emit  # noqa: SLF001 - see module doc
+    return emit
 
 
 def root_sampler(sampler: Any) -> Any:
@@ -107,6 +122,7 @@ def incompatibilities() -> list[str]:
         problems.append(f"ReadableSpan's positional constructor changed: {exc}")
     if not isinstance(getattr(tracer, "_span_limits", None), SpanLimits):
         problems.append("Tracer._span_limits is not a SpanLimits")
+    problems += _processor_incompatibilities()
     parent_based = sampling.ParentBased(sampling.ALWAYS_ON)
     if root_sampler(parent_based) is not sampling.ALWAYS_ON or len(delegates(parent_based)) != len(SAMPLER_DELEGATES):
         problems.append(f"ParentBased no longer keeps its samplers in {SAMPLER_DELEGATES}")
@@ -134,3 +150,33 @@ def _exporter_incompatibilities() -> list[str]:
     if exporter_fields(exporter)[0] is not True:
         problems.append("OTLPSpanExporter.shutdown() no longer sets _shutdown")
     return problems
+
+
+class _Collect(SpanExporter):
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.items.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _processor_incompatibilities() -> list[str]:
+    collect = _Collect()
+    processor = BatchSpanProcessor(collect)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        if span_processors(provider.get_tracer("runtap.otel_private.check")) != (processor,):
+            return ["Tracer.span_processor._span_processors is not the provider's processors"]
+        record = object()
+        try:
+            batch_emit(processor)(record)
+        except AttributeError as exc:
+            return [f"BatchSpanProcessor._batch_processor.emit: {exc}"]
+        processor.force_flush()
+        if collect.items != [record]:
+            return ["BatchSpanProcessor._batch_processor.emit does not hand the item to the exporter"]
+        return []
+    finally:
+        provider.shutdown()

@@ -23,7 +23,10 @@ log = logging.getLogger("runtap.tracing")
 
 
 class FastOTLPSpanExporter(OTLPSpanExporter):
+    takes_request_records = True  # request_span.RequestSpan items are encoded here (tracing.provider_from_env)
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        # `spans` may also hold request_span.RequestSpan records (DeferredBatchSpanProcessor's queue).
         shut_down, metrics, max_request_size, client = exporter_fields(self)
         if shut_down:
             return SpanExportResult.FAILURE
@@ -33,7 +36,9 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
             except Exception as exc:  # the SDK's encoder is the reference; fall back to it
                 log.warning("fast OTLP encoding failed (%s: %s); using the SDK encoder", type(exc).__name__, exc)
                 try:
-                    data = encode_spans(spans).SerializePartialToString()
+                    readable = [s for span in spans for s in (
+                        (span,) if isinstance(span, ReadableSpan) else span.readable_spans())]
+                    data = encode_spans(readable).SerializePartialToString()
                 except Exception as error:
                     result.error = error
                     return SpanExportResult.FAILURE

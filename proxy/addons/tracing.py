@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ...analytics.ingest.records import Exchange
@@ -34,7 +34,8 @@ from ...settings.config import ConfigError
 from .. import response_routes, routes
 from ..tap import Flow
 from . import otel_private, response_spans
-from .run_spans import PROVIDER, UNSET, RunSpans, emit_finished, local_context, run_span_context
+from .request_span import DeferredBatchSpanProcessor, RequestSpan, SpanSpec, deferred_processor
+from .run_spans import PROVIDER, RunSpans, emit_finished, local_context, run_span_context
 
 log = logging.getLogger("runtap.tracing")
 
@@ -53,8 +54,6 @@ _ROUTES: Final = {
 }
 # Request spans remembered (by exchange id) until capture links the runs they changed to them.
 _MAX_REQUEST_CONTEXTS: Final = 10_000
-# Errors the forwarder reports after the upstream answered (the client span has a status code).
-_AFTER_RESPONSE: Final = ("upstream_", "client_disconnected")
 _EXPORT_BATCH: Final = 2048
 _QUEUE_SIZE: Final = 8192
 
@@ -101,7 +100,10 @@ def provider_from_env() -> TracerProvider | None:
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
     queue, batch = _batch_defaults(env)
     for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch))
+        # runtap's OTLP exporter alone: its batch queue takes request span records (request_span.py).
+        records = len(exporters) == 1 and getattr(exporter, "takes_request_records", False)
+        kind = DeferredBatchSpanProcessor if records else BatchSpanProcessor
+        provider.add_span_processor(kind(exporter, max_queue_size=queue, max_export_batch_size=batch))
     return provider
 
 
@@ -124,33 +126,6 @@ def _batch_defaults(env: Mapping[str, str]) -> tuple[int | None, int | None]:
         except ValueError:
             batch = None  # the SDK reports the bad value itself
     return (_QUEUE_SIZE if queue is None else None), batch
-
-
-class _RequestSpan:
-    """One proxied request's two spans, kept as plain values until the request ends.
-
-    The SDK's live spans (locks, attribute validation on every set, a processor call at start) cost
-    about as much CPU as the rest of the hot path; a request's spans are only ever complete at its
-    end, so they are built there, once, as the ReadableSpans the SDK itself would have produced.
-    """
-
-    __slots__ = ("attrs", "client_attrs", "client_id", "client_start", "context", "exchange", "links",
-                 "name", "parent", "runs_call", "sampled", "start")
-
-    def __init__(self, context: SpanContext, parent: SpanContext | None, sampled: bool, name: str,
-                 attrs: dict[str, Any], links: list[Link], exchange: Exchange, runs_call: bool) -> None:
-        self.context = context
-        self.parent = parent
-        self.sampled = sampled
-        self.name = name
-        self.attrs = attrs
-        self.links = links
-        self.exchange = exchange
-        self.runs_call = runs_call
-        self.start = time.time_ns()
-        self.client_id = 0
-        self.client_start = 0
-        self.client_attrs: dict[str, Any] | None = None
 
 
 # The SDK's own samplers (OTEL_TRACES_SAMPLER's every value): none reads a span's attributes or links.
@@ -243,6 +218,8 @@ class Tracing:
         self._default_sampler = False
         self._attribute_free = False
         self._root_bound: int | None = None
+        self._spec: SpanSpec | None = None
+        self._emit: Callable[[RequestSpan], None] | None = None
         up = urlsplit(upstream)
         self._upstream = upstream
         self._upstream_host = up.hostname or ""
@@ -263,6 +240,12 @@ class Tracing:
             self._responses_spans = response_spans.ResponseSpans(self._runs)
             limit = otel_private.span_limits(tracer).max_span_attribute_length
             self._max_value = limit if limit is not None and limit >= 0 else None
+            self._spec = SpanSpec(tracer.resource, otel_private.instrumentation_scope(tracer),
+                                  tracer.instrumentation_info, self._max_value, upstream,
+                                  self._upstream_host, self._upstream_port)
+            deferred = deferred_processor(tracer)
+            if deferred is not None:
+                self._emit = otel_private.batch_emit(deferred)
 
     @property
     def enabled(self) -> bool:
@@ -271,7 +254,10 @@ class Tracing:
     # --- request spans (event loop): the tap's hooks --------------------------------------------------
 
     def request(self, flow: Flow, request: web.Request) -> None:
-        flow.span = self.start_request(request, flow.op_label, flow.exchange)
+        flow.span = span = self.start_request(request, flow.op_label, flow.exchange)
+        if span is not None and span.runs_call:
+            ctx = span.context
+            flow.exchange.span_context = (ctx.trace_id, ctx.span_id, int(ctx.trace_flags))  # marshal: plain ints
 
     def upstream_request(self, flow: Flow, headers: CIMultiDict[str]) -> None:
         self.inject(flow.span, headers)
@@ -280,7 +266,7 @@ class Tracing:
         self.end_request(flow.span, flow.status, flow.error)
 
 
-    def start_request(self, request: web.Request, operation: str, exchange: Exchange) -> _RequestSpan | None:
+    def start_request(self, request: web.Request, operation: str, exchange: Exchange) -> RequestSpan | None:
         if self._tracer is None:
             return None
         tracer = self._tracer
@@ -322,7 +308,7 @@ class Tracing:
             sampled = recording = False
         if decided and not (sampled and recording):
             context = local_context(trace_id, generator.generate_span_id(), sampled, state, random_trace_id=random_id)
-            return _RequestSpan(context, parent, False, method, {}, [], exchange, runs_call)
+            return RequestSpan(context, parent, False, method, {}, [], exchange, runs_call, self._spec)
         name, attrs, links = _server_span(request, operation, exchange, runs_call)
         if not decided:
             # Any other sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
@@ -332,9 +318,9 @@ class Tracing:
             if decision.attributes:
                 attrs.update(decision.attributes)
         context = local_context(trace_id, generator.generate_span_id(), sampled, state, random_trace_id=random_id)
-        return _RequestSpan(context, parent, sampled and recording, name, attrs, links, exchange, runs_call)
+        return RequestSpan(context, parent, sampled and recording, name, attrs, links, exchange, runs_call, self._spec)
 
-    def inject(self, span: _RequestSpan | None, headers: CIMultiDict[str]) -> None:
+    def inject(self, span: RequestSpan | None, headers: CIMultiDict[str]) -> None:
         """Start the client span of the upstream call and put its traceparent in the upstream headers.
 
         The client span is the server span's child in the same trace, so it shares its sampling
@@ -345,16 +331,12 @@ class Tracing:
         context = span.context
         span.client_id = client_id = self._tracer.id_generator.generate_span_id()
         span.client_start = time.time_ns()
-        if span.sampled:
-            span.client_attrs = {"http.request.method": span.exchange.method,
-                                 "server.address": self._upstream_host, "server.port": self._upstream_port,
-                                 "url.full": self._upstream + span.exchange.path}
         headers["traceparent"] = f"00-{context.trace_id:032x}-{client_id:016x}-{context.trace_flags:02x}"
         state = context.trace_state
         if state:
             headers["tracestate"] = state.to_header()
 
-    def end_request(self, span: _RequestSpan | None, status: int | None, error: str | None) -> None:
+    def end_request(self, span: RequestSpan | None, status: int | None, error: str | None) -> None:
         if span is None:
             return
         server = span.context
@@ -366,37 +348,35 @@ class Tracing:
                 contexts[span.exchange.id] = server
         if not span.sampled:
             return
+        span.end = time.time_ns()
+        span.status, span.error = status, error
+        if self._emit is not None:
+            # runtap's export pipeline: the export thread builds and encodes both spans (request_span.py).
+            self._emit(span)
+            return
         tracer = self._tracer
-        end = time.time_ns()
-        client_attrs = span.client_attrs
+        client_attrs, client_status, attrs, server_status = span.outcome()
         if client_attrs is not None:
-            client_status = UNSET
-            answered = error is None or error.startswith(_AFTER_RESPONSE)
-            if answered and status is not None:
-                client_attrs["http.response.status_code"] = status
-            if error is not None or (status is not None and status >= 400):
-                kind = error or str(status)
-                client_attrs["error.type"] = kind
-                client_status = Status(StatusCode.ERROR, kind)
-            client = SpanContext(server.trace_id, span.client_id, is_remote=False, trace_flags=server.trace_flags,
-                                 trace_state=server.trace_state)
-            emit_finished(tracer, span.name, client, server, SpanKind.CLIENT, client_attrs, (), (), client_status,
-                          span.client_start, end, max_value=self._max_value)
-        attrs = span.attrs
-        server_status = UNSET
-        if status is not None:
-            attrs["http.response.status_code"] = status
-        failed = status is not None and status >= 500
-        if error is not None:
-            attrs["error.type"] = error
-        elif failed:
-            attrs["error.type"] = str(status)
-        if failed or (error is not None and error != "client_disconnected"):
-            server_status = Status(StatusCode.ERROR, error or str(status))
+            emit_finished(tracer, span.name, span.client_context(), server, SpanKind.CLIENT, client_attrs, (), (),
+                          client_status, span.client_start, span.end, max_value=None)
         emit_finished(tracer, span.name, server, span.parent, SpanKind.SERVER, attrs, (), span.links,
-                      server_status, span.start, end, max_value=self._max_value)
+                      server_status, span.start, span.end, max_value=None)
 
     # --- run spans (capture writer thread) ---------------------------------------------------------
+
+    def remember_request(self, exchange: Exchange) -> None:
+        """A request span seen only through its exchange (the capture process, which has no request
+        spans of its own): run and response spans it changed will link to it."""
+        ids = exchange.span_context
+        if ids is None or self._tracer is None:
+            return
+        contexts = self._contexts
+        with self._lock:
+            if exchange.id in contexts:
+                return
+            if len(contexts) >= _MAX_REQUEST_CONTEXTS:
+                contexts.popitem(last=False)
+            contexts[exchange.id] = SpanContext(ids[0], ids[1], is_remote=False, trace_flags=TraceFlags(ids[2]))
 
     def on_effects(self, effects: list[Any]) -> None:
         runs = self._runs
