@@ -358,3 +358,19 @@ def test_arbitrary_stream_bytes_never_raise(chunks: list[bytes], encoding: str |
     feed_stream(dec, chunks, exchange(encoding=encoding), complete=complete)
     assert dec.open_streams() == 0
     assert "internal_error" not in dec.skipped
+
+
+def test_streams_whose_end_was_lost_do_not_keep_new_streams_out_for_ever() -> None:
+    # A stream's StreamEnd and RequestRecord can both be lost (dropped by a full queue or channel, a relay
+    # worker that died mid-stream in process mode): its parser stays open. Once max_open_streams of them
+    # piled up, every later stream was refused ("too_many_streams") for the rest of the process.
+    dec = CaptureDecoder(max_open_streams=2)
+    one = sse("thread.run.created", run())
+    for xid in ("lost_a", "lost_b"):
+        dec.decode(StreamChunk(exchange(xid=xid), one, 1.0))
+    assert dec.decode(StreamChunk(exchange(xid="busy"), one, 2.0)) == []  # both may still be streaming
+    # feed_stream's chunks arrive at 2000.0: over half an hour without a byte, no client waits that long
+    snaps = feed_stream(dec, [STREAM], exchange("threads.create_and_run", xid="later"))
+    assert states(snaps) == STREAM_STATES
+    assert dec.skipped["too_many_streams"] == 1 and dec.skipped["stream_evicted"] == 2
+    assert dec.open_streams() == 0

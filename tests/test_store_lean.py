@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import duckdb
+import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runtap.analytics.ingest.sql_literal import sql_string
 from runtap.analytics.ingest.store import Store
@@ -67,3 +68,31 @@ def test_ids_with_quotes_and_backslashes_are_found_again(tmp_path: Path) -> None
     finally:
         store.close()
     assert got == sorted((i, "in_progress") for i in ids)
+
+
+_IDS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300)
+_SAFE_IDS = st.from_regex(r"[A-Za-z0-9_\-.:]{1,200}", fullmatch=True)
+
+
+@settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=st.lists(st.one_of(_IDS, _SAFE_IDS), min_size=1, max_size=8, unique=True))
+def test_any_id_is_found_again_by_both_lookups(tmp_path_factory: pytest.TempPathFactory, ids: list[str]) -> None:
+    """Both ways _fetch reads rows back: spliced '...' literals for plain ids once the table is large (index
+    lookups), else one JSON literal. A row not found would be inserted again: a duplicate key, the batch
+    refused. NUL, quotes, backslashes, any plane of unicode, 300 characters."""
+    path = str(tmp_path_factory.mktemp("ids") / "c.duckdb")
+    store = Store(path)
+    store.connection.execute(  # enough rows that a few ids are looked up through the index
+        "INSERT INTO runs (id, status, finished_counted, usage_counted) "
+        "SELECT 'filler_' || i, 'queued', false, false FROM range(3000) t(i)")
+    store.close()
+    store = Store(path, cache_rows=0)  # counts the rows as it opens
+    try:
+        for k in range(2):  # the second batch reads every row back from DuckDB
+            store.apply([snap(run_obj("in_progress" if k else "queued", id=i), T0 + k) for i in ids], [])
+        got = store.connection.execute("SELECT id, status FROM runs WHERE NOT starts_with(id, 'filler_') "
+                                       "OR id IN (SELECT unnest(from_json(" + sql_string(orjson.dumps(ids).decode())
+                                       + ", '[\"VARCHAR\"]')))").fetchall()
+    finally:
+        store.close()
+    assert sorted(got) == sorted((i, "in_progress") for i in ids)

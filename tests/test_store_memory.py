@@ -201,3 +201,27 @@ def test_pinned_duckdb_still_poisons_an_instance_whose_commit_ran_out_of_memory(
     got = con.execute("SELECT id FROM runs WHERE n = -1").fetchall()
     con.close()
     assert got != [("run_after",)], "this duckdb keeps rows under their own id after a failed commit"
+
+
+def replays_tried(health: CaptureHealth) -> int:
+    return sum(n for (kind, label), n in health.counts().items() if kind is Kind.ERRORS and label.startswith("replay:"))
+
+
+def test_a_spool_that_runs_the_database_out_of_memory_is_not_reread_at_every_reopen(tmp_path: Path) -> None:
+    """The spool's replay backs off while it keeps failing (failover.py: it re-reads the whole file, up to
+    --spool-max-bytes). Running out of memory closes the store and reopens it after --reopen-interval; the
+    reopen replayed the spool at once, so the back-off never applied: the file was re-read and re-applied,
+    and the instance poisoned again, every reopen interval for as long as the database stayed too small.
+    The writer's thread is driven step by step here (not started), as it runs them."""
+    health = CaptureHealth()
+    writer = CaptureWriter(WriterConfig(db_path=str(tmp_path / "c.duckdb"), db_memory_limit=TINY,
+                                        reopen_interval_s=60.0), health=health)
+    writer._failover.put([snapshot(n) for n in range(CHUNK)], [])  # what an earlier store could not take
+    writer._open_store()  # the replay runs out of memory: the store is poisoned and closed
+    assert writer._owner.store is None and replays_tried(health) == 1 and memory_failures(health) == 1
+    writer._open_store()  # the reopen (called here without waiting out the interval)
+    try:
+        assert writer._owner.store is not None, "the reopened store was poisoned again by the same spool"
+        assert replays_tried(health) == 1 and writer._failover.pending  # kept for its next turn, not lost
+    finally:
+        writer._owner.close()

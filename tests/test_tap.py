@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -14,17 +16,20 @@ from runtap.analytics.ingest.records import (
     StreamChunk,
     StreamEnd,
 )
-from runtap.analytics.ingest.writer import CaptureWriter
+from runtap.analytics.ingest.writer import CaptureWriter, WriterConfig
 from runtap.proxy.addons.capture import Capture
 from runtap.proxy.tap import CLIENT_DISCONNECTED, HOOKS, Flow, Tap
+
+from tests.test_writer import rows
 
 
 class FakeWriter:
     def __init__(self) -> None:
         self.items: list[object] = []
 
-    def submit(self, item: object) -> None:
+    def submit(self, item: object) -> bool:
         self.items.append(item)
+        return True
 
 
 def capture(max_body: int = 100, store_prompts: bool = True) -> tuple[Capture, FakeWriter, list[str]]:
@@ -164,3 +169,41 @@ def test_an_addon_alone_whose_hooks_raise_never_reaches_the_relay(caplog: pytest
     assert failed == {*HOOKS, "keeps_request_body"}
     # a per-chunk bug logs its traceback for the 1st, 2nd, 4th... failure, not once per chunk
     assert sum("hook chunk" in r.getMessage() for r in caplog.records) <= 8
+
+
+def _event(name: str, status: str, **extra: Any) -> bytes:
+    obj = {"id": "run_1", "object": "thread.run", "status": status, "model": "gpt-4o", **extra}
+    return f"event: {name}\ndata: {json.dumps(obj)}\n\n".encode()
+
+
+def test_a_stream_whose_chunk_the_full_queue_dropped_stores_no_object_that_no_event_held(tmp_path: Path) -> None:
+    # Chunks cut where TCP cuts them: inside the in_progress event's status, and inside the completed one's.
+    body = (_event("thread.run.queued", "queued") + _event("thread.run.in_progress", "in_progress")
+            + _event("thread.run.completed", "completed", usage={"prompt_tokens": 5, "completion_tokens": 7,
+                                                                 "total_tokens": 12}))
+    a = body.index(b'"in_progress"') + 4
+    b = body.index(b'"completed"', a) + 4
+    db = tmp_path / "c.duckdb"
+    writer = CaptureWriter(WriterConfig(db_path=str(db), queue_size=2))  # started once the queue is full
+    skipped: list[str] = []
+    tap = Tap([Capture(writer, store_prompts=False, capture_max_body=1 << 20, on_skipped=skipped.append)])
+    f = flow("runs.create")
+    f.status, f.streamed = 200, True
+    tap.response_headers(f)
+    tap.chunk(f, body[:a])
+    assert writer.submit(RequestRecord("other", 1.0, "GET", "/", None, 200, False, 1.0, None, 0, 0, None, None,
+                                       None))  # the queue is full now
+    tap.chunk(f, body[a:b])  # refused: queue_full
+    writer.start()
+    try:
+        assert writer.flush(timeout=30)
+        tap.chunk(f, body[b:])  # room again
+        tap.end(f)
+        tap.done(f)
+        assert writer.flush(timeout=30)
+    finally:
+        writer.stop()
+    # Joined across the gap, the two halves were one valid run object: status "in_pleted", the usage of
+    # the completed event. Now the stream ends at its gap, with what was decoded before it.
+    assert rows(db, "SELECT status, total_tokens FROM runs") == [("queued", None)]
+    assert skipped == ["stream_gap"] and writer.stats["dropped"] == 1

@@ -75,6 +75,11 @@ PROMPT_FIELDS: Final = ("instructions", "additional_instructions", "additional_m
 _MAX_EVENT_NAMES: Final = 64
 _OTHER_EVENT: Final = "other"
 _INFLATE_STEP: Final = 1 << 20
+# A stream with no byte for this long is over even if its end never came (its StreamEnd and request
+# record dropped by a full queue or channel, or lost with a relay worker): the openai SDK's read timeout
+# is 600 s. Such streams make room for new ones once max_open_streams are open, instead of keeping every
+# later stream out for the life of the process.
+STREAM_IDLE_S: Final = 900.0
 
 
 class _InflateError(Exception):
@@ -174,7 +179,7 @@ class CaptureDecoder:
     """One per writer thread. `skipped` reasons (a bounded set, safe as metric labels):
     upstream_error_status, truncated, unsupported_encoding, bad_gzip, bad_deflate, oversized_body,
     malformed_json, not_run_object, not_response_object, missing_id, oversized_event, invalid_utf8, too_many_streams,
-    request_truncated, request_malformed_json, prompt_evicted, internal_error.
+    request_truncated, request_malformed_json, prompt_evicted, stream_evicted, internal_error.
     """
 
     def __init__(self, *, max_event_bytes: int = 1 << 20, store_prompts: bool = False,
@@ -186,6 +191,7 @@ class CaptureDecoder:
         self._max_streams = max_open_streams
         self._max_body = max_body_bytes
         self._streams: dict[str, _Stream] = {}
+        self._next_sweep = 0.0  # stream time before which a full table is not searched for idle streams again
         self._pending_extra: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.skipped: Counter[str] = Counter()
         self.events_seen: Counter[str] = Counter()
@@ -353,11 +359,11 @@ class CaptureDecoder:
 
     # --- SSE streams -------------------------------------------------------------------------------
 
-    def _open(self, ex: Exchange) -> _Stream | None:
+    def _open(self, ex: Exchange, at: float) -> _Stream | None:
         stream = self._streams.get(ex.id)
         if stream is not None:
             return stream
-        if len(self._streams) >= self._max_streams:
+        if len(self._streams) >= self._max_streams and not self._evict_idle(at):
             self.skipped["too_many_streams"] += 1
             return None
         codings = _encodings(ex.content_encoding)
@@ -371,8 +377,23 @@ class CaptureDecoder:
         self._streams[ex.id] = stream
         return stream
 
+    def _evict_idle(self, now: float) -> bool:
+        """Forget the streams idle for STREAM_IDLE_S (counted as stream_evicted); True if any was. The
+        table is searched at most once a second of stream time, so a full table of live streams costs
+        no scan per refused chunk."""
+        if now < self._next_sweep:
+            return False
+        self._next_sweep = now + 1.0
+        idle = [xid for xid, s in self._streams.items() if now - s.last_at > STREAM_IDLE_S]
+        for xid in idle:
+            del self._streams[xid]
+            self._pending_extra.pop(xid, None)
+        if idle:
+            self.skipped["stream_evicted"] += len(idle)
+        return bool(idle)
+
     def _chunk(self, item: StreamChunk) -> list[Snapshot]:
-        stream = self._open(item.exchange)
+        stream = self._open(item.exchange, item.received_at)
         if stream is None or stream.broken:
             return []
         stream.last_at = item.received_at

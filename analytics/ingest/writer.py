@@ -351,7 +351,9 @@ class CaptureWriter:
         store = self._owner.open()
         if store is None:
             return
-        if self._failover.pending:
+        # The spool's back-off holds across reopens: a replay that ran the database out of memory closes
+        # the store, and replaying again at each reopen would re-read the whole spool every interval.
+        if self._failover.pending and time.monotonic() >= self._failover.next_replay:
             self._replay(store)
         self._owner.sample_memory(force=True)
 

@@ -25,6 +25,12 @@ from ..response_routes import RESPONSES_CREATE
 from ..tap import Flow
 
 _STREAM: Final = "stream"
+# A stream one of whose chunks capture had to drop (a full queue or channel): its later chunks are not
+# handed on. The parser would join the bytes before the gap to those after it, and two halves of two
+# events can make one valid JSON object that no event held (a status "in_pleted" with the completed
+# run's usage); what was decoded before the gap is kept, the stream ends as broken.
+_GAP: Final = "gap"
+STREAM_GAP: Final = "stream_gap"
 _NOT_2XX: Final = "not_2xx"
 _TOO_LARGE: Final = "too_large"
 
@@ -80,7 +86,9 @@ class Capture:
     def chunk(self, flow: Flow, chunk: bytes) -> None:
         state = flow.capture
         if state is _STREAM:
-            self._submit_chunk(flow.exchange, chunk, time.time())
+            if not self._submit_chunk(flow.exchange, chunk, time.time()):
+                flow.capture = _GAP  # the drop itself is counted by the queue or channel
+                self._on_skipped(STREAM_GAP)
         elif isinstance(state, _Body):
             state.size += len(chunk)
             if state.size <= self._max_body:
@@ -91,8 +99,8 @@ class Capture:
     def end(self, flow: Flow) -> None:
         state = flow.capture
         flow.capture = None
-        if state is _STREAM:
-            self._submit(StreamEnd(flow.exchange, complete=True))
+        if state is _STREAM or state is _GAP:
+            self._submit(StreamEnd(flow.exchange, complete=state is _STREAM))
         elif state is _NOT_2XX:
             self._on_skipped("upstream_error_status")
         elif state is _TOO_LARGE:
@@ -102,7 +110,7 @@ class Capture:
 
     def error(self, flow: Flow, reason: str) -> None:
         # The client sees its connection drop mid-stream: so does capture, not a clean ending.
-        if flow.capture is _STREAM:
+        if flow.capture is _STREAM or flow.capture is _GAP:
             flow.capture = None
             self._submit(StreamEnd(flow.exchange, complete=False))
 
