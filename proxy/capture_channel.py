@@ -121,7 +121,8 @@ class CaptureChannel:
         try:
             run = self._runs.get(exchange.id)
             size = len(data)
-            if run is not None and self._count < self._max_items and self._bytes + size <= self._max_bytes:
+            if run is not None and len(run.parts) < FRAME_MAX_ITEMS and self._count < self._max_items \
+                    and self._bytes + size <= self._max_bytes:
                 # The common case, inline: every chunk of a stream after its first in this frame.
                 run.parts.append(data)
                 run.times.append(at)
@@ -130,7 +131,7 @@ class CaptureChannel:
                 self._bytes += size
                 self.stats["submitted"] += 1
                 return True
-            if run is not None:  # an open run gets here only when the channel is full
+            if run is not None and len(run.parts) < FRAME_MAX_ITEMS:  # the channel is full
                 self._dropped(CHANNEL_FULL, 1)
                 return False
             if self._closing or self._loop is None:
@@ -197,10 +198,19 @@ class CaptureChannel:
         transport = self._transport
         if transport is None or not self._items:
             return
-        batch = self._items[:FRAME_MAX_ITEMS]
-        del self._items[:FRAME_MAX_ITEMS]
+        # A frame holds at most FRAME_MAX_ITEMS items, counted in chunks (a run is at most that many):
+        # after a backlog (the capture process restarting) one flush must not encode it all at once on
+        # the relay's loop, nor make one frame too big to send.
+        end = n = 0
+        for entry in self._items:
+            k = entry_items(entry)
+            if end and n + k > FRAME_MAX_ITEMS:
+                break
+            n += k
+            end += 1
+        batch = self._items[:end]
+        del self._items[:end]
         self._runs.clear()  # a run cut into this frame takes no more chunks; the next chunk opens another
-        n = sum(map(entry_items, batch))
         self._count -= n
         self._bytes = sum(map(_entry_size, self._items)) if self._items else 0
         try:

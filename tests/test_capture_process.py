@@ -295,3 +295,40 @@ async def test_the_channel_gathers_a_streams_chunks_per_frame_and_keeps_every_ch
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_backlog_goes_out_in_frames_of_bounded_size_in_order(tmp_path: Path) -> None:
+    """Chunks gathered while the capture process is away leave in frames of at most FRAME_MAX_ITEMS
+    chunks each, however long one stream's run grew, and in order."""
+    from runtap.proxy.capture_channel import FRAME_MAX_ITEMS, CaptureChannel
+
+    received: list[CaptureItem] = []
+    sizes: list[int] = []
+    reader = wire.FrameReader()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(1 << 16):
+            for frame in reader.feed(data):
+                sizes.append(len(frame))
+                received.extend(frame)
+                w.write(wire.ACK.pack(len(received)))
+        w.close()
+
+    path = str(tmp_path / "cap.sock")
+    channel = CaptureChannel(path, max_items=100_000)
+    await channel.start()  # nothing listens yet: the channel keeps what it is given
+    a, b = (Exchange(i, "POST", "/v1/responses", "responses.create", None, None, 1.0) for i in ("a", "b"))
+    sent: list[CaptureItem] = []
+    n = FRAME_MAX_ITEMS * 5 // 2
+    for i in range(n):
+        ex = a if i % 50 else b
+        chunk = StreamChunk(ex, f"data: {i}\n\n".encode(), float(i))
+        assert channel.submit_chunk(ex, chunk.data, chunk.received_at)
+        sent.append(chunk)
+    server = await asyncio.start_unix_server(serve, path)
+    await _until("every item arrives", lambda: _true(len(received) == len(sent)))
+    await channel.close()
+    server.close()
+    assert max(sizes) <= FRAME_MAX_ITEMS and len(sizes) >= 3
+    for ex in (a, b):
+        assert [x for x in received if x.exchange.id == ex.id] == [x for x in sent if x.exchange.id == ex.id]
