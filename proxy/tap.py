@@ -64,18 +64,20 @@ class Flow:
         self.capture: Any = None  # capture's state
 
 
-_failures: dict[str, int] = {}
+class _Failures:
+    """Per hook, how often an addon failed in it. The traceback is logged only the 1st, 2nd, 4th,
+    8th... time: a bug in a per-chunk hook must not write a traceback per chunk."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, name: str) -> None:
+        n = self.counts[name] = self.counts.get(name, 0) + 1
+        if n & (n - 1) == 0:
+            log.exception("addon hook %s failed (%d times so far)", name, n)
 
 
-def _failed(name: str) -> None:
-    """Log an addon's failure with its traceback, but only the 1st, 2nd, 4th, 8th... time per hook: a bug
-    in a per-chunk hook must not write a traceback per chunk."""
-    n = _failures[name] = _failures.get(name, 0) + 1
-    if n & (n - 1) == 0:
-        log.exception("addon hook %s failed (%d times so far)", name, n)
-
-
-def _fan_out(name: str, hooks: Sequence[Callable[..., None]]) -> Callable[..., None]:
+def _fan_out(name: str, hooks: Sequence[Callable[..., None]], _failed: _Failures) -> Callable[..., None]:
     if not hooks:
         return _noop
     if len(hooks) == 1:
@@ -101,7 +103,7 @@ def _fan_out(name: str, hooks: Sequence[Callable[..., None]]) -> Callable[..., N
     return call_all
 
 
-def _wants_body(wanted: Sequence[Callable[[Flow], bool]]) -> Callable[[Flow], bool]:
+def _wants_body(wanted: Sequence[Callable[[Flow], bool]], _failed: _Failures) -> Callable[[Flow], bool]:
     def keeps(flow: Flow) -> bool:
         for wants in wanted:
             try:
@@ -132,10 +134,13 @@ class Tap:
 
     def __init__(self, addons: Sequence[object]) -> None:
         self.addons = tuple(addons)
+        self.failures = _Failures()
         for name in HOOKS:
-            setattr(self, name, _fan_out(name, [getattr(a, name) for a in self.addons if hasattr(a, name)]))
+            setattr(self, name, _fan_out(name, [getattr(a, name) for a in self.addons if hasattr(a, name)],
+                                         self.failures))
         keepers = [a for a in self.addons if hasattr(a, "keeps_request_body")]
-        self.keeps_request_body: Callable[[Flow], bool] = _wants_body([a.keeps_request_body for a in keepers])
+        self.keeps_request_body: Callable[[Flow], bool] = _wants_body([a.keeps_request_body for a in keepers],
+                                                                         self.failures)
         # The most of a request body any addon keeps; None when none keeps any.
         self.request_body_limit: int | None = max(
             (int(getattr(a, "request_body_limit", WHOLE_BODY)) for a in keepers), default=None)
