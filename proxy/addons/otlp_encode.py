@@ -192,21 +192,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     """
     ctx, parent, name, kind, start, end, attributes, events, links, status = span_fields(span)
     assert ctx is not None  # noqa: S101 - every ReadableSpan the SDK or runtap builds has one
-    out = b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big") + b"\x12\x08" + ctx.span_id.to_bytes(8, "big")
-    state = ctx.trace_state
-    if state:
-        out += _field(0x1A, ",".join(f"{k}={v}" for k, v in state.items()).encode())
-    if parent:
-        out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
-    if name:
-        out += _name_field(name)
-    out += _SERVER if kind is SpanKind.SERVER else _CLIENT if kind is SpanKind.CLIENT else _KIND_FIELD[kind]
-    if start and end:
-        out += _pack_times(0x39, start, 0x41, end)
-    elif start:
-        out += b"\x39" + _pack_fixed64(start)
-    elif end:
-        out += b"\x41" + _pack_fixed64(end)
+    out = _head(ctx.trace_id, ctx.span_id, ctx.trace_state, parent, name, kind, start, end)
     out += _attributes(0x4A, attributes) + _dropped(0x50, attributes)
     for event in events:
         body = b""
@@ -226,11 +212,9 @@ def encode_span(span: ReadableSpan) -> bytes:
     return out + (_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
 
 
-def encode_parts(trace_id: int, span_id: int, state: Any, parent: SpanContext | None, name: str, kind: SpanKind,
-                 start: int, end: int, attributes: Mapping[str, Any], links: Sequence[Link],
-                 status: Status | None) -> bytes:
-    """One `Span` message without events, from its values: what encode_span writes for a ReadableSpan
-    with these fields and plain (uncounted) attribute and link containers (request_span.py)."""
+def _head(trace_id: int, span_id: int, state: Any, parent: SpanContext | None, name: str, kind: SpanKind,
+          start: int | None, end: int | None) -> bytes:
+    """A Span message's ids, trace state, parent, name, kind and times: fields 1-8, in field order."""
     out = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
     if state:
         out += _field(0x1A, ",".join(f"{k}={v}" for k, v in state.items()).encode())
@@ -245,6 +229,15 @@ def encode_parts(trace_id: int, span_id: int, state: Any, parent: SpanContext | 
         out += b"\x39" + _pack_fixed64(start)
     elif end:
         out += b"\x41" + _pack_fixed64(end)
+    return out
+
+
+def encode_parts(trace_id: int, span_id: int, state: Any, parent: SpanContext | None, name: str, kind: SpanKind,
+                 start: int, end: int, attributes: Mapping[str, Any], links: Sequence[Link],
+                 status: Status | None) -> bytes:
+    """One `Span` message without events, from its values: what encode_span writes for a ReadableSpan
+    with these fields and plain (uncounted) attribute and link containers (request_span.py)."""
+    out = _head(trace_id, span_id, state, parent, name, kind, start, end)
     out += _attributes(0x4A, attributes)
     for link in links:
         out += _link(link)
