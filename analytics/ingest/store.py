@@ -262,6 +262,8 @@ class Store:
                 got = self.connection.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608 - names come from runtap's schema catalog; values are bound
                 self._row_counts[name] = got[0] if got else 0
         except (duckdb.Error, OSError, StoreError) as exc:
+            # Out of memory replaying the WAL or checkpointing it: never checkpoint this instance (at close)
+            self._poison_if_broken(exc)
             self._abort()
             if isinstance(exc, StoreError):
                 raise
