@@ -109,6 +109,7 @@ class CaptureWriter:
         self._lock = threading.Lock()
         self._stopped = False
         self._closing = False
+        self._drained = False  # stop() is past its final drain: nothing put now will be written
         self.submitted = 0  # by the submitting thread only
         self._owner = StoreThread(factory, db_path=config.db_path, memory_limit=config.db_memory_limit,
                                   reopen_interval_s=config.reopen_interval_s, spool_path=config.spool,
@@ -134,6 +135,11 @@ class CaptureWriter:
                 self._faults.dropped("stopped")
                 return False
             refused = self._queue.put(item)
+            if refused is None and self._drained:
+                # stop() (another thread) counted what was left after the final drain before this put:
+                # whoever takes an item out counts it, so it is counted once (see _count_left).
+                self._count_left()
+                return False
         except Exception:  # the request path must never see a capture failure
             refused = "submit_error"
         if refused is not None:
@@ -141,6 +147,11 @@ class CaptureWriter:
             return False
         self.submitted += 1
         return True
+
+    def _count_left(self) -> None:
+        left = self._queue.take_all()
+        if left:
+            self._faults.dropped("stopped", left, log=False)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -198,8 +209,10 @@ class CaptureWriter:
                           self.depth())
                 return
         # Items that raced past the stop marker after the final drain, or were never going to be
-        # written because the writer was never started.
-        self._faults.dropped("stopped", self._queue.qsize(), log=False)
+        # written because the writer was never started. Set before the count: a submit that puts
+        # after it sees the flag and counts its item itself.
+        self._drained = True
+        self._count_left()
 
     # --- the store's write thread (StoreThread runs these) ---------------------------------------------
 
