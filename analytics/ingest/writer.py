@@ -169,6 +169,10 @@ class CaptureWriter:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    def held(self) -> int:
+        """Items kept in memory because the spool file cannot be written (lost if this process dies)."""
+        return self._failover.held()
+
     def healthy(self) -> bool:
         return self._owner.healthy()
 
