@@ -221,9 +221,11 @@ def cleanup_contexts(runtime: Runtime) -> list[CleanupCtx]:
 
 def close_unstarted(runtime: Runtime) -> None:
     """For a start that fails before any cleanup context ran: stop what building the runtime started,
-    the tracer provider's export thread (the SDK starts it with the provider). A capture supervisor
-    has started no process yet; its owner stops it (`runtap serve` does, after its workers)."""
+    the tracer provider's export thread (the SDK starts it with the provider), and the capture
+    supervisor's directory (no process started yet; `runtap serve` stops it after its workers)."""
     runtime.tracing.shutdown()
+    if runtime.supervisor is not None:
+        runtime.supervisor.discard()
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,

@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
 from ..analytics.ingest import wire
+from ..analytics.ingest.health import Kind
 from ..analytics.ingest.records import Exchange
 from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
@@ -43,6 +44,7 @@ log = logging.getLogger("runtap.capture")
 DRAIN_TIMEOUT_S: Final = 30.0
 ORPHAN_CHECK_S: Final = 1.0
 CONFIRM_TIMEOUT_S: Final = 30.0
+TORN_FRAME: Final = "channel_torn_frame"  # runtap_capture_dropped_total: a relay ended mid-frame
 
 
 class _Conn(asyncio.Protocol):
@@ -91,6 +93,10 @@ class _Conn(asyncio.Protocol):
             self.transport.write(wire.ACK.pack(acked))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._reader.pending:
+            # The relay ended mid-frame (it crashed: a closing relay sends whole frames). Its own count
+            # of what it sent died with it: count the items of the torn frame here.
+            self._ingest.torn_frame(wire.frame_entries(self._reader.partial()))
         self._ingest.open.discard(self)
         if not self._ingest.open:
             self._ingest.idle.set()
@@ -112,14 +118,25 @@ class Ingest:
         """Every interval: a flush marker behind what was submitted so far; once the writer reaches it,
         every connection's items up to there are confirmed. The marker closes the writer's batch, so
         the interval is the writer's own batch interval."""
-        writer = self.writer
         while True:
             await asyncio.sleep(CAPTURE_FLUSH_INTERVAL_S)
-            submitted = writer.submitted
-            if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S):
-                continue
-            for conn in list(self.open):
-                conn.confirm(submitted)
+            await self.confirm_once()
+
+    async def confirm_once(self) -> None:
+        writer = self.writer
+        submitted = writer.submitted
+        if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S):
+            return
+        if writer.held():
+            # Items held in memory (the spool file cannot be written) die with this process: until they
+            # are written or spooled, confirm nothing, so a crash now counts them in the relays.
+            return
+        for conn in list(self.open):
+            conn.confirm(submitted)
+
+    def torn_frame(self, entries: int) -> None:
+        # at least one item: a relay sends no empty frame; a chunk run is one entry of several chunks
+        self.writer.health.add(Kind.DROPPED, TORN_FRAME, max(entries, 1))
 
     def bad_frame(self, exc: Exception) -> None:
         log.error("capture channel: %s; closing that relay's connection", exc)

@@ -88,16 +88,21 @@ class CaptureSupervisor:
         return None if proc is None else proc.pid
 
     def start(self) -> None:
-        """Start the capture process and wait until it listens; raises if it cannot start."""
-        proc, ready = self._spawn()
+        """Start the capture process and wait until it listens; raises if it cannot start (and then
+        removes its directory: a cleanup context whose start raised is never exited)."""
         try:
-            if not _wait_ready(ready, READY_TIMEOUT_S):
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"capture process exited with {proc.returncode} before it was ready "
-                                   "(its log is above)")
-        finally:
-            os.close(ready)
+            proc, ready = self._spawn()
+            try:
+                if not _wait_ready(ready, READY_TIMEOUT_S):
+                    proc.kill()
+                    proc.wait()
+                    raise RuntimeError(f"capture process exited with {proc.returncode} before it was ready "
+                                       "(its log is above)")
+            finally:
+                os.close(ready)
+        except BaseException:
+            self.discard()
+            raise
         self._watcher = threading.Thread(target=self._watch, name="runtap-capture-supervisor", daemon=True)
         self._watcher.start()
 
@@ -123,6 +128,11 @@ class CaptureSupervisor:
             self._watcher.join(5.0)
         shutil.rmtree(self.directory, ignore_errors=True)
         return rc
+
+    def discard(self) -> None:
+        """Remove the directory of a supervisor whose process never ran (a start that failed)."""
+        if self._proc is None or self._proc.poll() is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
         # A session of its own: a terminal's Ctrl-C reaches the relays, which drain, and then stop() stops

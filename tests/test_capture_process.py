@@ -8,6 +8,7 @@ counted and replaced; and one /metrics scrape with relay and run metrics, nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -262,7 +263,10 @@ async def test_the_channel_gathers_a_streams_chunks_per_frame_and_keeps_every_ch
                 received.extend(frame)
                 w.write(wire.ACK.pack(len(received)))
         w.close()
+        await w.wait_closed()
+        served.set()
 
+    served = asyncio.Event()  # the connection is closed on this side too: no socket left to the GC
     path = str(tmp_path / "cap.sock")
     server = await asyncio.start_unix_server(serve, path)
     dropped: list[tuple[str, int]] = []
@@ -307,13 +311,19 @@ async def test_a_backlog_goes_out_in_frames_of_bounded_size_in_order(tmp_path: P
     reader = wire.FrameReader()
 
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while data := await r.read(1 << 16):
-            for frame in reader.feed(data):
-                sizes.append(len(frame))
-                received.extend(frame)
-                w.write(wire.ACK.pack(len(received)))
-        w.close()
+        try:
+            while data := await r.read(1 << 16):
+                for frame in reader.feed(data):
+                    sizes.append(len(frame))
+                    received.extend(frame)
+                    w.write(wire.ACK.pack(len(received)))
+        finally:
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
+            served.set()
 
+    served = asyncio.Event()  # the connection is closed on this side too: no socket left to the GC
     path = str(tmp_path / "cap.sock")
     channel = CaptureChannel(path, max_items=100_000)
     await channel.start()  # nothing listens yet: the channel keeps what it is given
@@ -328,7 +338,9 @@ async def test_a_backlog_goes_out_in_frames_of_bounded_size_in_order(tmp_path: P
     server = await asyncio.start_unix_server(serve, path)
     await _until("every item arrives", lambda: _true(len(received) == len(sent)))
     await channel.close()
+    await asyncio.wait_for(served.wait(), 30)
     server.close()
+    await server.wait_closed()
     assert max(sizes) <= FRAME_MAX_ITEMS and len(sizes) >= 3
     for ex in (a, b):
         assert [x for x in received if x.exchange.id == ex.id] == [x for x in sent if x.exchange.id == ex.id]

@@ -68,5 +68,5 @@ def test_an_unwritable_spool_holds_in_memory_then_drops_what_it_cannot_keep(tmp_
     held = failover.held()
     assert 0 < held < 10
     assert health.total(Kind.HELD) == held and health.total(Kind.DROPPED, "spool_error") == 10 - held
-    kept = failover.take_held()
+    kept = [item for items, _ in failover.take_held() for item in items]
     assert [r.id for r in kept if isinstance(r, RequestRecord)] == [f"req_{i}" for i in range(held)]  # in order

@@ -88,6 +88,19 @@ class BatchQueue:
         self._wake.set()
         return True
 
+    def take_all(self) -> int:
+        """Empty the queue (after the writer has stopped); return how many items it held. Each popleft
+        is atomic, so two threads emptying it at once count every item once."""
+        n = 0
+        queued = self._items
+        while True:
+            try:
+                item = queued.popleft()
+            except IndexError:
+                return n
+            if not isinstance(item, threading.Event | _Stop):
+                n += 1
+
     def qsize(self) -> int:
         return len(self._items)
 

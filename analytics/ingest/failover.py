@@ -18,7 +18,7 @@ from .health import ITEMS, Kind
 from .hold import Item, MemoryHold
 from .isolate import Isolated
 from .records import RequestRecord, Snapshot
-from .spool import Spool
+from .spool import OnEffects, Spool
 from .store import Store
 
 # Replaying a spool that keeps failing re-reads it every time: back off up to this long.
@@ -52,14 +52,15 @@ class SpoolFailover:
     def held(self) -> int:
         return len(self._hold)
 
-    def take_held(self) -> list[Item]:
+    def take_held(self) -> list[tuple[list[Item], bool]]:
         return self._hold.take()
 
     def retry_later(self) -> None:
         self.next_replay = time.monotonic() + self._retry_s
 
-    def put(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
-        """Spool what the store could not take; hold in memory what the spool could not."""
+    def put(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, emit: bool = False) -> None:
+        """Spool what the store could not take; hold in memory what the spool could not. ``emit``: the
+        batch's effects were never emitted (its merge did not run), so its replay emits them."""
         n = len(snapshots) + len(requests)
         spool = self._ensure()
         failed = spool is None
@@ -68,7 +69,7 @@ class SpoolFailover:
         else:
             rejected_before = spool.rejected_lines
             try:
-                dropped = spool.append(snapshots, requests)
+                dropped = spool.append(snapshots, requests, emit=emit)
             except Exception as exc:
                 self._faults.failed("spool", exc)
                 dropped = n
@@ -83,7 +84,7 @@ class SpoolFailover:
         if dropped and failed:
             # The spool file could not be written (a full disk): keep what fits in memory and retry.
             # (failed: nothing of the batch reached the file, so dropped is all of it)
-            held = dropped - self._hold.add([*snapshots, *requests])
+            held = dropped - self._hold.add([*snapshots, *requests], emit=emit)
             if held:
                 self._faults.health.add(Kind.HELD, ITEMS, held)
                 self.next_hold_retry = time.monotonic() + self._retry_s
@@ -92,7 +93,7 @@ class SpoolFailover:
 
     def drop_held(self) -> None:
         """At stop: what is still held cannot be written anywhere."""
-        self._faults.dropped(SPOOL_ERROR, len(self._hold.take()), log=False)
+        self._faults.dropped(SPOOL_ERROR, sum(len(items) for items, _ in self._hold.take()), log=False)
 
     def reject(self, done: Isolated) -> None:
         """Items of a live batch the store refused for their data: to the spool's rejected file."""
@@ -108,13 +109,13 @@ class SpoolFailover:
             self._faults.failed("spool", exc)
             self._faults.dropped(SPOOL_ERROR, n, log=False)
 
-    def replay(self, store: Store) -> None:
+    def replay(self, store: Store, on_effects: OnEffects | None = None) -> None:
         spool = self._ensure()
         if spool is None:
             return
         rejected_before = spool.rejected_lines
         try:
-            n = spool.replay(store)
+            n = spool.replay(store, on_effects)
             self.pending = spool.pending()
         except Exception as exc:
             self._faults.failed("replay", exc)

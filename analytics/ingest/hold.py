@@ -4,6 +4,7 @@ With the spool beside the database, a full disk fails both at once. Rather than 
 cannot write, the capture writer keeps it here, in order, up to a byte bound (`--spool-memory-bytes`),
 and retries on its reopen interval: a short full-disk episode then loses nothing. What does not fit
 is dropped and counted as before. Sizes are the items' encoded length, an estimate of what they hold.
+Items are kept in the groups they came in, with whether their effects were emitted (spool.py's "e").
 """
 
 from __future__ import annotations
@@ -27,22 +28,27 @@ class MemoryHold:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self._max = max_bytes
-        self._items: list[Item] = []
+        self._groups: list[tuple[list[Item], bool]] = []  # (items, emit: their effects are still owed)
+        self._count = 0
         self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
-    def add(self, items: list[Item]) -> int:
+    def add(self, items: list[Item], *, emit: bool = False) -> int:
         """Keep items in order until the first that does not fit; return how many did not."""
-        for i, item in enumerate(items):
+        kept: list[Item] = []
+        for item in items:
             size = _size(item)
             if self.bytes + size > self._max:
-                return len(items) - i
-            self._items.append(item)
+                break
+            kept.append(item)
             self.bytes += size
-        return 0
+        if kept:
+            self._groups.append((kept, emit))
+            self._count += len(kept)
+        return len(items) - len(kept)
 
-    def take(self) -> list[Item]:
-        items, self._items, self.bytes = self._items, [], 0
-        return items
+    def take(self) -> list[tuple[list[Item], bool]]:
+        groups, self._groups, self._count, self.bytes = self._groups, [], 0, 0
+        return groups

@@ -30,6 +30,7 @@ class Isolated:
     applied: list[Item] = field(default_factory=list)
     rejected: list[tuple[Item, Exception]] = field(default_factory=list)
     pending: list[Item] = field(default_factory=list)  # not applied: the store failed (see `error`)
+    emitted: int = 0  # the first pending items whose effects are in `effects` (the store merged them)
     error: Exception | None = None
 
 
@@ -54,9 +55,10 @@ def apply_isolating(apply: Apply, items: list[Item]) -> Isolated:
             if not data_fault(exc):
                 # The store failed while the batch was being bisected: the segment's effects were
                 # computed before the write (StoreError.effects); the segments never tried are spooled,
-                # and their replay emits nothing (a rare double fault, logged by the caller).
-                if isinstance(exc, StoreError):
+                # and their replay emits theirs (writer.py).
+                if isinstance(exc, StoreError) and exc.effects:
                     out.effects += exc.effects
+                    out.emitted = len(segment)
                 out.pending = segment + [item for rest in reversed(stack) for item in rest]
                 out.error = exc
                 return out

@@ -40,7 +40,8 @@ snapshots seen, not on their arrival order or repetition:
      round. A submit seen before any requires_action of its round is not measured.
 
    Replaying the spool (``emit=False``) updates the same state but returns no effects: they were
-   handed to the caller when the batch was first processed.
+   handed to the caller when the batch was first processed (a batch spooled before its merge ran
+   is replayed with ``emit=True``: spool.py).
 
 A row written by something else (no ``status_observed_at``...) counts as observed before any
 snapshot. Functions here are pure: rows are plain dicts keyed by column name, timestamps are float epoch

@@ -1,10 +1,12 @@
 """Append-only JSON-lines spool for batches the store could not take (disk full, file locked...).
 
 One line per item, ``{"s": <Snapshot>}`` or ``{"r": <RequestRecord>}``: the merge does not care
-how items were batched, and a line is the unit a crash can tear. The file is bounded; what does
-not fit is dropped and counted, never blocks capture. Replay is idempotent (merges ignore what
-they already hold, requests are inserted OR IGNORE), so a crash between replay and truncation
-only replays again.
+how items were batched, and a line is the unit a crash can tear. ``"e": 1`` on a line: the item's
+effects were never emitted (the store failed before its merge ran), so its replay emits them; the
+merge's stored "already emitted" state keeps that once per object across repeated replays.
+The file is bounded; what does not fit is dropped and counted, never blocks capture. Replay is
+idempotent (merges ignore what they already hold, requests are inserted OR IGNORE), so a crash
+between replay and truncation only replays again.
 
 A line the store refuses while the store itself is healthy (the merge raised on odd data) would
 fail every replay and hold back everything spooled after it, so replay moves it to
@@ -16,19 +18,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
 import duckdb
 import orjson
 
+from .merge import Effect
 from .records import RequestRecord, Snapshot
 from .store import Store, StoreError
 
 REPLAY_BATCH = 5_000
 _SNAPSHOT_FIELDS = frozenset(f.name for f in fields(Snapshot))
 _REQUEST_FIELDS = frozenset(f.name for f in fields(RequestRecord))
+_EMIT = b',"e":1}'  # replaces a line's closing brace: see the module docstring
+OnEffects = Callable[[list[Effect]], None]
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +124,11 @@ class Spool:
     def pending(self) -> bool:
         return self._size > 0
 
-    def append(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> int:
+    def append(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, emit: bool = False) -> int:
         """Write the items and fsync once; return how many were dropped to respect max_bytes.
 
         Items are kept in order until the first that does not fit; it and the rest are dropped.
+        ``emit``: their effects were never emitted; the replay emits them.
         """
         # a crash mid-line left a fragment: end it, so it stays one unreadable line of its own
         lines: list[bytes] = [b"\n"] if self._torn_tail else []
@@ -134,7 +140,8 @@ class Spool:
         items += [("r", r) for r in requests]
         for tag, item in items:
             try:
-                line = orjson.dumps({tag: item}) + b"\n"
+                line = orjson.dumps({tag: item})
+                line = (line[:-1] + _EMIT if emit else line) + b"\n"
             except TypeError as exc:
                 # One item orjson cannot encode must not cost the others their lines: it goes to the
                 # rejected file (counted in rejected_lines), the rest are kept.
@@ -190,18 +197,22 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _read(self) -> Iterator[tuple[bytes, Snapshot | RequestRecord]]:
+    def _read(self) -> Iterator[tuple[bytes, Snapshot | RequestRecord, bool]]:
         with open(self._path, "rb") as f:
             for line in f:
                 if line.strip():
                     try:
-                        yield line, _decode(line)
+                        yield line, _decode(line), line.rstrip().endswith(_EMIT)
                     except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
                         self.skipped_lines += 1
                         log.warning("spool %s: skipping an unreadable line (%s)", self._path, exc)
 
-    def replay(self, store: Store) -> int:
+    def replay(self, store: Store, on_effects: OnEffects | None = None) -> int:
         """Apply every spooled item (``replay=True``, in batches), then empty the file.
+
+        Lines marked ``"e"`` are applied in batches of their own that emit their effects: each
+        committed batch's go to ``on_effects`` at once (a later failure keeps the file, and the
+        next replay finds those changes stored and emits nothing for them again).
 
         Returns the number of items applied. If the store fails, its StoreError propagates and
         the file is kept whole for the next attempt. Items the store refuses for what they hold
@@ -214,14 +225,16 @@ class Spool:
         errors: list[Exception] = []
         lines: list[bytes] = []
         items: list[Snapshot | RequestRecord] = []
-        for line, item in self._read():
+        emitting = False
+        for line, item, emit in self._read():
+            if items and (len(items) >= REPLAY_BATCH or emit is not emitting):
+                applied += self._apply(store, lines, items, rejected, errors, on_effects if emitting else None)
+                lines, items = [], []
+            emitting = emit
             lines.append(line)
             items.append(item)
-            if len(items) >= REPLAY_BATCH:
-                applied += self._apply(store, lines, items, rejected, errors)
-                lines, items = [], []
         if items:
-            applied += self._apply(store, lines, items, rejected, errors)
+            applied += self._apply(store, lines, items, rejected, errors, on_effects if emitting else None)
         if rejected:
             # Before the truncation: a crash in between only rejects the same lines again.
             self._append_rejected(b"".join(rejected))
@@ -236,14 +249,14 @@ class Spool:
         return applied
 
     def _apply(self, store: Store, lines: list[bytes], items: list[Snapshot | RequestRecord],
-               rejected: list[bytes], errors: list[Exception]) -> int:
+               rejected: list[bytes], errors: list[Exception], on_effects: OnEffects | None) -> int:
         """Apply ``items``; when the batch is refused for its data, halve it until the items that
         fail alone are found and rejected, so the good ones batched with them are kept. Halves go
         in order, left first, as the merge of one object's snapshots may depend on the earlier ones."""
         snaps = [i for i in items if isinstance(i, Snapshot)]
         reqs = [i for i in items if isinstance(i, RequestRecord)]
         try:
-            store.apply(snaps, reqs, replay=True)
+            effects = store.apply(snaps, reqs, replay=True, emit=on_effects is not None)
         except Exception as exc:
             if _store_failed(exc):
                 raise
@@ -252,8 +265,10 @@ class Spool:
                 errors.append(exc)
                 return 0
             mid = len(items) // 2
-            return (self._apply(store, lines[:mid], items[:mid], rejected, errors)
-                    + self._apply(store, lines[mid:], items[mid:], rejected, errors))
+            return (self._apply(store, lines[:mid], items[:mid], rejected, errors, on_effects)
+                    + self._apply(store, lines[mid:], items[mid:], rejected, errors, on_effects))
+        if effects and on_effects is not None:
+            on_effects(effects)
         return len(items)
 
     def _append_rejected(self, data: bytes) -> None:

@@ -98,7 +98,8 @@ class StoreError(Exception):
     """The store could not be opened, or could not take a batch (nothing of it was written).
 
     ``effects`` holds what the batch would have emitted when only the write failed: the caller
-    may emit them now and spool the batch, whose replay then emits nothing.
+    may emit them now and spool the batch, whose replay then emits nothing. Empty when the merge
+    did not run (the store failed loading rows): the batch is spooled for its replay to emit them.
     """
 
     def __init__(self, message: str, *, effects: Sequence[Effect] = ()) -> None:
@@ -261,6 +262,8 @@ class Store:
                 got = self.connection.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608 - names come from runtap's schema catalog; values are bound
                 self._row_counts[name] = got[0] if got else 0
         except (duckdb.Error, OSError, StoreError) as exc:
+            # Out of memory replaying the WAL or checkpointing it: never checkpoint this instance (at close)
+            self._poison_if_broken(exc)
             self._abort()
             if isinstance(exc, StoreError):
                 raise
@@ -445,18 +448,20 @@ class Store:
         self._update(table, changed)
         return len(fresh)
 
-    def apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False) -> list[Effect]:
+    def apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False,
+              emit: bool | None = None) -> list[Effect]:
         """Merge ``snapshots`` and insert ``requests`` in ONE transaction; return the effects.
 
         On failure nothing is written, the cache is untouched and StoreError is raised (the
-        caller spools the batch). ``replay=True`` (spool replay) returns no effects.
+        caller spools the batch). ``replay=True`` (spool replay) returns no effects unless ``emit``
+        says so (a spooled batch whose effects were never emitted).
         """
         if self._read_only:
             raise StoreError(f"store {self._path!r} is read-only")
         if self.poisoned is not None:
             raise StoreError(f"store {self._path!r} failed ({self.poisoned}) and must be reopened")
         con = self.connection
-        emit = not replay
+        emit = not replay if emit is None else emit
         runs = self._tables["runs"]
         steps = self._tables["run_steps"]
         run_snaps: list[Snapshot] = []

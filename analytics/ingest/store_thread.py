@@ -31,6 +31,8 @@ _REOPEN_AFTER: Final = 3
 MEMORY_SAMPLE_S: Final = 1.0
 # The out-of-memory line is repeated at most this often while it keeps happening (each one is counted).
 MEMORY_LOG_S: Final = 600.0
+# An open that runs out of memory replays the whole WAL each time: back off, doubling, up to this long.
+MAX_OPEN_BACKOFF_S: Final = 300.0
 
 
 class StoreThread:
@@ -48,6 +50,7 @@ class StoreThread:
         self.next_open = 0.0
         self._failures = 0
         self._open_failed = False
+        self._open_backoff = 0.0
         self._next_sample = 0.0
         self._memory_logged_at: float | None = None
         self._memory_unlogged = 0
@@ -107,12 +110,21 @@ class StoreThread:
         try:
             store = self._factory()
         except Exception as exc:
-            self._faults.failed("store_open", exc)
+            err = cause(exc)
+            delay = self._reopen_s
+            if out_of_memory(err):
+                self.health.failed(STORE_MEMORY, type(err).__name__)
+                self._log_out_of_memory(str(err))
+                self._open_backoff = min(self._open_backoff * 2, MAX_OPEN_BACKOFF_S) if self._open_backoff else delay
+                delay = self._open_backoff
+            else:
+                self._faults.failed("store_open", exc)
             self._open_failed = True
-            self.next_open = time.monotonic() + self._reopen_s
+            self.next_open = time.monotonic() + delay
             return None
         self.store = store
         self._failures = 0
+        self._open_backoff = 0.0
         self.health.store(opened=True)
         if self._open_failed:
             self._open_failed = False

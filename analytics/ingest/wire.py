@@ -170,3 +170,16 @@ class FrameReader:
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+    def partial(self) -> bytes:
+        """What was fed of an incomplete frame (its header and the payload so far)."""
+        return bytes(self._buf)
+
+
+def frame_entries(partial: bytes) -> int:
+    """How many entries the frame that ``partial`` begins holds, from its list header; 0 if unknown.
+    A marshal list is its type byte (with or without the ref flag) and a 4-byte little-endian count."""
+    size = HEADER.size
+    if len(partial) < size + 5 or partial[size] & 0x7F != ord("["):
+        return 0
+    return int.from_bytes(partial[size + 1:size + 5], "little")

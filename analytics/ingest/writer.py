@@ -109,6 +109,7 @@ class CaptureWriter:
         self._lock = threading.Lock()
         self._stopped = False
         self._closing = False
+        self._drained = False  # stop() is past its final drain: nothing put now will be written
         self.submitted = 0  # by the submitting thread only
         self._owner = StoreThread(factory, db_path=config.db_path, memory_limit=config.db_memory_limit,
                                   reopen_interval_s=config.reopen_interval_s, spool_path=config.spool,
@@ -134,6 +135,11 @@ class CaptureWriter:
                 self._faults.dropped("stopped")
                 return False
             refused = self._queue.put(item)
+            if refused is None and self._drained:
+                # stop() (another thread) counted what was left after the final drain before this put:
+                # whoever takes an item out counts it, so it is counted once (see _count_left).
+                self._count_left()
+                return False
         except Exception:  # the request path must never see a capture failure
             refused = "submit_error"
         if refused is not None:
@@ -141,6 +147,11 @@ class CaptureWriter:
             return False
         self.submitted += 1
         return True
+
+    def _count_left(self) -> None:
+        left = self._queue.take_all()
+        if left:
+            self._faults.dropped("stopped", left, log=False)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -157,6 +168,10 @@ class CaptureWriter:
 
     def depth(self) -> int:
         return self._queue.qsize()
+
+    def held(self) -> int:
+        """Items kept in memory because the spool file cannot be written (lost if this process dies)."""
+        return self._failover.held()
 
     def healthy(self) -> bool:
         return self._owner.healthy()
@@ -198,8 +213,10 @@ class CaptureWriter:
                           self.depth())
                 return
         # Items that raced past the stop marker after the final drain, or were never going to be
-        # written because the writer was never started.
-        self._faults.dropped("stopped", self._queue.qsize(), log=False)
+        # written because the writer was never started. Set before the count: a submit that puts
+        # after it sees the flag and counts its item itself.
+        self._drained = True
+        self._count_left()
 
     # --- the store's write thread (StoreThread runs these) ---------------------------------------------
 
@@ -263,7 +280,8 @@ class CaptureWriter:
         written is dropped and counted."""
         if not self._failover.held():
             return
-        self._write(*split(self._failover.take_held()))
+        for items, emit in self._failover.take_held():
+            self._write(*split(items), emit=emit)
         if final:
             self._failover.drop_held()
 
@@ -280,40 +298,50 @@ class CaptureWriter:
         if snapshots or requests:
             self._write(snapshots, requests)
 
-    def _write(self, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
+    def _write(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, emit: bool = True) -> None:
+        """``emit=False``: the batch's effects were emitted already (held after a failed write)."""
         self._maintain()
         owner = self._owner
         store = owner.store
         if store is not None:
             try:
-                effects = store.apply(snapshots, requests)
+                effects = store.apply(snapshots, requests, emit=emit)
             except Exception as exc:
                 if data_fault(exc):
-                    self._isolate(store, snapshots, requests)
+                    self._isolate(store, snapshots, requests, emit)
                     return
                 if owner.failed(exc):
                     self._failover.retry_later()
                 # When only the write failed the store hands back what the batch changed: emit it
-                # now, since the spool replay emits nothing.
-                self._emit(exc.effects if isinstance(exc, StoreError) else [])
-            else:
-                owner.wrote()
-                self._written(snapshots, requests)
-                self._emit(effects)
-                owner.sample_memory()
+                # now, and the spool replay emits nothing. When the merge did not run there is
+                # nothing to emit yet: the replay emits it.
+                emitted = exc.effects if isinstance(exc, StoreError) else []
+                if emit:
+                    self._emit(emitted)
+                self._failover.put(snapshots, requests, emit=emit and not emitted)
                 return
-        self._failover.put(snapshots, requests)
+            owner.wrote()
+            self._written(snapshots, requests)
+            self._emit(effects)
+            owner.sample_memory()
+            return
+        self._failover.put(snapshots, requests, emit=emit)
 
-    def _isolate(self, store: Store, snapshots: list[Snapshot], requests: list[RequestRecord]) -> None:
+    def _isolate(self, store: Store, snapshots: list[Snapshot], requests: list[RequestRecord], emit: bool) -> None:
         """The batch failed for what one of its items holds: keep every other item (isolate.py)."""
-        done: Isolated = apply_isolating(store.apply, [*snapshots, *requests])
+        done: Isolated = apply_isolating(lambda s, r: store.apply(s, r, emit=emit), [*snapshots, *requests])
         self._owner.wrote()
         self._written(*split(done.applied))
         self._emit(done.effects)
         if done.rejected:
             self._failover.reject(done)
         if done.error is not None:
-            self._failover.put(*split(done.pending))
+            # The failed segment's effects were emitted when the store handed them back; the
+            # segments never tried owe theirs to the replay.
+            emitted = done.pending[:done.emitted]
+            if emitted:
+                self._failover.put(*split(emitted))
+            self._failover.put(*split(done.pending[done.emitted:]), emit=emit)
             if self._owner.failed_again(done.error):
                 self._failover.retry_later()
 
@@ -358,7 +386,7 @@ class CaptureWriter:
         self._owner.sample_memory(force=True)
 
     def _replay(self, store: Store) -> None:
-        self._failover.replay(store)  # counts its own failure
+        self._failover.replay(store, self._emit)  # counts its own failure
         if store.poisoned is not None:
             self._owner.broken(store.broken_by or StoreError(store.poisoned))
 
