@@ -54,6 +54,19 @@ def test_bad_config_is_one_line_and_a_nonzero_exit() -> None:
     assert lines[0].startswith("runtap: error: invalid --listen / RUNTAP_LISTEN")
 
 
+@pytest.mark.parametrize("mode", ["inprocess", "process"])
+def test_a_bad_price_file_is_one_line_and_a_nonzero_exit_in_either_capture_mode(tmp_path: Path, mode: str) -> None:
+    # In process mode the capture process also reads the price file: it must not be the one to find out.
+    proc = subprocess.run([sys.executable, "-m", "runtap.proxy", "serve", "--listen", "127.0.0.1:0",
+                           "--admin", "127.0.0.1:0", "--db", str(tmp_path / "r.duckdb"), "--capture-mode", mode,
+                           "--prices", str(tmp_path / "missing.csv")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("runtap: error: invalid --prices / RUNTAP_PRICES: cannot read price file")
+
+
 def test_every_setting_is_documented_on_the_configuration_page() -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()
     for s in SETTINGS:

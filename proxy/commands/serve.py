@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ...settings.config import ConfigError, add_arguments, resolve
+from ...analytics.prices import load_price_book
+from ...settings.config import ConfigError, Settings, add_arguments, resolve
 from .. import workers
 from ..app import build_runtime
 from ..serve import Running, serve_forever
@@ -78,10 +79,21 @@ def tune_runtime(_: Running | None = None) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
+def check_prices(settings: Settings) -> None:
+    """A bad --prices is a one-line start-up error in every capture mode: read it here, before a
+    capture process (which also reads it) is started and could only exit."""
+    if settings.prices and settings.admin_reports:
+        try:
+            load_price_book(settings.prices)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"invalid --prices / RUNTAP_PRICES: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     raw = vars(args)
     index = workers.worker_index()
     settings = workers.for_worker(resolve(raw), index)
+    check_prices(settings)
     logging.getLogger().setLevel(settings.log_level)
     factory = loop_factory(settings.event_loop)
     logging.getLogger("runtap").debug("event loop: %s", "uvloop" if factory else "asyncio")
