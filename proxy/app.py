@@ -182,8 +182,17 @@ def _loop_lag_ctx(runtime: Runtime) -> CleanupCtx:
 
 def _trim_ctx(runtime: Runtime, trim: memory_trim.Trim) -> CleanupCtx:
     async def idle_trim(_: web.Application) -> AsyncIterator[None]:
-        fw = runtime.forwarder
-        trimmer = memory_trim.IdleTrimmer(lambda: fw.started, lambda: fw.inflight > 0, trim)
+        fw, writer = runtime.forwarder, runtime.writer
+
+        # Quiet means the relay and, in process, the capture writer: the batches written after the
+        # last request free the most, so the trim waits one period after the writer's last commit.
+        def activity() -> int:
+            return fw.started + (sum(writer.stats.values()) if writer is not None else 0)
+
+        def busy() -> bool:
+            return fw.inflight > 0 or (writer is not None and writer.depth() > 0)
+
+        trimmer = memory_trim.IdleTrimmer(activity, busy, trim)
         runtime.extras["trimmer"] = trimmer
         async with memory_trim.trimming(trimmer, runtime.settings.idle_trim):
             yield
