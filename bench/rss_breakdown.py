@@ -31,6 +31,11 @@ VARIANTS: dict[str, dict[str, str]] = {
     "idletrim": {},  # today's defaults: --idle-trim 5
     "arena2+idletrim": {"MALLOC_ARENA_MAX": "2"},
     "tracemalloc": {**OFF, "RUNTAP_PROBE_TRACEMALLOC": "1"},
+    "flush8": {**OFF, "RUNTAP_PROBE_DUCKDB_SQL": "SET allocator_flush_threshold = '8MB'"},
+    "bgthreads": {**OFF, "RUNTAP_PROBE_DUCKDB_SQL": "SET allocator_background_threads = true"},
+    "before": {**OFF, "RUNTAP_PROBE_CACHE_ROWS": "50000",
+               "RUNTAP_PROBE_DUCKDB_SQL": "SET allocator_background_threads = false"},  # before this pass
+    "after": {},  # with this pass's cuts (idle trim, 10k cache, DuckDB's allocator background thread)
     "cache10k": {**OFF, "RUNTAP_PROBE_CACHE_ROWS": "10000"},
     "cache10k+arena2+idletrim": {"RUNTAP_PROBE_CACHE_ROWS": "10000", "MALLOC_ARENA_MAX": "2"},
 }

@@ -6,7 +6,8 @@ Each SIGUSR2 appends one JSON line: RSS split by /proc/self/smaps_rollup (anonym
 thread count, Python's allocated blocks, the top tracemalloc lines when RUNTAP_PROBE_TRACEMALLOC=1
 (tracing slows runtap and costs memory itself: use it for the breakdown run only), and, when
 the file $RUNTAP_PROBE_OUT.trim exists, the RSS after one glibc malloc_trim(0). RUNTAP_PROBE_CACHE_ROWS=N
-sets the store's merge-cache bound (Store cache_rows). A bench tool: runtap itself never loads it.
+sets the store's merge-cache bound (Store cache_rows); RUNTAP_PROBE_DUCKDB_SQL runs one statement on the
+writer's connection once it is open. A bench tool: runtap itself never loads it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def main() -> int:
         defaults = Store.__init__.__kwdefaults__
         assert defaults is not None
         defaults["cache_rows"] = int(rows)
+    sql = os.environ.get("RUNTAP_PROBE_DUCKDB_SQL")
+    if sql:  # e.g. SET allocator_flush_threshold = '8MB': run on the writer's connection after it opens
+        from runtap.analytics.ingest.store import Store
+
+        opened = Store.__init__
+
+        def init(self: Store, *args: Any, **kwargs: Any) -> None:
+            opened(self, *args, **kwargs)
+            self.connection.execute(sql)
+
+        Store.__init__ = init  # type: ignore[method-assign]
     from runtap.proxy.__main__ import main as runtap_main
 
     return runtap_main(sys.argv[1:])

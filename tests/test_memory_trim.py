@@ -103,3 +103,17 @@ async def test_serve_without_idle_trim_has_no_trimmer(tmp_path: Path) -> None:
     finally:
         await stack.running.stop()
         await sim.cleanup()
+
+
+def test_capture_store_lets_duckdb_return_freed_memory(tmp_path: Path) -> None:
+    from runtap.analytics.ingest.store import Store
+
+    def setting(store: Store) -> object:
+        row = store.connection.execute("SELECT current_setting('allocator_background_threads')").fetchone()
+        return row[0] if row else None
+
+    writer_store = Store(str(tmp_path / "w.duckdb"), memory_limit="256MB")  # as the capture writer opens it
+    try:
+        assert setting(writer_store) is True
+    finally:
+        writer_store.close()
