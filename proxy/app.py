@@ -17,7 +17,7 @@ from ..analytics.ingest.merge import Effect
 from ..analytics.ingest.writer import CaptureWriter, WriterConfig, WriterHooks
 from ..analytics.lake import export_periodically
 from ..settings.config import PROCESS, Settings
-from . import looplag
+from . import looplag, memory_trim
 from .addons.capture import Capture, Submitter
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
@@ -180,6 +180,25 @@ def _loop_lag_ctx(runtime: Runtime) -> CleanupCtx:
     return loop_lag_probe
 
 
+def _trim_ctx(runtime: Runtime, trim: memory_trim.Trim) -> CleanupCtx:
+    async def idle_trim(_: web.Application) -> AsyncIterator[None]:
+        fw, writer = runtime.forwarder, runtime.writer
+
+        # Quiet means the relay and, in process, the capture writer: the batches written after the
+        # last request free the most, so the trim waits one period after the writer's last commit.
+        def activity() -> int:
+            return fw.started + (sum(writer.stats.values()) if writer is not None else 0)
+
+        def busy() -> bool:
+            return fw.inflight > 0 or (writer is not None and writer.depth() > 0)
+
+        trimmer = memory_trim.IdleTrimmer(activity, busy, trim)
+        runtime.extras["trimmer"] = trimmer
+        async with memory_trim.trimming(trimmer, runtime.settings.idle_trim):
+            yield
+    return idle_trim
+
+
 def _capture_process_ctx(supervisor: CaptureSupervisor) -> CleanupCtx:
     async def capture_process(_: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(supervisor.start)
@@ -216,6 +235,9 @@ def cleanup_contexts(runtime: Runtime) -> list[CleanupCtx]:
     if runtime.settings.export_dir and writer is not None:
         contexts.append(_exporter_ctx(runtime, writer))
     contexts.append(_loop_lag_ctx(runtime))
+    trim = memory_trim.libc_trim() if runtime.settings.idle_trim > 0 else None
+    if trim is not None:
+        contexts.append(_trim_ctx(runtime, trim))
     return contexts
 
 

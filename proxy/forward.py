@@ -106,6 +106,7 @@ class Forwarder:
         )
         self._session: aiohttp.ClientSession | None = None
         self.inflight = 0
+        self.started = 0  # requests ever handled: how the idle trimmer (memory_trim) sees traffic
         # Exchange ids: a random per-process prefix and a counter, as unique as uuid4 across restarts
         # and workers but without its os.urandom call per request.
         self._id_prefix = os.urandom(8).hex()
@@ -138,6 +139,7 @@ class Forwarder:
         tap = self._tap
         tap.request(flow, request)
         self.inflight += 1
+        self.started += 1
         try:
             return await self._relay(request, flow)
         except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as exc:

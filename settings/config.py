@@ -97,6 +97,11 @@ def parse_seconds(value: str) -> float:
     return n
 
 
+def parse_seconds_or_off(value: str) -> float:
+    """0 turns the feature off; otherwise as parse_seconds."""
+    return 0.0 if value.strip() in ("0", "0.0") else parse_seconds(value)
+
+
 def parse_positive_int(value: str) -> int:
     n = int(value)
     if n <= 0:
@@ -173,6 +178,9 @@ SETTINGS: tuple[Setting, ...] = (
             "step and response ids must fit in it, ~90 bytes an id: size it 1.25 x (100MB + 90 B x ids), so 512MB "
             "for ~3.4M ids; beyond, raise it or export and purge (alert RuntapCaptureDbMemoryHigh).",
             parse_db_size),
+    Setting("idle_trim", "5", "Seconds without a new request after which runtap hands the heap memory a burst "
+            "freed back to the OS (glibc malloc_trim, once per quiet spell, never while a request is in flight); "
+            "0 = never.", parse_seconds_or_off),
     Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
             parse_positive_int),
     Setting("store_prompts", "false", "Also store run instructions and additional_messages (prompt "
@@ -225,6 +233,7 @@ class Settings:
     max_connections: int = 512
     capture_max_body: int = 8 << 20
     db_memory_limit: str = "512MB"
+    idle_trim: float = 5.0
     queue_size: int = 100_000
     store_prompts: bool = False
     metrics_label_assistant: bool = False

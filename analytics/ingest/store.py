@@ -46,7 +46,7 @@ from .sql_literal import sql_string
 
 SCHEMA_VERSION = 4  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
 # prompt_version on responses; 4: agent_name, agent_version on responses (schema.sql adds them to older files)
-DEFAULT_CACHE_ROWS = 50_000
+DEFAULT_CACHE_ROWS = 10_000  # a table's most recent rows: ~10k objects in flight; at 50k the caches held ~100 MB
 # DuckDB checkpoints when the WAL reaches this size, and a checkpoint rewrites each table's last,
 # partly filled row group (up to 122,880 rows of JSON) whole: at the default 16MB, checkpoints took
 # most of the ingest time once runs numbered ~100k; 64MB measured ~1.4x faster over 1.6M snapshots,
@@ -246,6 +246,8 @@ class Store:
             if memory_limit is not None:
                 # SET takes no bound parameters; the literal is validated by _size_literal.
                 self._con.execute(f"SET memory_limit = '{_size_literal(memory_limit)}'")
+                # DuckDB's jemalloc otherwise keeps what a batch freed: 40-90 MiB of RSS after a burst.
+                self._con.execute("SET allocator_background_threads = true")
             if read_only:
                 self._check_version()
                 return
