@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Final
+
+from . import background
 
 PERIOD_S: Final = 0.1
 
@@ -26,15 +28,9 @@ async def probe(observe: Callable[[float], None], period_s: float = PERIOD_S) ->
         observe(max(clock() - t0 - period_s, 0.0))
 
 
-@contextlib.asynccontextmanager
-async def probing(observe: Callable[[float], None], period_s: float = PERIOD_S) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(probe(observe, period_s), name="runtap-loop-lag")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def probing(observe: Callable[[float], None],
+            period_s: float = PERIOD_S) -> contextlib.AbstractAsyncContextManager[None]:
+    return background.running(probe(observe, period_s), "runtap-loop-lag")
 
 
 class Heartbeat:

@@ -14,7 +14,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+
+from . import background
 
 log = logging.getLogger("runtap")
 
@@ -69,12 +71,5 @@ async def _run(trimmer: IdleTrimmer, period_s: float) -> None:
             return
 
 
-@contextlib.asynccontextmanager
-async def trimming(trimmer: IdleTrimmer, period_s: float) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(_run(trimmer, period_s), name="runtap-malloc-trim")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def trimming(trimmer: IdleTrimmer, period_s: float) -> contextlib.AbstractAsyncContextManager[None]:
+    return background.running(_run(trimmer, period_s), "runtap-malloc-trim")

@@ -146,12 +146,8 @@ class StoreThread:
 
     def failed(self, exc: Exception) -> bool:
         """A write failed: True when the store stays open (retry later), False when it was closed."""
-        store = self.store
-        if store is not None and store.poisoned is not None:
-            self.broken(exc)
+        if not self.failed_again(exc):
             return False
-        self._faults.failed("store", exc)
-        self._failures += 1
         if isinstance(cause(exc), _FATAL) or self._failures >= _REOPEN_AFTER:
             self.close()
             self.next_open = time.monotonic() + self._reopen_s
