@@ -20,12 +20,15 @@ def _strip_calls(calls: list[Any]) -> list[Any]:
     return [{k: v for k, v in c.items() if k != "arguments"} if type(c) is dict else c for c in calls]
 
 
-def _cleared(raw: str | None, calls: str | None) -> tuple[str | None, str | None]:
+def _cleared(raw: str | None, calls: str | None) -> tuple[str | None, str | None] | None:
+    """The row's raw and tool_calls with content removed, or None when there was none to remove."""
     obj = json.loads(raw) if raw is not None else None
-    new_raw = json.dumps(strip_prompts(obj)) if type(obj) is dict else raw
+    kept = strip_prompts(obj) if type(obj) is dict else obj
     listed = json.loads(calls) if calls is not None else None
-    new_calls = json.dumps(_strip_calls(listed)) if type(listed) is list else calls
-    return new_raw, new_calls
+    kept_calls = _strip_calls(listed) if type(listed) is list else listed
+    if kept == obj and kept_calls == listed:
+        return None
+    return (json.dumps(kept) if kept != obj else raw), (json.dumps(kept_calls) if kept_calls != listed else calls)
 
 
 def purge_responses(con: duckdb.DuckDBPyConnection, cutoff: float, *, rows: bool) -> tuple[int, dict[str, int]]:
@@ -42,15 +45,11 @@ def purge_responses(con: duckdb.DuckDBPyConnection, cutoff: float, *, rows: bool
                         f"FROM responses WHERE {_OLD}", [cutoff]).fetchall()
     changed: list[tuple[str | None, str | None, str]] = []
     for rid, raw, calls, has_prompt in found:
-        new_raw, new_calls = _cleared(raw, calls)
-        if has_prompt or new_raw != _normal(raw) or new_calls != _normal(calls):
-            changed.append((new_raw, new_calls, rid))
+        cleared = _cleared(raw, calls)
+        if cleared is not None or has_prompt:
+            changed.append((*(cleared or (raw, calls)), rid))
     for i in range(0, len(changed), _BATCH):
         con.executemany("UPDATE responses SET instructions = NULL, input = NULL, raw = ?, tool_calls = ? "
                         "WHERE id = ?", changed[i:i + _BATCH])
     return len(changed), deleted
 
-
-def _normal(value: str | None) -> str | None:
-    """The JSON text as json.dumps writes it, so an unchanged value compares equal."""
-    return json.dumps(json.loads(value)) if value is not None else None
