@@ -8,8 +8,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..analytics.prices import load_price_book
-from ..settings.config import ConfigError
+from ..analytics.prices import PriceBook, load_price_book
+from ..settings.config import ConfigError, Settings
 from . import capture_admin
 from .admin_reports import add_report_routes
 from .app import Runtime
@@ -89,6 +89,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def configured_prices(settings: Settings) -> PriceBook:
+    """The price book --prices names (the bundled one without it); a bad file is a ConfigError."""
+    try:
+        return load_price_book(settings.prices or None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"invalid --prices / RUNTAP_PRICES: {exc}") from None
+
+
 def create_admin_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[ADMIN_RUNTIME] = runtime
@@ -102,9 +110,5 @@ def create_admin_app(runtime: Runtime) -> web.Application:
         app.router.add_get("/reports", reports)
         app.router.add_get("/reports/{name}", reports)
     if runtime.writer is not None and runtime.settings.admin_reports:
-        try:
-            prices = load_price_book(runtime.settings.prices or None)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"invalid --prices / RUNTAP_PRICES: {exc}") from None
-        add_report_routes(app, runtime.writer.reader, prices=prices)
+        add_report_routes(app, runtime.writer.reader, prices=configured_prices(runtime.settings))
     return app

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ...analytics.prices import load_price_book
 from ...settings.config import ConfigError, Settings, add_arguments, resolve
 from .. import workers
+from ..admin import configured_prices
 from ..app import build_runtime
 from ..serve import Running, serve_forever
 
@@ -83,10 +83,7 @@ def check_prices(settings: Settings) -> None:
     """A bad --prices is a one-line start-up error in every capture mode: read it here, before a
     capture process (which also reads it) is started and could only exit."""
     if settings.prices and settings.admin_reports:
-        try:
-            load_price_book(settings.prices)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"invalid --prices / RUNTAP_PRICES: {exc}") from None
+        configured_prices(settings)
 
 
 def run(args: argparse.Namespace) -> int:
