@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -20,11 +20,14 @@ from ..settings.config import PROCESS, Settings
 from . import looplag, memory_trim
 from .addons.capture import Capture, Submitter
 from .addons.metrics import Metrics
-from .addons.tracing import Tracing, provider_from_env
 from .capture_channel import CaptureChannel
 from .capture_supervisor import CaptureSupervisor, ingest_path
 from .forward import Forwarder
 from .tap import Tap
+
+if TYPE_CHECKING:  # the OTel SDK: a relay of --capture-mode process imports none (relay_tracing.py)
+    from .addons.relay_tracing import RelayTracing
+    from .addons.tracing import Tracing
 
 log = logging.getLogger("runtap")
 
@@ -35,7 +38,7 @@ class Runtime:
 
     settings: Settings
     metrics: Metrics
-    tracing: Tracing
+    tracing: Tracing | RelayTracing
     writer: CaptureWriter | None
     forwarder: Forwarder
     extras: dict[str, Any] = field(default_factory=dict)
@@ -78,14 +81,12 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
     """`capture_dir`: with --capture-mode process, the directory of a capture process this relay feeds
     and does not own (a --workers worker); None: this relay starts and supervises its own."""
     metrics = Metrics(registry, label_assistant=settings.metrics_label_assistant)
-    owned = tracer_provider is None
-    if owned:
-        tracer_provider = provider_from_env()
-    tracing = Tracing(tracer_provider, upstream=settings.upstream, owned=owned)
+    process = capture and settings.capture_mode == PROCESS
+    tracing = build_tracing(settings, tracer_provider, relay_only=process)
     writer = None
     channel = None
     supervisor = None
-    if capture and settings.capture_mode == PROCESS:
+    if process:
         if capture_dir is None:
             supervisor = CaptureSupervisor(settings)
             metrics.registry.register(supervisor.collector())
@@ -93,13 +94,28 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
         channel = CaptureChannel(ingest_path(capture_dir), max_items=settings.queue_size,
                                  on_dropped=lambda reason, n: metrics.capture_health.add(Kind.DROPPED, reason, n))
     elif capture:
-        writer = build_writer(settings, metrics, tracing)
+        writer = build_writer(settings, metrics, cast("Tracing", tracing))  # a RelayTracing only with process
     sink = writer if channel is None else channel
     forwarder = Forwarder(settings, tap=build_tap(settings, metrics, tracing, sink))
     return Runtime(settings, metrics, tracing, writer, forwarder, channel=channel, supervisor=supervisor)
 
 
-def build_tap(settings: Settings, metrics: Metrics, tracing: Tracing, writer: Submitter | None) -> Tap:
+def build_tracing(settings: Settings, tracer_provider: Any | None, *, relay_only: bool) -> Tracing | RelayTracing:
+    """The request tracing addon. `relay_only` (--capture-mode process): unless a provider is injected,
+    the relay only decides and times spans and the capture process builds and exports them, so the
+    relay imports no OTel SDK (relay_tracing.py)."""
+    if relay_only and tracer_provider is None:
+        from .addons import otel_env
+        from .addons.relay_tracing import RelayTracing
+        return RelayTracing(otel_env.sampler_from_env() if otel_env.exporter_names() else None)
+    from .addons.tracing import Tracing, provider_from_env
+    owned = tracer_provider is None
+    if owned:
+        tracer_provider = provider_from_env()
+    return Tracing(tracer_provider, upstream=settings.upstream, owned=owned)
+
+
+def build_tap(settings: Settings, metrics: Metrics, tracing: Tracing | RelayTracing, writer: Submitter | None) -> Tap:
     """The addons behind the relay, in the order their hooks run: metrics, tracing, capture."""
     addons: list[object] = [metrics]
     if tracing.enabled:

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 
 from ..analytics.ingest import wire
 from ..analytics.ingest.health import Kind
-from ..analytics.ingest.records import Exchange
+from ..analytics.ingest.records import Exchange, RequestRecord
 from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
 from ..analytics.prices import load_price_book
@@ -78,6 +78,8 @@ class _Conn(asyncio.Protocol):
                 if ex is not last and ex is not None and ex.span_context is not None:
                     remember(ex)
                     last = ex
+                elif type(item) is RequestRecord and item.span is not None:
+                    self._ingest.request_span(item)
                 submit(item)
             self.received += len(items)
             self.frames.append((writer.submitted, self.received))
@@ -103,9 +105,11 @@ class _Conn(asyncio.Protocol):
 
 
 class Ingest:
-    def __init__(self, writer: CaptureWriter, remember_request: Callable[[Exchange], None]) -> None:
+    def __init__(self, writer: CaptureWriter, remember_request: Callable[[Exchange], None],
+                 finish_relayed: Callable[[RequestRecord], None] | None = None) -> None:
         self.writer = writer
         self.remember_request = remember_request  # the request span behind an exchange, for run span links
+        self._finish_relayed = finish_relayed  # a relay's request span: built and exported here
         self.open: set[_Conn] = set()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -133,6 +137,16 @@ class Ingest:
             return
         for conn in list(self.open):
             conn.confirm(submitted)
+
+    def request_span(self, record: RequestRecord) -> None:
+        """Export the request span a relay recorded (relay_tracing.py); the record itself is stored
+        without it. A span that cannot be built costs its request nothing else."""
+        try:
+            if self._finish_relayed is not None:
+                self._finish_relayed(record)
+        except Exception as exc:
+            self.writer.health.failed("tracing", type(exc).__name__)
+        record.span = None
 
     def torn_frame(self, entries: int) -> None:
         # at least one item: a relay sends no empty frame; a chunk run is one entry of several chunks
@@ -188,7 +202,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     writer.start()
-    ingest = Ingest(writer, tracing.remember_request)
+    ingest = Ingest(writer, tracing.remember_request, tracing.finish_relayed)
     for path in (ingest_path(directory), control_path(directory)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by a capture process that crashed

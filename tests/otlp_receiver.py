@@ -55,6 +55,7 @@ class ReceivedSpan:
 class OTLPReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.raw: list[Any] = []  # the protobuf Span messages themselves, for field-by-field comparisons
         self.requests = 0
         self.content_types: set[str] = set()
         self._cond = threading.Condition()
@@ -113,6 +114,7 @@ class OTLPReceiver:
             self.requests += 1
             self.content_types.add(content_type)
             self.spans.extend(spans)
+            self.raw.extend(s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans)
             self._cond.notify_all()
 
     def wait_for(self, predicate: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0) -> bool:

@@ -85,6 +85,9 @@ class RequestRecord:
     error: str | None
     api_version: str | None = None
     api_provider: str | None = None
+    # --capture-mode process with tracing: the relay's sampled request span as plain values (layout:
+    # proxy/addons/relay_tracing.py), built and exported by the capture process; never stored.
+    span: tuple[Any, ...] | None = None
 
 
 CaptureItem = ResponseBody | RequestBody | StreamChunk | StreamEnd | RequestRecord

@@ -68,7 +68,8 @@ def to_tuple(item: Entry, exs: dict[int, tuple[Any, ...]] | None = None) -> tupl
     if isinstance(item, RequestRecord):
         return (_RECORD, item.id, item.started_at, item.method, item.path, item.operation, item.status_code,
                 item.streamed, item.duration_ms, item.upstream_ttfb_ms, item.bytes_in, item.bytes_out,
-                item.upstream_request_id, item.key_fingerprint, item.error, item.api_version, item.api_provider)
+                item.upstream_request_id, item.key_fingerprint, item.error, item.api_version, item.api_provider,
+                item.span)
     ex = item.exchange
     t = exs.get(id(ex)) if exs is not None else None
     if t is None:

@@ -124,4 +124,6 @@ class Capture:
             bytes_out=flow.bytes_out, upstream_request_id=flow.upstream_request_id,
             key_fingerprint=ex.key_fingerprint, error=flow.error, api_version=ex.api_version,
             api_provider=ex.api_provider,
+            # relay_tracing.py leaves a sampled span's values here (a tuple) for the capture process
+            span=flow.span if type(flow.span) is tuple else None,
         ))

@@ -28,12 +28,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ...analytics.ingest.records import Exchange
+from ...analytics.ingest.records import Exchange, RequestRecord
 from ...analytics.ingest.response_merge import ResponseTransition
-from ...settings.config import ConfigError
 from .. import response_routes, routes
 from ..tap import Flow
-from . import otel_private, response_spans
+from . import otel_env, otel_private, response_spans
 from .request_span import DeferredBatchSpanProcessor, RequestSpan, SpanSpec, deferred_processor
 from .run_spans import PROVIDER, RunSpans, emit_finished, local_context, run_span_context
 
@@ -67,28 +66,13 @@ def provider_from_env() -> TracerProvider | None:
     compression, OTEL_BSP_*, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES...).
     """
     env = os.environ
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
-    if not names or "none" in names:
-        return None
     exporters: list[SpanExporter] = []
-    for name in names:
+    for name in otel_env.exporter_names(env):
         if name == "otlp":
-            if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
-                continue
-            var = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                   else "OTEL_EXPORTER_OTLP_PROTOCOL")
-            protocol = env.get(var, "http/protobuf").strip()
-            if protocol != "http/protobuf":
-                raise ConfigError(f"invalid {var}={protocol!r}: runtap exports OTLP over HTTP only "
-                                  "(set http/protobuf)")
             from .otlp_export import FastOTLPSpanExporter
             exporters.append(FastOTLPSpanExporter())
-        elif name == "console":
-            exporters.append(ConsoleSpanExporter())
         else:
-            raise ConfigError(f"invalid OTEL_TRACES_EXPORTER={name!r}: runtap supports otlp, console, none")
+            exporters.append(ConsoleSpanExporter())
     if not exporters:
         return None
     named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
@@ -142,25 +126,31 @@ def _attribute_free(sampler: Any, depth: int = 0) -> bool:
     return all(_attribute_free(d, depth + 1) for d in otel_private.delegates(sampler))
 
 
-def _server_span(request: web.Request, operation: str, exchange: Exchange,
-                 runs_call: bool) -> tuple[str, dict[str, Any], list[Link]]:
-    """The request span's name, attributes and links (OTel HTTP server and GenAI conventions)."""
-    method = request.method
-    headers = request.headers
-    path = exchange.path
+def request_facts(request: web.Request) -> tuple[str, str, str, str | None, str | None]:
+    """(scheme, protocol version, host, client address, user agent): what the server span reads of the
+    request besides its method and path; plain values, which the relay of --capture-mode process hands
+    to the capture process (relay_tracing.py)."""
     version = request.version
+    return (request.scheme, f"{version.major}.{version.minor}", request.host, request.remote,
+            request.headers.get("User-Agent"))
+
+
+def _server_span(method: str, facts: tuple[str, str, str, str | None, str | None], operation: str,
+                 exchange: Exchange, runs_call: bool) -> tuple[str, dict[str, Any], list[Link]]:
+    """The request span's name, attributes and links (OTel HTTP server and GenAI conventions)."""
+    scheme, version, request_host, remote, agent = facts
+    path = exchange.path
     attrs: dict[str, Any] = {
-        "http.request.method": method, "url.path": path, "url.scheme": request.scheme,
-        "network.protocol.version": f"{version.major}.{version.minor}", "openai.operation": operation,
+        "http.request.method": method, "url.path": path, "url.scheme": scheme,
+        "network.protocol.version": version, "openai.operation": operation,
     }
-    host, _, port = request.host.rpartition(":")
+    host, _, port = request_host.rpartition(":")
     if host and port.isdigit():
         attrs["server.address"], attrs["server.port"] = host, int(port)
-    elif request.host:
-        attrs["server.address"] = request.host
-    if request.remote:
-        attrs["client.address"] = request.remote
-    agent = headers.get("User-Agent")
+    elif request_host:
+        attrs["server.address"] = request_host
+    if remote:
+        attrs["client.address"] = remote
     if agent:
         attrs["user_agent.original"] = agent
     links: list[Link] = []
@@ -309,7 +299,7 @@ class Tracing:
         if decided and not (sampled and recording):
             context = local_context(trace_id, generator.generate_span_id(), sampled, state, random_trace_id=random_id)
             return RequestSpan(context, parent, False, method, {}, [], exchange, runs_call, self._spec)
-        name, attrs, links = _server_span(request, operation, exchange, runs_call)
+        name, attrs, links = _server_span(method, request_facts(request), operation, exchange, runs_call)
         if not decided:
             # Any other sampler decides, as Tracer.start_span would ask it (OTEL_TRACES_SAMPLER).
             decision = tracer.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attrs, links)
@@ -350,6 +340,32 @@ class Tracing:
             return
         span.end = time.time_ns()
         span.status, span.error = status, error
+        self._finish(span)
+
+    def finish_relayed(self, record: RequestRecord) -> None:
+        """The sampled request span that a relay of --capture-mode process decided, timed and handed over
+        in its request record (relay_tracing.py): built and exported here, as end_request does in-process."""
+        relayed = record.span
+        if relayed is None or self._tracer is None:
+            return
+        (trace_id, span_id, flags, parent_id, parent_flags, state_header, client_id, start, client_start, end,
+         op_label, scheme, version, host, remote, agent) = relayed
+        state = TraceState.from_header([state_header]) if state_header else None
+        context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
+        parent = (SpanContext(trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(parent_flags),
+                              trace_state=state) if parent_id else None)
+        exchange = Exchange(record.id, record.method, record.path, record.operation, record.api_version, None,
+                            record.started_at, api_provider=record.api_provider)
+        runs_call = record.operation is not None
+        name, attrs, links = _server_span(record.method, (scheme, version, host, remote, agent), op_label,
+                                          exchange, runs_call)
+        span = RequestSpan(context, parent, True, name, attrs, links, exchange, runs_call, self._spec)
+        span.start, span.client_id, span.client_start, span.end = start, client_id, client_start, end
+        span.status, span.error = record.status_code, record.error
+        self._finish(span)
+
+    def _finish(self, span: RequestSpan) -> None:
+        server = span.context
         if self._emit is not None:
             # runtap's export pipeline: the export thread builds and encodes both spans (request_span.py).
             self._emit(span)
