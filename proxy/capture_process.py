@@ -145,7 +145,7 @@ class Ingest:
             if self._finish_relayed is not None:
                 self._finish_relayed(record)
         except Exception as exc:
-            self.writer.health.failed("tracing", type(exc).__name__)
+            self.writer.health.error("tracing", type(exc).__name__)  # the span is lost, not the record
         record.span = None
 
     def torn_frame(self, entries: int) -> None:

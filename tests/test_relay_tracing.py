@@ -255,3 +255,23 @@ async def test_the_relay_of_process_mode_loads_no_otel_sdk(
         assert receiver.wait_for(lambda spans: len([s for s in spans if s.kind == 2]) >= 2)
     parented = [s for s in receiver.spans if s.kind == 2 and s.trace_id == 5]
     assert len(parented) == 1 and parented[0].parent_span_id == 6
+
+
+def test_a_relayed_span_that_cannot_be_built_is_counted_and_its_record_kept() -> None:
+    from types import SimpleNamespace
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from runtap.analytics.ingest.health import CaptureHealth, Event, Kind
+    from runtap.analytics.ingest.records import RequestRecord
+    from runtap.proxy.addons.tracing import Tracing
+    from runtap.proxy.capture_process import Ingest
+
+    health = CaptureHealth()
+    tracing = Tracing(TracerProvider(), upstream="http://127.0.0.1:9")
+    ingest = Ingest(SimpleNamespace(health=health), tracing.remember_request,  # type: ignore[arg-type]
+                    tracing.finish_relayed)
+    record = RequestRecord("req-1", 0.0, "GET", "/v1/models", None, 200, False, 1.0, 0.5, 0, 10, None, None, None,
+                           span=("not", "a", "span"))
+    ingest.request_span(record)
+    assert record.span is None  # stored without it
+    assert health.events().get(Event(Kind.ERRORS, "tracing", "ValueError")) == 1
