@@ -6,8 +6,9 @@ the `traceparent` it injects upstream, and the timestamps. At `done` a sampled r
 tuple of plain values in `flow.span`, which the capture addon puts into the request record it hands
 the capture process (RequestRecord.span); there Tracing.finish_relayed builds the server and client
 spans and exports them, as Tracing.end_request does in-process. This module imports no OpenTelemetry
-SDK (the relay process then has none); only a request that carries a `traceparent` loads the API's
-W3C propagator, the same parser the in-process mode uses.
+SDK (the relay process then has none); with tracing on it loads the API's W3C propagator at start-up
+(not on the first request that carries a `traceparent`: an import on the loop stalls it), the same
+parser the in-process mode uses.
 
 A record the channel drops (full) takes its span with it: counted in runtap_capture_dropped_total.
 """
@@ -70,7 +71,7 @@ class _Span:
 
 
 class _Parent:
-    """The API's W3C propagator, loaded on the first request that carries a traceparent."""
+    """The API's W3C propagator (the OpenTelemetry API only, not the SDK)."""
 
     def __init__(self) -> None:
         from opentelemetry import trace
@@ -92,7 +93,7 @@ class RelayTracing:
 
     def __init__(self, sampler: SamplerSpec | None) -> None:
         self._sampler = sampler
-        self._parent: _Parent | None = None
+        self._parent = _Parent() if sampler is not None else None
 
     @property
     def enabled(self) -> bool:
@@ -104,9 +105,7 @@ class RelayTracing:
             return
         headers = request.headers
         parent = None
-        if "traceparent" in headers:
-            if self._parent is None:
-                self._parent = _Parent()
+        if "traceparent" in headers and self._parent is not None:
             parent = self._parent(headers)
         if parent is None:
             trace_id, random_flag, parent_sampled, parent_id, parent_flags, state = (
