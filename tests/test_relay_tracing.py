@@ -275,3 +275,38 @@ def test_a_relayed_span_that_cannot_be_built_is_counted_and_its_record_kept() ->
     ingest.request_span(record)
     assert record.span is None  # stored without it
     assert health.events().get(Event(Kind.ERRORS, "tracing", "ValueError")) == 1
+
+
+async def test_the_process_mode_relay_propagates_the_exported_client_span_upstream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_tracing import HeaderRecorder
+
+    upstream = HeaderRecorder()
+    url = await upstream.start()
+    with OTLPReceiver() as receiver:
+        for var in _OTEL_VARS:
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        settings_ = stack_settings(tmp_path, url, capture_mode="process")
+        running = await start(settings_, runtime=build_runtime(settings_))
+        try:
+            sdk = w.client_for(running.proxy_url + "/v1")
+            parented = {**w.V2, "traceparent": f"00-{0xABC:032x}-{0xDEF:016x}-01", "tracestate": "a=1,b=2"}
+            unsampled = {**w.V2, "traceparent": f"00-{0x123:032x}-{0x456:016x}-00"}
+            for headers in (parented, unsampled, w.V2):
+                await sdk.beta.threads.runs.list("thread_t", extra_headers=headers)
+            await sdk.close()
+        finally:
+            await running.stop()
+            await upstream.close()
+        assert receiver.wait_for(lambda spans: len([s for s in spans if s.kind == 3]) >= 2)
+    clients = {s.trace_id: s for s in receiver.spans if s.kind == 3}
+    sent = [h["traceparent"].split("-") for h in upstream.headers]
+    assert [h.get("tracestate") for h in upstream.headers] == ["a=1,b=2", None, None]
+    # the parented call: the app's trace, the exported client span's id, sampled
+    assert sent[0][1:] == [f"{0xABC:032x}", f"{clients[0xABC].span_id:016x}", "01"]
+    # the unsampled parent: its trace, a fresh span id, not sampled, nothing exported
+    assert sent[1][1] == f"{0x123:032x}" and sent[1][3] == "00" and 0x123 not in clients
+    # a trace that starts here: sampled (parent-based always-on), random trace id flag (W3C level 2)
+    root = int(sent[2][1], 16)
+    assert sent[2][2] == f"{clients[root].span_id:016x}" and sent[2][3] == "03"
