@@ -105,3 +105,21 @@ def test_a_lone_flush_marker_does_not_reopen_the_window_of_items_already_waiting
     # Still writing's pace from before the marker: what waits is written now, not after the interval.
     assert q.collect(items, [], idle_timeout=0) is False  # type: ignore[arg-type]
     assert len(items) == 1
+
+
+def test_a_passive_flush_marker_rides_in_the_batch_without_closing_it() -> None:
+    q = BatchQueue(maxsize=100, max_bytes=1 << 20, batch_max=2, interval_s=HOUR)
+    q.put(chunk(1))
+    marker = threading.Event()
+    q.put_marker(marker, timeout=1, close=False)
+    q.put(chunk(1))
+    items: list[object] = []
+    markers: list[threading.Event] = []
+    q.collect(items, markers, idle_timeout=0)  # type: ignore[arg-type]
+    # A closing marker would have ended the batch at one item; this one closed by size, marker inside.
+    assert len(items) == 2 and markers == [marker]
+    late = threading.Event()
+    q.put_marker(late, timeout=1, close=False)
+    assert q.put_stop(timeout=1)
+    assert q.collect(items, markers, idle_timeout=0) is True  # type: ignore[arg-type]
+    assert markers == [marker, late] and q.take_all() == 0

@@ -21,7 +21,16 @@ class _Stop:
     pass
 
 
-_QueueItem = CaptureItem | threading.Event | _Stop
+class _Passive:
+    """A flush marker that waits for the batch it falls in to be written without closing it early."""
+
+    __slots__ = ("marker",)
+
+    def __init__(self, marker: threading.Event) -> None:
+        self.marker = marker
+
+
+_QueueItem = CaptureItem | threading.Event | _Passive | _Stop
 
 
 def item_size(item: CaptureItem) -> int:
@@ -83,9 +92,13 @@ class BatchQueue:
             self._idle = False
             self._arrived.set()
 
-    def put_marker(self, marker: threading.Event, timeout: float | None) -> bool:
+    def put_marker(self, marker: threading.Event, timeout: float | None, *, close: bool = True) -> bool:
         """Queue a flush marker behind everything submitted so far; the writer sets it when there.
-        Markers and stop are never refused for a full queue: one more entry, and the writer's cue."""
+        Markers and stop are never refused for a full queue: one more entry, and the writer's cue.
+        close=False: the marker rides in whatever batch reaches it, which closes when it would anyway."""
+        if not close:
+            self._push(_Passive(marker))
+            return True
         self._push(marker)
         self._wake.set()
         return True
@@ -105,7 +118,7 @@ class BatchQueue:
                 item = queued.popleft()
             except IndexError:
                 return n
-            if not isinstance(item, threading.Event | _Stop):
+            if not isinstance(item, threading.Event | _Passive | _Stop):
                 n += 1
 
     def qsize(self) -> int:
@@ -175,6 +188,9 @@ class BatchQueue:
             if isinstance(pending, threading.Event):
                 markers.append(pending)
                 return False  # a flush is waiting: write what is here now
+            if isinstance(pending, _Passive):
+                markers.append(pending.marker)
+                continue
             items.append(pending)
             if len(items) >= self.batch_max:
                 return False
@@ -188,5 +204,7 @@ class BatchQueue:
                 return
             if isinstance(item, threading.Event):
                 markers.append(item)
+            elif isinstance(item, _Passive):
+                markers.append(item.marker)
             elif not isinstance(item, _Stop):
                 items.append(item)
