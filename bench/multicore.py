@@ -164,10 +164,10 @@ def _report(phases: list[Phase], modes: tuple[str, ...], seconds: float) -> str:
                      "from a second process on this machine (ratio of the medians).")
     lines += ["", "Runs created counts the warm-up too; the few not in DuckDB were abandoned by wrk "
               "mid-response when its time was up (the client never got them either). wrk and the upstream "
-              "run on the same 2 cores, so no proxy reaches 2× here: read runtap's ratio against the bare "
-              "one. Other load is CPU taken by work outside the benchmark during the phase; on a shared machine "
-              "a 2-process proxy also takes CPU from that work (other load drops), which flatters every "
-              "2-process phase alike: one more reason to read runtap against bare, not against 2×."]
+              "run on the same 2 cores, so on a quiet machine no proxy reaches 2× here: read runtap's ratio "
+              "against the bare one. Other load is CPU taken by work outside the benchmark during the phase; "
+              "a 2-process proxy also takes CPU from that work, and a pair whose other load differs (a ratio "
+              "over 2×, say) is noise: repeat and read the medians."]
     return "\n".join(lines)
 
 
