@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind with SO_REUSEPORT, so several processes share the port (as runtap's --workers)")
     parser.add_argument("--uvloop", action="store_true",
                         help="run on uvloop, as runtap does by default when the fast extra is installed")
     args = parser.parse_args()
@@ -71,7 +73,7 @@ def main() -> None:
         import uvloop
         loop = uvloop.new_event_loop()
     web.run_app(make_app(args.upstream), host=args.host, port=args.port, access_log=None, print=None,
-                loop=loop, backlog=1024)
+                loop=loop, backlog=1024, reuse_port=args.reuse_port or None)
 
 
 if __name__ == "__main__":

@@ -191,8 +191,11 @@ def checks(doc: dict[str, Any]) -> list[str]:
     if per_cell:
         worst = max(per_cell, key=lambda c: c["capture_lag_p99_ms"])
         v = worst["capture_lag_p99_ms"] / 1e3
-        out.append(f"capture lag p99 <= 1 s at peak (worst cell, {worst['workload']} c={worst['concurrency']}; "
-                   f"bucket bound): <= {v:g} s {'PASS' if v <= 1 else 'MISS'}")
+        over = [f"{c['workload']} c={c['concurrency']} <= {c['capture_lag_p99_ms'] / 1e3:g} s"
+                for c in per_cell if c["capture_lag_p99_ms"] > 1e3]
+        out.append(f"capture lag p99 <= 1 s in every cell (worst cell, {worst['workload']} c={worst['concurrency']}; "
+                   f"upper bound of the bucket holding the p99): <= {v:g} s {'PASS' if v <= 1 else 'MISS'}"
+                   + (f" (over 1 s: {', '.join(over)})" if over else ""))
     elif cap and cap.get("lag_p99_s") is not None:
         v = cap["lag_p99_s"]
         out.append(f"capture lag p99 <= 1 s: {v:.3f} s {'PASS' if v <= 1 else 'MISS'}")

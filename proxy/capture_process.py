@@ -119,9 +119,10 @@ class Ingest:
         return _Conn(self)
 
     async def confirm_forever(self) -> None:
-        """Every interval: a flush marker behind what was submitted so far; once the writer reaches it,
-        every connection's items up to there are confirmed. The marker closes the writer's batch, so
-        the interval is the writer's own batch interval."""
+        """Every interval: a flush marker behind what was submitted so far; once the writer has written
+        the batch it falls in, every connection's items up to there are confirmed. The marker does not
+        close that batch early: out of step with the writer's own interval, it made every other batch a
+        small one, each a DuckDB transaction of fixed cost."""
         while True:
             await asyncio.sleep(CAPTURE_FLUSH_INTERVAL_S)
             await self.confirm_once()
@@ -129,7 +130,7 @@ class Ingest:
     async def confirm_once(self) -> None:
         writer = self.writer
         submitted = writer.submitted
-        if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S):
+        if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S, close_batch=False):
             return
         if writer.held():
             # Items held in memory (the spool file cannot be written) die with this process: until they

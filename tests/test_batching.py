@@ -58,3 +58,68 @@ def test_an_idle_writer_waiting_for_ever_wakes_for_the_first_item() -> None:
     assert q.put(chunk(1)) is None
     writer.join(10)
     assert not writer.is_alive() and len(items) == 1
+
+
+HOUR = 3600.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_writer_that_is_behind_writes_what_is_waiting_without_gathering_for_another_interval() -> None:
+    clock = _Clock()
+    q = BatchQueue(maxsize=100, max_bytes=1 << 20, batch_max=2, interval_s=HOUR, clock=clock)
+    for _ in range(2):
+        q.put(chunk(1))
+    first: list[object] = []
+    q.collect(first, [], idle_timeout=0)  # type: ignore[arg-type]
+    assert len(first) == 2  # closed by batch_max
+    q.put(chunk(1))  # arrives while that batch is written ...
+    clock.now += 0.6 * HOUR  # ... which takes over half the interval: waiting + writing the next would exceed it
+    second: list[object] = []
+    # Were the interval counted from the collect call, this would wait an hour for a second item
+    # (the suite times out first).
+    assert q.collect(second, [], idle_timeout=0) is False  # type: ignore[arg-type]
+    assert len(second) == 1
+
+
+def test_a_lone_flush_marker_does_not_reopen_the_window_of_items_already_waiting() -> None:
+    clock = _Clock()
+    q = BatchQueue(maxsize=100, max_bytes=1 << 20, batch_max=1, interval_s=HOUR, clock=clock)
+    q.put(chunk(1))
+    q.collect([], [], idle_timeout=0)  # closed at t0 by batch_max
+    clock.now += 0.6 * HOUR  # written slowly
+    marker = threading.Event()
+    q.put_marker(marker, timeout=1)
+    markers: list[threading.Event] = []
+    items: list[object] = []
+    q.collect(items, markers, idle_timeout=0)  # type: ignore[arg-type]
+    assert items == [] and markers == [marker]
+    q.put(chunk(1))
+    clock.now += 1.0
+    # Still writing's pace from before the marker: what waits is written now, not after the interval.
+    assert q.collect(items, [], idle_timeout=0) is False  # type: ignore[arg-type]
+    assert len(items) == 1
+
+
+def test_a_passive_flush_marker_rides_in_the_batch_without_closing_it() -> None:
+    q = BatchQueue(maxsize=100, max_bytes=1 << 20, batch_max=2, interval_s=HOUR)
+    q.put(chunk(1))
+    marker = threading.Event()
+    q.put_marker(marker, timeout=1, close=False)
+    q.put(chunk(1))
+    items: list[object] = []
+    markers: list[threading.Event] = []
+    q.collect(items, markers, idle_timeout=0)  # type: ignore[arg-type]
+    # A closing marker would have ended the batch at one item; this one closed by size, marker inside.
+    assert len(items) == 2 and markers == [marker]
+    late = threading.Event()
+    q.put_marker(late, timeout=1, close=False)
+    assert q.put_stop(timeout=1)
+    assert q.collect(items, markers, idle_timeout=0) is True  # type: ignore[arg-type]
+    assert markers == [marker, late] and q.take_all() == 0

@@ -109,6 +109,21 @@ def test_items_reach_duckdb(db: Path) -> None:
     assert not writer.healthy()
 
 
+def test_a_flush_that_does_not_close_the_batch_still_waits_for_its_items(db: Path) -> None:
+    writer = CaptureWriter(WriterConfig(db_path=str(db), flush_interval_s=0.05))
+    writer.start()
+    try:
+        submit_all(writer, retrieved(3))
+        assert writer.flush(timeout=30, close_batch=False)
+        reader = writer.reader()
+        try:  # written before flush returned, without a closing marker
+            assert reader.execute("select count(*) from runs").fetchall() == [(3,)]
+        finally:
+            reader.close()
+    finally:
+        writer.stop()
+
+
 def test_a_batch_triggers_no_cyclic_collection_in_the_writer(db: Path) -> None:
     """Each collection during a batch walks the batch's objects with the GIL held, pausing the event
     loop; the writer holds them off until the batch is done (here with a threshold that a batch of

@@ -1,6 +1,6 @@
 """The capture queue: bounded in items and bytes, filled by the event loop, emptied in batches by the
-writer thread. A batch closes when it is full, when the flush interval since its first item is over,
-when a flush() marker arrives, or at stop (then the whole queue is drained into it).
+writer thread. A batch closes when it is full, when the flush interval since its oldest item could have
+arrived is over, when a flush() marker arrives, or at stop (then the whole queue is drained into it).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from .records import CaptureItem, RequestBody, ResponseBody, StreamChunk
@@ -20,7 +21,16 @@ class _Stop:
     pass
 
 
-_QueueItem = CaptureItem | threading.Event | _Stop
+class _Passive:
+    """A flush marker that waits for the batch it falls in to be written without closing it early."""
+
+    __slots__ = ("marker",)
+
+    def __init__(self, marker: threading.Event) -> None:
+        self.marker = marker
+
+
+_QueueItem = CaptureItem | threading.Event | _Passive | _Stop
 
 
 def item_size(item: CaptureItem) -> int:
@@ -36,7 +46,8 @@ def batch_bytes(items: list[CaptureItem]) -> int:
 
 
 class BatchQueue:
-    def __init__(self, *, maxsize: int, max_bytes: int, batch_max: int, interval_s: float) -> None:
+    def __init__(self, *, maxsize: int, max_bytes: int, batch_max: int, interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         # A deque, not a queue.Queue: its put takes a lock and signals a condition for every item (per
         # SSE chunk, on the event loop), while a deque's append and popleft are atomic under the GIL.
         # The writer never waits on the items themselves: only for the first one when idle (_arrived)
@@ -46,6 +57,7 @@ class BatchQueue:
         self._max_bytes = max_bytes
         self.batch_max = batch_max
         self._interval = interval_s
+        self._clock = clock
         # Set by flush markers and stop to end the writer's wait for a batch to fill (see collect).
         self._wake = threading.Event()
         self._arrived = threading.Event()
@@ -54,6 +66,10 @@ class BatchQueue:
         # the submitter adds, the writer subtracts (done()).
         self._bytes_in = 0
         self._bytes_out = 0
+        # Writer-thread state: when the last batch with items closed, and how long writing it took.
+        self._closed_at = 0.0
+        self._busy = 0.0
+        self._wrote = False
 
     # --- submitting side (event loop) ----------------------------------------------------------------
 
@@ -76,9 +92,13 @@ class BatchQueue:
             self._idle = False
             self._arrived.set()
 
-    def put_marker(self, marker: threading.Event, timeout: float | None) -> bool:
+    def put_marker(self, marker: threading.Event, timeout: float | None, *, close: bool = True) -> bool:
         """Queue a flush marker behind everything submitted so far; the writer sets it when there.
-        Markers and stop are never refused for a full queue: one more entry, and the writer's cue."""
+        Markers and stop are never refused for a full queue: one more entry, and the writer's cue.
+        close=False: the marker rides in whatever batch reaches it, which closes when it would anyway."""
+        if not close:
+            self._push(_Passive(marker))
+            return True
         self._push(marker)
         self._wake.set()
         return True
@@ -98,7 +118,7 @@ class BatchQueue:
                 item = queued.popleft()
             except IndexError:
                 return n
-            if not isinstance(item, threading.Event | _Stop):
+            if not isinstance(item, threading.Event | _Passive | _Stop):
                 n += 1
 
     def qsize(self) -> int:
@@ -126,17 +146,37 @@ class BatchQueue:
 
     def collect(self, items: list[CaptureItem], markers: list[threading.Event], idle_timeout: float | None) -> bool:
         """Fill one batch; True when stop was requested (then the whole queue is drained)."""
+        entered = self._clock()
+        if self._wrote:  # the time since the last batch closed went into writing it
+            self._busy = entered - self._closed_at
+        waiting = bool(self._items)
+        try:
+            return self._collect(items, markers, idle_timeout, waiting)
+        finally:
+            self._wrote = bool(items)
+            if items:  # an empty batch (a flush marker alone) leaves the estimate and the window be
+                self._closed_at = self._clock()
+
+    def _collect(self, items: list[CaptureItem], markers: list[threading.Event], idle_timeout: float | None,
+                 waiting: bool) -> bool:
         if not self._first(idle_timeout):
             return False
         queued = self._items
-        deadline = time.monotonic() + self._interval
+        now = self._clock()
+        # The interval bounds an item's wait for its batch to close plus the batch's write (estimated as
+        # the last one's), counted from when the item could have arrived: items already waiting when the
+        # writer comes back arrived after the last batch closed. A writer that is behind (its last write
+        # took half the interval or more) so writes what is waiting at once, instead of gathering for
+        # another interval on top of the backlog's age; one that keeps up gathers for the interval.
+        opened = min(now, self._closed_at) if waiting else now
+        deadline = opened + max(self._interval - self._busy, 0.0)
         while True:
             try:
                 pending = queued.popleft()
             except IndexError:
                 # Sleep out the interval rather than wait per item: waking this thread on every submit
                 # would be a GIL hand-off with the event loop per captured item.
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
                 self._wake.wait(remaining)
@@ -148,6 +188,9 @@ class BatchQueue:
             if isinstance(pending, threading.Event):
                 markers.append(pending)
                 return False  # a flush is waiting: write what is here now
+            if isinstance(pending, _Passive):
+                markers.append(pending.marker)
+                continue
             items.append(pending)
             if len(items) >= self.batch_max:
                 return False
@@ -161,5 +204,7 @@ class BatchQueue:
                 return
             if isinstance(item, threading.Event):
                 markers.append(item)
+            elif isinstance(item, _Passive):
+                markers.append(item.marker)
             elif not isinstance(item, _Stop):
                 items.append(item)

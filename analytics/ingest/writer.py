@@ -176,14 +176,16 @@ class CaptureWriter:
     def healthy(self) -> bool:
         return self._owner.healthy()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every item submitted before this call has been written or spooled."""
+    def flush(self, timeout: float | None = None, *, close_batch: bool = True) -> bool:
+        """Wait until every item submitted before this call has been written or spooled. close_batch=False
+        waits for the batch being gathered to close by itself (its interval) rather than cutting it short:
+        for a caller that polls (each cut is one more transaction, a fixed cost of tens of ms)."""
         owner = self._owner
         if not owner.alive():
             return self._queue.empty()
         deadline = None if timeout is None else time.monotonic() + timeout
         marker = threading.Event()
-        if not self._queue.put_marker(marker, timeout):
+        if not self._queue.put_marker(marker, timeout, close=close_batch):
             return False
         while True:
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
