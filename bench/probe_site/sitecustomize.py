@@ -1,0 +1,63 @@
+"""Bench-only knobs for `bench.rss_tree`, in every process of the tree (the relay and the capture process
+it starts): PYTHONPATH=bench/probe_site makes Python import this at start-up. Nothing happens unless a
+RUNTAP_PROBE_* variable is set, and nothing is imported until runtap imports the store itself (so a
+relay that never loads DuckDB still does not).
+
+    RUNTAP_PROBE_CACHE_ROWS=N      the store's merge-cache bound (Store cache_rows)
+    RUNTAP_PROBE_DUCKDB_SQL="S1; S2"  statements run on the writer's connection once it is open
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+_STORE = "runtap.analytics.ingest.store"
+
+
+def _patch(store: ModuleType) -> None:
+    rows = os.environ.get("RUNTAP_PROBE_CACHE_ROWS")
+    if rows is not None:
+        defaults = store.Store.__init__.__kwdefaults__
+        defaults["cache_rows"] = int(rows)
+    sql = os.environ.get("RUNTAP_PROBE_DUCKDB_SQL")
+    if sql:
+        opened = store.Store.__init__
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            opened(self, *args, **kwargs)
+            if kwargs.get("memory_limit") is not None:  # the writer's store
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.connection.execute(statement)
+
+        store.Store.__init__ = init
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name != _STORE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            _patch(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if any(k in os.environ for k in ("RUNTAP_PROBE_CACHE_ROWS", "RUNTAP_PROBE_DUCKDB_SQL")):
+    import importlib.util
+
+    sys.meta_path.insert(0, _Finder())
