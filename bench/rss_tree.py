@@ -84,21 +84,41 @@ def _rss(pids: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def _cpu(pids: dict[str, int]) -> float:
+    total = 0.0
+    for pid in pids.values():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _pids(root: int) -> dict[str, int]:
     kids = psutil.Process(root).children()
     return {"relay": root, **({"capture": kids[0].pid} if kids else {})}
 
 
+def _depth(admin_port: int) -> int:
+    """Items waiting for the writer: its queue (and in process mode the relay's channel), from /readyz."""
+    try:
+        _status, body = targets.http_get(admin_port, "/readyz")
+        return int(json.loads(body).get("capture_queue_depth", 0))
+    except (OSError, ValueError):
+        return -1
+
+
 class Sampler(threading.Thread):
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], admin_port: int) -> None:
         super().__init__(daemon=True)
-        self.pids = pids
+        self.pids, self.admin_port = pids, admin_port
         self.samples: list[tuple[float, dict[str, int]]] = []
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(0.5):
-            self.samples.append((time.monotonic(), _rss(self.pids)))
+            self.samples.append((time.monotonic(), {**_rss(self.pids), "depth": _depth(self.admin_port)}))
 
 
 def start(work: Path, upstream_port: int, v: Variant) -> targets.Proc:
@@ -123,19 +143,21 @@ def one(work: Path, upstream_port: int, v: Variant, a: argparse.Namespace) -> di
         pids = _pids(proc.pid)
         res["idle"] = _rss(pids)
         sustained: list[dict[str, int]] = []
-        sampler = Sampler(pids)
+        assert proc.admin_port is not None
+        sampler = Sampler(pids, proc.admin_port)
         sampler.start()
         for wl in ("create", "sse12"):
             t0 = time.monotonic()
+            cpu0 = _cpu(pids)
             r = load.run_load(targets.HOST, proc.port, load.WORKLOADS[wl], connections=50, seconds=a.seconds)
             res[f"rps_{wl}"] = r.rps
+            res[f"us_{wl}"] = (_cpu(pids) - cpu0) * 1e6 / max(r.requests, 1)
             sustained += [s for t, s in sampler.samples if t >= t0 + a.seconds / 2]
         sampler.stopped.set()
         sampler.join()
         res["load"] = {k: int(statistics.mean(s[k] for s in sustained)) for k in sustained[0]} if sustained else {}
         res["peak"] = {k: max(s[k] for _, s in sampler.samples) for k in sampler.samples[0][1]}
         res["after"] = _rss(pids)
-        assert proc.admin_port is not None
         m = targets.scrape(proc.admin_port)
         res["duckdb"] = m.get("runtap_capture_db_memory_bytes", 0.0)
         res["dropped"] = m.get("runtap_capture_dropped_total", 0.0)
@@ -154,12 +176,14 @@ def _cell(r: dict[str, Any], phase: str) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| variant | idle | under load (mean) | peak | right after | after idle | duckdb pool | "
-             "req/s create / sse12 |", "|---|--:|--:|--:|--:|--:|--:|---|"]
+    lines = ["| variant | idle | under load (mean) | peak | right after | after idle | duckdb pool | queue peak | "
+             "req/s create / sse12 (tree µs CPU/req) |", "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in results:
         cells = " | ".join(_cell(r, ph) for ph in ("idle", "load", "peak", "after", "settled"))
-        rps = f"{r.get('rps_create', 0):.0f} / {r.get('rps_sse12', 0):.0f}"
-        lines.append(f"| {r['variant']} | {cells} | {r.get('duckdb', 0) / MB:.0f} | {rps} |")
+        rps = (f"{r.get('rps_create', 0):.0f} / {r.get('rps_sse12', 0):.0f} "
+               f"({r.get('us_create', 0):.0f} / {r.get('us_sse12', 0):.0f})")
+        depth = r.get("peak", {}).get("depth", 0)
+        lines.append(f"| {r['variant']} | {cells} | {r.get('duckdb', 0) / MB:.0f} | {depth} | {rps} |")
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ relay that never loads DuckDB still does not).
 
     RUNTAP_PROBE_CACHE_ROWS=N      the store's merge-cache bound (Store cache_rows)
     RUNTAP_PROBE_DUCKDB_SQL="S1; S2"  statements run on the writer's connection once it is open
+    RUNTAP_PROBE_TRACEMALLOC=FILE  trace the capture process's Python allocations (slows it several
+                                   times); SIGUSR2 appends the top 25 lines by size to FILE
 """
 
 from __future__ import annotations
@@ -56,6 +58,32 @@ class _Finder(importlib.abc.MetaPathFinder):
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
+
+def _trace(out: str) -> None:
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+
+    def dump(_sig: int, _frame: Any) -> None:
+        top = tracemalloc.take_snapshot().statistics("lineno")[:25]
+        with open(out, "a") as f:
+            f.write(f"--- traced {tracemalloc.get_traced_memory()[0] >> 20} MiB\n")
+            f.writelines(f"{s.size >> 10:>8} KiB {s.count:>8} {s.traceback}\n" for s in top)
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
+def _command_line() -> str:
+    try:  # sys.argv is not final yet under `python -m` while site runs
+        with open("/proc/self/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+if os.environ.get("RUNTAP_PROBE_TRACEMALLOC") and "runtap.proxy.capture_process" in _command_line():
+    _trace(os.environ["RUNTAP_PROBE_TRACEMALLOC"])
 
 if any(k in os.environ for k in ("RUNTAP_PROBE_CACHE_ROWS", "RUNTAP_PROBE_DUCKDB_SQL")):
     import importlib.util
