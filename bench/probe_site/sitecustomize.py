@@ -5,6 +5,8 @@ relay that never loads DuckDB still does not).
 
     RUNTAP_PROBE_CACHE_ROWS=N      the store's merge-cache bound (Store cache_rows)
     RUNTAP_PROBE_DUCKDB_SQL="S1; S2"  statements run on the writer's connection once it is open
+    RUNTAP_PROBE_IDLE_CHECKPOINT=1 the capture process's idle trim first runs CHECKPOINT on a reader
+                                   cursor (to measure what an idle checkpoint would return)
     RUNTAP_PROBE_TRACEMALLOC=FILE  trace the capture process's Python allocations (slows it several
                                    times); SIGUSR2 appends the top 25 lines by size to FILE
 """
@@ -19,6 +21,33 @@ from types import ModuleType
 from typing import Any
 
 _STORE = "runtap.analytics.ingest.store"
+_CAPTURE = "runtap.proxy.capture_process"
+
+
+def _patch_capture(capture: ModuleType) -> None:
+    made = capture.idle_trimmer
+
+    def idle_trimmer(settings: Any, ingest: Any) -> Any:
+        trimmer = made(settings, ingest)
+        if trimmer is None:
+            return None
+        trim = trimmer.trim
+
+        def checkpoint_then_trim() -> object:
+            try:
+                con = ingest.writer.reader()
+                try:
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+            except Exception as exc:  # noqa: BLE001 - a probe: report and go on
+                print(f"probe: idle CHECKPOINT failed: {exc}", file=sys.stderr)
+            return trim()
+
+        trimmer.trim = checkpoint_then_trim
+        return trimmer
+
+    capture.__dict__["idle_trimmer"] = idle_trimmer
 
 
 def _patch(store: ModuleType) -> None:
@@ -41,11 +70,19 @@ def _patch(store: ModuleType) -> None:
 
 
 class _Finder(importlib.abc.MetaPathFinder):
+    def __init__(self, patches: dict[str, Any]) -> None:
+        self.patches = patches
+
     def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if name != _STORE:
+        patch = self.patches.pop(name, None)
+        if patch is None:
             return None
         sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            if self.patches:
+                sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
         loader = spec.loader
@@ -53,7 +90,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             run(module)
-            _patch(module)
+            patch(module)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
@@ -85,7 +122,12 @@ def _command_line() -> str:
 if os.environ.get("RUNTAP_PROBE_TRACEMALLOC") and "runtap.proxy.capture_process" in _command_line():
     _trace(os.environ["RUNTAP_PROBE_TRACEMALLOC"])
 
+_PATCHES: dict[str, Any] = {}
 if any(k in os.environ for k in ("RUNTAP_PROBE_CACHE_ROWS", "RUNTAP_PROBE_DUCKDB_SQL")):
+    _PATCHES[_STORE] = _patch
+if os.environ.get("RUNTAP_PROBE_IDLE_CHECKPOINT") == "1":
+    _PATCHES[_CAPTURE] = _patch_capture
+if _PATCHES:
     import importlib.util
 
-    sys.meta_path.insert(0, _Finder())
+    sys.meta_path.insert(0, _Finder(_PATCHES))
