@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-import duckdb
+if TYPE_CHECKING:  # the relay validates --prices at start-up without loading DuckDB
+    import duckdb
 
 Kind = Literal["model", "tool"]
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..settings.config import ConfigError
-from .commands import COMMANDS
+from .commands import COMMANDS, load
 
 DESCRIPTION = """\
 runtap: an observability sidecar for OpenAI-style Assistants Runs.
@@ -28,17 +28,24 @@ Every flag of `serve` has a RUNTAP_* environment twin; `runtap COMMAND --help` l
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or only `command`'s (a known name): the others are not imported."""
     parser = argparse.ArgumentParser(prog="runtap", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.add_parser(sub)
+    for name in COMMANDS if command not in COMMANDS else (command,):
+        load(name).add_parser(sub)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    # The first word that is not an option (`runtap` has no option that takes a value).
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

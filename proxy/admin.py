@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..analytics.prices import PriceBook, load_price_book
+from ..analytics.prices import load_price_book
 from ..settings.config import ConfigError, Settings
 from . import capture_admin
-from .admin_reports import add_report_routes
 from .app import Runtime
 from .capture_supervisor import control_path
+
+if TYPE_CHECKING:
+    from ..analytics.prices import PriceBook
 
 ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
 # The relay loop runs its lag probe 10 times a second; this long without one, it is stuck, not busy
@@ -110,5 +112,8 @@ def create_admin_app(runtime: Runtime) -> web.Application:
         app.router.add_get("/reports", reports)
         app.router.add_get("/reports/{name}", reports)
     if runtime.writer is not None and runtime.settings.admin_reports:
+        # Imported here: the reports need DuckDB, which a relay without its own writer never loads.
+        from .admin_reports import add_report_routes
+
         add_report_routes(app, runtime.writer.reader, prices=configured_prices(runtime.settings))
     return app

@@ -13,9 +13,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ..analytics.ingest.health import Kind
-from ..analytics.ingest.merge import Effect
-from ..analytics.ingest.writer import CaptureWriter, WriterConfig, WriterHooks
-from ..analytics.lake import export_periodically
 from ..settings.config import PROCESS, Settings
 from . import looplag, memory_trim
 from .addons.capture import Capture, Submitter
@@ -25,7 +22,11 @@ from .capture_supervisor import CaptureSupervisor, ingest_path
 from .forward import Forwarder
 from .tap import Tap
 
-if TYPE_CHECKING:  # the OTel SDK: a relay of --capture-mode process imports none (relay_tracing.py)
+if TYPE_CHECKING:
+    # The OTel SDK, the writer (DuckDB, the store, the merge) and the lake are imported where they are
+    # built: in --capture-mode process the relay never loads them, only the capture process does.
+    from ..analytics.ingest.merge import Effect
+    from ..analytics.ingest.writer import CaptureWriter
     from .addons.relay_tracing import RelayTracing
     from .addons.tracing import Tracing
 
@@ -58,6 +59,7 @@ CAPTURE_FLUSH_INTERVAL_S = 0.5
 def build_writer(settings: Settings, metrics: Metrics, tracing: Tracing) -> CaptureWriter:
     """The capture writer and the effects that follow its commits (run metrics, run and step spans);
     in the relay process (`--capture-mode inprocess`) or in the capture process (`process`)."""
+    from ..analytics.ingest.writer import CaptureWriter, WriterConfig, WriterHooks
 
     def on_effects(effects: list[Effect]) -> None:
         try:
@@ -169,6 +171,8 @@ def _forwarder_ctx(runtime: Runtime) -> CleanupCtx:
 
 def _exporter_ctx(runtime: Runtime, writer: CaptureWriter) -> CleanupCtx:
     async def periodic_export(_: web.Application) -> AsyncIterator[None]:
+        from ..analytics.lake import export_periodically
+
         settings = runtime.settings
         exporter = asyncio.get_running_loop().create_task(export_periodically(
             writer.reader, settings.export_dir, instance=settings.instance_id,

@@ -37,6 +37,7 @@ from .admin_reports import add_report_routes
 from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
 from .capture_supervisor import control_path, ingest_path
 from .commands.serve import loop_factory
+from .memory_trim import IdleTrimmer, libc_trim, trimming
 
 log = logging.getLogger("runtap.capture")
 
@@ -111,6 +112,7 @@ class Ingest:
         self.remember_request = remember_request  # the request span behind an exchange, for run span links
         self._finish_relayed = finish_relayed  # a relay's request span: built and exported here
         self.open: set[_Conn] = set()
+        self.flushed = 0  # writer.submitted as of the last flush that returned: all of it is written or spooled
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -132,6 +134,7 @@ class Ingest:
         submitted = writer.submitted
         if not await asyncio.to_thread(writer.flush, CONFIRM_TIMEOUT_S, close_batch=False):
             return
+        self.flushed = submitted
         if writer.held():
             # Items held in memory (the spool file cannot be written) die with this process: until they
             # are written or spooled, confirm nothing, so a crash now counts them in the relays.
@@ -161,6 +164,22 @@ class Ingest:
 _WRITER = web.AppKey("writer", CaptureWriter)
 _METRICS = web.AppKey("metrics", Metrics)
 _INGEST = web.AppKey("ingest", Ingest)
+_TRIMMER = web.AppKey("trimmer", IdleTrimmer)
+
+
+def idle_trimmer(settings: Settings, ingest: Ingest) -> IdleTrimmer | None:
+    """The capture process's own idle trim (the relays trim theirs): once the writer has taken items,
+    written all of them (a confirm flush returned) and then counted nothing for a whole --idle-trim
+    period. It frees the most of the tree: decoded snapshots, batches and staging buffers live here."""
+    trim = libc_trim() if settings.idle_trim > 0 else None
+    if trim is None:
+        return None
+    writer = ingest.writer
+
+    def busy() -> bool:
+        return writer.depth() > 0 or ingest.flushed < writer.submitted
+
+    return IdleTrimmer(lambda: sum(writer.stats.values()), busy, trim)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -171,8 +190,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     writer = request.app[_WRITER]
+    trimmer = request.app.get(_TRIMMER)
     return web.json_response({"store_open": writer.healthy(), "capture_queue_depth": writer.depth(),
-                              "relays": len(request.app[_INGEST].open), "pid": os.getpid()})
+                              "relays": len(request.app[_INGEST].open), "pid": os.getpid(),
+                              "idle_trims": trimmer.trims if trimmer is not None else None})
 
 
 def control_app(settings: Settings, writer: CaptureWriter, metrics: Metrics, ingest: Ingest) -> web.Application:
@@ -208,7 +229,13 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by a capture process that crashed
     server = await loop.create_unix_server(ingest.protocol, ingest_path(directory), backlog=256)
-    runner = web.AppRunner(control_app(settings, writer, metrics, ingest), access_log=None)
+    control = control_app(settings, writer, metrics, ingest)
+    trimmer = idle_trimmer(settings, ingest)
+    background = contextlib.AsyncExitStack()
+    if trimmer is not None:
+        control[_TRIMMER] = trimmer
+        await background.enter_async_context(trimming(trimmer, settings.idle_trim))
+    runner = web.AppRunner(control, access_log=None)
     await runner.setup()
     await web.UnixSite(runner, control_path(directory)).start()
     exporter = None
@@ -232,6 +259,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
     finally:
         watchdog.cancel()
         confirmer.cancel()
+        await background.aclose()
         if exporter is not None:
             exporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -179,7 +179,8 @@ SETTINGS: tuple[Setting, ...] = (
             "for ~3.4M ids; beyond, raise it or export and purge (alert RuntapCaptureDbMemoryHigh).",
             parse_db_size),
     Setting("idle_trim", "5", "Seconds without a new request after which runtap hands the heap memory a burst "
-            "freed back to the OS (glibc malloc_trim, once per quiet spell, never while a request is in flight); "
+            "freed back to the OS (glibc malloc_trim, once per quiet spell, never while a request is in flight; "
+            "with --capture-mode process the capture process too, once its writer has written everything); "
             "0 = never.", parse_seconds_or_off),
     Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
             parse_positive_int),

@@ -4,11 +4,15 @@ traffic, never while a request is in flight, and not at all with --idle-trim 0."
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from runtap.proxy.capture_admin import fetch_text
+from runtap.proxy.capture_supervisor import control_path
 from runtap.proxy.memory_trim import IdleTrimmer, libc_trim
 from runtap.settings.config import ConfigError, resolve, settings_for
 
@@ -100,6 +104,49 @@ async def test_serve_without_idle_trim_has_no_trimmer(tmp_path: Path) -> None:
     try:
         assert "trimmer" not in stack.running.runtime.extras
         assert await _create_thread(stack.proxy_url) == 200
+    finally:
+        await stack.running.stop()
+        await sim.cleanup()
+
+
+async def _capture_trims(stack: Any) -> int | None:
+    supervisor = stack.running.runtime.supervisor
+    text = await fetch_text(control_path(supervisor.directory), "/status")
+    assert text is not None
+    trims: int | None = json.loads(text)["idle_trims"]
+    return trims
+
+
+async def _until_trims(stack: Any, n: int) -> None:
+    deadline = time.monotonic() + 15
+    while await _capture_trims(stack) != n:
+        assert time.monotonic() < deadline, f"the capture process did not reach {n} idle trim(s)"
+        await asyncio.sleep(0.05)  # polling another process, which has no way to notify us
+
+
+@pytest.mark.timeout(60)
+async def test_the_capture_process_trims_once_per_quiet_spell_after_it_wrote(tmp_path: Path) -> None:
+    # --capture-mode process: the capture process allocates the decoded snapshots and batches, so it
+    # trims its own heap, once after the writer went quiet, again only after more traffic.
+    stack, sim = await start_stack(tmp_path, idle_trim=0.1, capture_mode="process")
+    try:
+        assert await _capture_trims(stack) == 0
+        assert await _create_thread(stack.proxy_url) == 200
+        await _until_trims(stack, 1)
+        assert await _create_thread(stack.proxy_url) == 200
+        await _until_trims(stack, 2)
+        await asyncio.sleep(1.5)  # an observation window: 15 periods, 3 of the writer's confirm flushes
+        assert await _capture_trims(stack) == 2
+    finally:
+        await stack.running.stop()
+        await sim.cleanup()
+
+
+async def test_the_capture_process_does_not_trim_with_idle_trim_off(tmp_path: Path) -> None:
+    stack, sim = await start_stack(tmp_path, idle_trim=0.0, capture_mode="process")
+    try:
+        assert await _create_thread(stack.proxy_url) == 200
+        assert await _capture_trims(stack) is None
     finally:
         await stack.running.stop()
         await sim.cleanup()

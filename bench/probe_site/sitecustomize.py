@@ -1,0 +1,133 @@
+"""Bench-only knobs for `bench.rss_tree`, in every process of the tree (the relay and the capture process
+it starts): PYTHONPATH=bench/probe_site makes Python import this at start-up. Nothing happens unless a
+RUNTAP_PROBE_* variable is set, and nothing is imported until runtap imports the store itself (so a
+relay that never loads DuckDB still does not).
+
+    RUNTAP_PROBE_CACHE_ROWS=N      the store's merge-cache bound (Store cache_rows)
+    RUNTAP_PROBE_DUCKDB_SQL="S1; S2"  statements run on the writer's connection once it is open
+    RUNTAP_PROBE_IDLE_CHECKPOINT=1 the capture process's idle trim first runs CHECKPOINT on a reader
+                                   cursor (to measure what an idle checkpoint would return)
+    RUNTAP_PROBE_TRACEMALLOC=FILE  trace the capture process's Python allocations (slows it several
+                                   times); SIGUSR2 appends the top 25 lines by size to FILE
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+_STORE = "runtap.analytics.ingest.store"
+_CAPTURE = "runtap.proxy.capture_process"
+
+
+def _patch_capture(capture: ModuleType) -> None:
+    made = capture.idle_trimmer
+
+    def idle_trimmer(settings: Any, ingest: Any) -> Any:
+        trimmer = made(settings, ingest)
+        if trimmer is None:
+            return None
+        trim = trimmer.trim
+
+        def checkpoint_then_trim() -> object:
+            try:
+                con = ingest.writer.reader()
+                try:
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+            except Exception as exc:  # noqa: BLE001 - a probe: report and go on
+                print(f"probe: idle CHECKPOINT failed: {exc}", file=sys.stderr)
+            return trim()
+
+        trimmer.trim = checkpoint_then_trim
+        return trimmer
+
+    capture.__dict__["idle_trimmer"] = idle_trimmer
+
+
+def _patch(store: ModuleType) -> None:
+    rows = os.environ.get("RUNTAP_PROBE_CACHE_ROWS")
+    if rows is not None:
+        defaults = store.Store.__init__.__kwdefaults__
+        defaults["cache_rows"] = int(rows)
+    sql = os.environ.get("RUNTAP_PROBE_DUCKDB_SQL")
+    if sql:
+        opened = store.Store.__init__
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            opened(self, *args, **kwargs)
+            if kwargs.get("memory_limit") is not None:  # the writer's store
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.connection.execute(statement)
+
+        store.Store.__init__ = init
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def __init__(self, patches: dict[str, Any]) -> None:
+        self.patches = patches
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        patch = self.patches.pop(name, None)
+        if patch is None:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            if self.patches:
+                sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            patch(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _trace(out: str) -> None:
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+
+    def dump(_sig: int, _frame: Any) -> None:
+        top = tracemalloc.take_snapshot().statistics("lineno")[:25]
+        with open(out, "a") as f:
+            f.write(f"--- traced {tracemalloc.get_traced_memory()[0] >> 20} MiB\n")
+            f.writelines(f"{s.size >> 10:>8} KiB {s.count:>8} {s.traceback}\n" for s in top)
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
+def _command_line() -> str:
+    try:  # sys.argv is not final yet under `python -m` while site runs
+        with open("/proc/self/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+if os.environ.get("RUNTAP_PROBE_TRACEMALLOC") and "runtap.proxy.capture_process" in _command_line():
+    _trace(os.environ["RUNTAP_PROBE_TRACEMALLOC"])
+
+_PATCHES: dict[str, Any] = {}
+if any(k in os.environ for k in ("RUNTAP_PROBE_CACHE_ROWS", "RUNTAP_PROBE_DUCKDB_SQL")):
+    _PATCHES[_STORE] = _patch
+if os.environ.get("RUNTAP_PROBE_IDLE_CHECKPOINT") == "1":
+    _PATCHES[_CAPTURE] = _patch_capture
+if _PATCHES:
+    import importlib.util
+
+    sys.meta_path.insert(0, _Finder(_PATCHES))
