@@ -33,7 +33,9 @@ STREAMS = 50
 @pytest.mark.timeout(180)
 async def test_sigterm_with_50_streams_in_flight_finishes_them_all_and_keeps_every_snapshot(
         tmp_path: Path) -> None:
-    sim_proc = await start_sim_process(tmp_path / "sim.log", "--stream-event-delay-s", "0.1")
+    # Events 0.25 s apart: a stream lasts ~3 s, so on a loaded machine the first stream is still in
+    # flight when the 50th has started (at 0.1 s a busy CI box could finish some before SIGTERM).
+    sim_proc = await start_sim_process(tmp_path / "sim.log", "--stream-event-delay-s", "0.25")
     db = tmp_path / "runtap.duckdb"
     proc = await start_runtap(sim_proc.url, db, tmp_path / "runtap.log", "--grace-period", "30")
     try:
