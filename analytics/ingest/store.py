@@ -27,8 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
 from .sql_literal import sql_string
+from .staging import Staging
 
 SCHEMA_VERSION = 4  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
 # prompt_version on responses; 4: agent_name, agent_version on responses (schema.sql adds them to older files)
@@ -182,17 +181,6 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
     )
 
 
-def _stage_dir(db_path: str) -> str:
-    """Where batches are staged: beside the database file, so a crash leaves no orphan elsewhere
-    (the next start reuses it) and the batch (prompts with --store-prompts) stays where the data
-    goes anyway. Only one process can hold the database, so only one uses the directory."""
-    if db_path in ("", ":memory:") or db_path.startswith(":memory:"):
-        return tempfile.mkdtemp(prefix="runtap-stage-")
-    stage = db_path + ".stage"
-    os.makedirs(stage, mode=0o700, exist_ok=True)
-    return stage
-
-
 def _kept_as_null(value: Any) -> None:
     if value is KEPT:
         return None
@@ -228,7 +216,7 @@ class Store:
         # and 2 x 50,000 of them were most of the RSS growth in the soak.
         self._cache: dict[str, OrderedDict[str, tuple[Any, ...]]] = {"runs": OrderedDict(), "run_steps": OrderedDict(),
                                                                      "responses": OrderedDict()}
-        self._stage_dir: str | None = None
+        self._staging: Staging | None = None
         self._tables: dict[str, _Table] = {}
         self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -258,8 +246,8 @@ class Store:
                 # otherwise start with less room than the one that failed.
                 self.connection.execute("CHECKPOINT")
             self.connection.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            self._stage_dir = _stage_dir(path)
-            self._tables = self._describe(self._stage_dir)
+            self._staging = Staging(path)
+            self._tables = self._describe(self._staging)
             for name in self._row_counts:
                 got = self.connection.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608 - names come from runtap's schema catalog; values are bound
                 self._row_counts[name] = got[0] if got else 0
@@ -357,7 +345,7 @@ class Store:
             )
         return found
 
-    def _describe(self, stage_dir: str) -> dict[str, _Table]:
+    def _describe(self, staging: Staging) -> dict[str, _Table]:
         rows = self.connection.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema = 'main' "
@@ -367,7 +355,7 @@ class Store:
         for table, col, dtype in rows:
             if table in cols:
                 cols[table].append((col, dtype))
-        return {t: _table(t, c, os.path.join(stage_dir, f"{t}.json")) for t, c in cols.items()}
+        return {t: _table(t, c, staging.path(t)) for t, c in cols.items()}
 
     def _load(self, table: _Table, ids: Iterable[str]) -> dict[str, Row]:
         """Current rows for ``ids``: LRU hits, then ONE query for the misses."""
@@ -410,8 +398,9 @@ class Store:
     def _write(self, table: _Table, items: Sequence[Any], sql: str | None = None) -> None:
         if not items:
             return
-        with open(table.staging, "wb") as f:
-            f.write(orjson.dumps(items, default=_kept_as_null))
+        if self._staging is None:
+            raise StoreError(f"store {self._path!r} is closed")
+        self._staging.write(table.name, orjson.dumps(items, default=_kept_as_null))
         self.connection.execute(sql or table.write_sql)
 
     def _update(self, table: _Table, rows: list[Row]) -> None:
@@ -556,9 +545,8 @@ class Store:
                 con.close()
             except duckdb.Error:
                 log.debug("closing a store that failed to open failed too", exc_info=True)
-        if self._stage_dir is not None:
-            shutil.rmtree(self._stage_dir, ignore_errors=True)
-            self._stage_dir = None
+        if self._staging is not None:
+            self._staging.close()
 
     def close(self) -> None:
         """CHECKPOINT (so the next open replays no WAL) and close. Idempotent. Closing the write connection
@@ -572,6 +560,5 @@ class Store:
                 finally:
                     con.close()
         finally:
-            if self._stage_dir is not None:
-                shutil.rmtree(self._stage_dir, ignore_errors=True)
-                self._stage_dir = None
+            if self._staging is not None:
+                self._staging.close()
