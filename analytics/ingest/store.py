@@ -28,7 +28,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -37,6 +37,7 @@ import duckdb
 import orjson
 
 from .health import DbMemory, parse_size
+from .known_ids import TableIds
 from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
@@ -219,6 +220,7 @@ class Store:
         self._staging: Staging | None = None
         self._tables: dict[str, _Table] = {}
         self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
+        self._ids = TableIds(self._read_ids, self._row_counts.__getitem__)  # which ids are certainly new
         self._con: duckdb.DuckDBPyConnection | None = None
         # Why this store may not be used any more (out of memory, fatal error); see _poison_if_broken.
         self.poisoned: str | None = None
@@ -357,8 +359,14 @@ class Store:
                 cols[table].append((col, dtype))
         return {t: _table(t, c, staging.path(t)) for t, c in cols.items()}
 
-    def _load(self, table: _Table, ids: Iterable[str]) -> dict[str, Row]:
-        """Current rows for ``ids``: LRU hits, then ONE query for the misses."""
+    def _read_ids(self, name: str) -> Iterator[list[str]]:
+        result = self.connection.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog
+        while rows := result.fetchmany(65_536):
+            yield [r[0] for r in rows]
+
+    def _load(self, table: _Table, ids: Iterable[str], *, filtered: bool) -> dict[str, Row]:
+        """Current rows for ``ids``: LRU hits, then ONE query for the misses that may be stored
+        (``filtered``) or for every miss (spool replays, and a batch merged again: see ``apply``)."""
         cache = self._cache[table.name]
         found: dict[str, Row] = {}
         missing: list[str] = []
@@ -369,6 +377,10 @@ class Store:
             else:
                 cache.move_to_end(obj_id)
                 found[obj_id] = dict(zip(table.columns, cached, strict=True))
+        if missing and filtered:
+            absent = self._ids.unknown(table.name, missing)
+            if absent:
+                missing = [obj_id for obj_id in missing if obj_id not in absent]
         if missing:
             cols = table.columns
             heavy = table.heavy
@@ -414,11 +426,11 @@ class Store:
         if got is None or got[0] != len(rows):
             self.connection.execute(table.upsert_sql)
 
-    def _write_rows(self, table: _Table, merged: dict[str, Row], before: dict[str, Row]) -> int:
+    def _write_rows(self, table: _Table, merged: dict[str, Row], before: dict[str, Row]) -> list[str]:
         """Write the rows the batch changed: new ones by INSERT, changed ones by UPDATE (in
         place: DuckDB does not vacuum deleted rows of a table with an ART index, so
-        DELETE + INSERT, though faster per batch, would grow the file for ever). Returns how many
-        rows are new."""
+        DELETE + INSERT, though faster per batch, would grow the file for ever). Returns the ids
+        of the new rows."""
         fresh: list[Row] = []
         changed: list[Row] = []
         strip = table.name == "runs" and not self._store_prompts
@@ -437,7 +449,7 @@ class Store:
                 changed.append(row)
         self._write(table, fresh)
         self._update(table, changed)
-        return len(fresh)
+        return [row["id"] for row in fresh]
 
     def apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False,
               emit: bool | None = None) -> list[Effect]:
@@ -447,6 +459,19 @@ class Store:
         caller spools the batch). ``replay=True`` (spool replay) returns no effects unless ``emit``
         says so (a spooled batch whose effects were never emitted).
         """
+        if replay:  # a replay reads back every id it misses: the filters never decide what a replay does
+            return self._apply(snapshots, requests, replay=True, emit=emit, filtered=False)
+        try:
+            return self._apply(snapshots, requests, replay=False, emit=emit, filtered=True)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, duckdb.ConstraintException) or self.poisoned is not None:
+                raise
+        # An INSERT of a row the filters called new hit a stored one: inserted behind the store's back.
+        self._ids.forget()
+        return self._apply(snapshots, requests, replay=False, emit=emit, filtered=False)
+
+    def _apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool,
+               emit: bool | None, filtered: bool) -> list[Effect]:
         if self._read_only:
             raise StoreError(f"store {self._path!r} is read-only")
         if self.poisoned is not None:
@@ -473,8 +498,8 @@ class Store:
         merged_runs: dict[str, Row] = {}
         merged_steps: dict[str, Row] = {}
         try:
-            before_runs = self._load(runs, {s.obj["id"] for s in run_snaps})
-            before_steps = self._load(steps, {s.obj["id"] for s in step_snaps})
+            before_runs = self._load(runs, {s.obj["id"] for s in run_snaps}, filtered=filtered)
+            before_steps = self._load(steps, {s.obj["id"] for s in step_snaps}, filtered=filtered)
             for snap in run_snaps:
                 rid = snap.obj["id"]
                 row = merged_runs.get(rid)
@@ -490,7 +515,7 @@ class Store:
                     row = dict(before_steps[sid])
                 merged_steps[sid] = merge_step(row, snap, effects=effects, emit=emit)
             if resp_snaps:
-                before_resps = self._load(resps, _response_ids(resp_snaps))
+                before_resps = self._load(resps, _response_ids(resp_snaps), filtered=filtered)
                 merged_resps = merge_responses(before_resps, resp_snaps, events=resp_events, effects=effects,
                                                store_prompts=self._store_prompts, emit=emit)
         except Exception as exc:
@@ -512,9 +537,9 @@ class Store:
                 log.debug("rollback after a failed batch failed too", exc_info=True)
             self._poison_if_broken(exc)
             raise StoreError(f"cannot write batch to {self._path!r}: {exc!r}", effects=effects) from exc
-        self._row_counts["runs"] += new_runs
-        self._row_counts["run_steps"] += new_steps
-        self._row_counts["responses"] += new_resps
+        for name, new in (("runs", new_runs), ("run_steps", new_steps), ("responses", new_resps)):
+            self._row_counts[name] += len(new)
+            self._ids.added(name, new)
         self._remember(runs, merged_runs)
         self._remember(steps, merged_steps)
         self._remember(resps, merged_resps)
