@@ -8,7 +8,10 @@ Shapes: ``realistic`` = each run is seen 5 times (queued, in_progress, requires_
 after submit_tool_outputs, completed with usage) plus 2 steps seen twice each, in stream order,
 split across batches as they come; ``distinct`` = every snapshot is a new completed run (the
 worst case: one row written per snapshot); ``updates`` = the same runs re-polled every batch
-(rows read back from DuckDB, cache disabled). Generation is not timed; the timed part is
+(rows read back from DuckDB, cache disabled); ``create`` = every snapshot is a new queued run from a
+runs.create response, with its request record (what the capture process gets from a create workload;
+run it with a batch of a few hundred, what the writer's 0.2 s cycle gives at a few thousand requests/s).
+Generation is not timed; the timed part is
 Store.apply for every batch plus the final close (CHECKPOINT), run as the capture writer runs it:
 the process tuned as `runtap serve` tunes it (frozen start-up heap, young-GC threshold) and automatic
 GC paused around each batch (analytics/ingest/writer.py), so the figure is the writer's, not CPython's defaults'
@@ -27,7 +30,7 @@ from typing import Any
 
 import orjson
 from runtap.analytics.ingest.merge import Row, merge_run
-from runtap.analytics.ingest.records import Snapshot
+from runtap.analytics.ingest.records import RequestRecord, Snapshot
 from runtap.analytics.ingest.store import Store
 from runtap.analytics.ingest.writer import automatic_gc_paused
 from runtap.proxy.commands.serve import tune_runtime
@@ -136,8 +139,23 @@ def _updates(total: int, batch: int) -> Iterator[Snapshot]:
         yield _snap("run", _run(i, "in_progress", False), float(T0 + n), "runs.retrieve")
 
 
+def _created(total: int) -> Iterator[Snapshot]:
+    for i in range(total):
+        yield Snapshot("run", _run(i, "queued", False), float(T0 + i), "response", "runs.create", "v2",
+                       "fp_0123456789ab", f"req_{i:010d}")
+
+
+def _request(snap: Snapshot) -> RequestRecord:
+    return RequestRecord(id=snap.request_id or "", started_at=snap.observed_at, method="POST",
+                         path=f"/v1/threads/{snap.obj['thread_id']}/runs", operation="runs.create", status_code=200,
+                         streamed=False, duration_ms=12.5, upstream_ttfb_ms=11.0, bytes_in=120, bytes_out=1900,
+                         upstream_request_id=None, key_fingerprint="fp_0123456789ab", error=None, api_version="v2")
+
+
 def _batches(total: int, batch: int, shape: str) -> Iterator[list[Snapshot]]:
-    if shape == "realistic":
+    if shape == "create":
+        snaps = _created(total)
+    elif shape == "realistic":
         snaps = _realistic(total)
     elif shape == "distinct":
         snaps = _distinct(total)
@@ -158,12 +176,13 @@ def measure(total: int, batch: int, shape: str, threads: int | None) -> tuple[fl
             os.path.join(tmp, "bench.duckdb"), cache_rows=0 if shape == "updates" else 50_000, threads=threads or None
         )
         for chunk in [*_batches(total, batch, shape), None]:
+            requests = [_request(s) for s in chunk] if chunk and shape == "create" else []
             start, start_cpu = time.perf_counter(), time.process_time()
             if chunk is None:
                 store.close()
             else:
                 with automatic_gc_paused():
-                    store.apply(chunk, [])
+                    store.apply(chunk, requests)
             elapsed += time.perf_counter() - start
             cpu += time.process_time() - start_cpu
     return total / elapsed, total / cpu
@@ -235,7 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--batch", type=int, default=5_000)
-    parser.add_argument("--shape", choices=["realistic", "distinct", "updates"], default="realistic")
+    parser.add_argument("--shape", choices=["realistic", "distinct", "updates", "create"], default="realistic")
     parser.add_argument("--threads", type=int, default=1, help="DuckDB threads (Store's default 1; 0: DuckDB's)")
     parser.add_argument(
         "--write-paths",
