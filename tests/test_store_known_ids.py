@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from runtap.analytics.ingest import known_ids
 from runtap.analytics.ingest.known_ids import KnownIds
-from runtap.analytics.ingest.merge import RunFinished, Transition
+from runtap.analytics.ingest.merge import RunFinished, Transition, quantize
 from runtap.analytics.ingest.staging import StagingFile
 from runtap.analytics.ingest.store import Store
 
@@ -97,3 +97,16 @@ def test_a_small_batch_after_a_large_one_reads_only_its_own_rows(store: Store) -
     con = store.connection
     assert con.execute("SELECT count(*) FROM requests").fetchone() == (501,)
     assert con.execute("SELECT count(*) FROM runs").fetchone() == (301,)
+
+
+@settings(max_examples=50, deadline=None)
+@given(times=st.lists(st.floats(0, 1e11, exclude_max=True), min_size=1, max_size=50))
+def test_stored_times_are_the_merges_own_microseconds(tmp_path_factory: pytest.TempPathFactory,
+                                                       times: list[float]) -> None:
+    store = Store(str(tmp_path_factory.mktemp("times") / "capture.duckdb"))
+    try:
+        store.apply([snap(run_obj("queued", id=f"run_{i}", created_at=t), T0) for i, t in enumerate(times)], [])
+        got = dict(store.connection.execute("SELECT id, epoch_us(created_at) FROM runs").fetchall())
+        assert got == {f"run_{i}": round(quantize(t) * 1_000_000) for i, t in enumerate(times)}
+    finally:
+        store.close()

