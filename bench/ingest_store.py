@@ -235,7 +235,8 @@ def compare_write_paths(n: int) -> None:
 
             batch = rows[:size]
             if k == 3:
-                store._write(table, batch)  # the rows exist: every row is an update
+                store._stage("runs", batch)  # the rows exist: every row is an update
+                con.execute(table.write_sql)
             start = time.perf_counter()
             con.execute("BEGIN")
             if k == 0:
@@ -243,8 +244,12 @@ def compare_write_paths(n: int) -> None:
             elif k == 1:
                 flat = [v for r in batch for v in params(r)]
                 con.execute(f"INSERT OR REPLACE INTO runs VALUES {', '.join([marks] * len(batch))}", flat)
+            elif k == 3:
+                store._stage(table.changed_staging_name, batch)
+                con.execute(table.upsert_sql)
             else:
-                store._write(table, batch, table.upsert_sql if k == 3 else None)
+                store._stage("runs", batch)
+                con.execute(table.write_sql)
             con.execute("COMMIT")
             print(f"  {name:36s} {size / (time.perf_counter() - start):>10,.0f} rows/s ({size} rows)")
             store.close()

@@ -29,9 +29,8 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 import orjson
@@ -43,6 +42,7 @@ from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
 from .sql_literal import sql_string
 from .staging import Staging
+from .table_sql import WRITE_MODES, Table, table_sql
 
 SCHEMA_VERSION = 4  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
 # prompt_version on responses; 4: agent_name, agent_version on responses (schema.sql adds them to older files)
@@ -63,18 +63,6 @@ _IDS = "(SELECT unnest(from_json({}, '[\"VARCHAR\"]')))"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,200}")  # may be spliced into SQL as a literal
 _LOOKUP_CHUNK = 256  # DuckDB turns a longer IN list into a join, i.e. a scan
 _SCAN_ROWS_PER_ID = 300  # an index lookup costs about as much as scanning 300 ids
-_WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
-    "runs": "insert",
-    "run_steps": "insert",
-    "run_events": "insert",
-    "responses": "insert",
-    "response_events": "insert",
-    # A re-replayed spool batch (a crash before the spool was truncated) must not fail on its own
-    # requests. Only replays can repeat an id (ids are unique per process), so live batches use a
-    # plain INSERT: OR IGNORE costs ~3 us a row (8.8 vs 5.7 us CPU, 1,000-row batches).
-    "requests": "ignore",
-}
-
 log = logging.getLogger(__name__)
 
 
@@ -107,81 +95,11 @@ class StoreError(Exception):
         self.effects: list[Effect] = list(effects)
 
 
-@dataclass(frozen=True, slots=True)
-class _Table:
-    """SQL for one table, derived from the catalog so schema.sql stays the only column list."""
-
-    name: str
-    columns: tuple[str, ...]
-    heavy: tuple[str, ...]  # JSON and list columns: read back as KEPT/None only
-    staging: str
-    select_sql: str  # current rows WHERE id IN <list>; times as float epoch seconds
-    write_sql: str  # INSERT from read_json(staging)
-    replay_sql: str  # write_sql for spool replays: INSERT OR IGNORE where the table's mode says so
-    upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
-    update_sql: str  # UPDATE of existing rows from the same staging file, as the upsert would set them
-
-
 def _size_literal(value: str) -> str:
     """A DuckDB memory size such as 512MB or 1.5GiB; anything else is refused before it reaches SQL."""
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
         raise StoreError(f"invalid DuckDB memory limit {value!r} (expected e.g. 512MB or 2GiB)")
     return value.strip()
-
-
-def _quote(ident: str) -> str:
-    return '"' + ident.replace('"', '""') + '"'
-
-
-def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
-    mode = _WRITE_MODES[name]
-    selects: list[str] = []
-    reads: list[str] = []
-    projections: list[str] = []
-    updates: list[str] = []
-    heavy: list[str] = []
-    for col, dtype in cols:
-        q = _quote(col)
-        if dtype.startswith("TIMESTAMP"):
-            # times travel as float seconds. to_timestamp rounds to the microsecond as the merge's quantize()
-            # does (make_timestamptz(CAST(round(x * 1e6) ...)) differed by 1 us on ~1 in 4,000 values), and
-            # binds in ~1 ms less a statement: binding, not rows, is most of a small batch's cost.
-            selects.append(f"CAST(epoch_us({q}) AS DOUBLE) / 1000000")
-            reads.append(f"{col!r}: 'DOUBLE'")
-            projections.append(f"to_timestamp({q})")
-        elif dtype == "JSON" or dtype.endswith("[]"):
-            heavy.append(col)
-            selects.append(f"{q} IS NOT NULL")
-            reads.append(f"{col!r}: '{dtype}'")
-            projections.append(q)
-        else:
-            selects.append(q)
-            reads.append(f"{col!r}: '{dtype}'")
-            projections.append(q)
-        if col != "id":
-            # the merge never turns a value into NULL for these (rule 3), so NULL means "kept"
-            value = f"COALESCE(excluded.{q}, {name}.{q})" if col in heavy else f"excluded.{q}"
-            updates.append(f"{q} = {value}")
-    path = staging.replace("'", "''")
-    source = f"read_json('{path}', format = 'array', columns = {{{', '.join(reads)}}})"
-    named = ", ".join(f"{p} AS {_quote(c)}" for p, (c, _) in zip(projections, cols, strict=True))
-    into = (
-        f"INTO {name} ({', '.join(_quote(c) for c, _ in cols)}) SELECT {', '.join(projections)} "  # noqa: S608 - names come from runtap's schema catalog; values are bound
-        f"FROM {source}"
-    )
-    write = f"INSERT {into}"
-    return _Table(
-        name=name,
-        columns=tuple(c for c, _ in cols),
-        heavy=tuple(heavy),
-        staging=staging,
-        select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN ",  # noqa: S608 - names come from runtap's schema catalog; values are bound
-        write_sql=write,
-        replay_sql=f"INSERT OR IGNORE {into}" if mode == "ignore" else write,
-        upsert_sql=f"{write} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
-        update_sql=(f"UPDATE {name} SET {', '.join(updates).replace('excluded.', 'staged.')} "  # noqa: S608 - names come from runtap's schema catalog
-                    f"FROM (SELECT {named} FROM {source}) AS staged WHERE {name}.id = staged.id"),
-    )
 
 
 def _kept_as_null(value: Any) -> None:
@@ -220,7 +138,8 @@ class Store:
         self._cache: dict[str, OrderedDict[str, tuple[Any, ...]]] = {"runs": OrderedDict(), "run_steps": OrderedDict(),
                                                                      "responses": OrderedDict()}
         self._staging: Staging | None = None
-        self._tables: dict[str, _Table] = {}
+        self._pending: list[str] = []  # statements of the open batch not yet sent: see _execute
+        self._tables: dict[str, Table] = {}
         self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
         self._ids = TableIds(self._read_ids, self._row_counts.__getitem__)  # which ids are certainly new
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -349,24 +268,24 @@ class Store:
             )
         return found
 
-    def _describe(self, staging: Staging) -> dict[str, _Table]:
+    def _describe(self, staging: Staging) -> dict[str, Table]:
         rows = self.connection.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema = 'main' "
             "ORDER BY table_name, ordinal_position"
         ).fetchall()
-        cols: dict[str, list[tuple[str, str]]] = {t: [] for t in _WRITE_MODES}
+        cols: dict[str, list[tuple[str, str]]] = {t: [] for t in WRITE_MODES}
         for table, col, dtype in rows:
             if table in cols:
                 cols[table].append((col, dtype))
-        return {t: _table(t, c, staging.path(t)) for t, c in cols.items()}
+        return {t: table_sql(t, c, staging.path(t), staging.path(f"{t}.changed")) for t, c in cols.items()}
 
     def _read_ids(self, name: str) -> Iterator[list[str]]:
         result = self.connection.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog
         while rows := result.fetchmany(65_536):
             yield [r[0] for r in rows]
 
-    def _load(self, table: _Table, ids: Iterable[str], *, filtered: bool) -> dict[str, Row]:
+    def _load(self, table: Table, ids: Iterable[str], *, filtered: bool) -> dict[str, Row]:
         """Current rows for ``ids``: LRU hits, then ONE query for the misses that may be stored
         (``filtered``) or for every miss (spool replays, and a batch merged again: see ``apply``)."""
         cache = self._cache[table.name]
@@ -393,7 +312,7 @@ class Store:
                 found[row["id"]] = row
         return found
 
-    def _fetch(self, table: _Table, ids: list[str]) -> list[tuple[Any, ...]]:
+    def _fetch(self, table: Table, ids: list[str]) -> list[tuple[Any, ...]]:
         """Rows for ``ids``, by ART index lookups while that beats scanning the id column.
 
         DuckDB uses the index for ``id IN (<literals>)`` of a few hundred values (~10 us a row,
@@ -409,26 +328,36 @@ class Store:
             return rows
         return con.execute(table.select_sql + _IDS.format(sql_string(orjson.dumps(ids).decode()))).fetchall()
 
-    def _write(self, table: _Table, items: Sequence[Any], sql: str | None = None) -> None:
-        if not items:
-            return
+    def _stage(self, name: str, items: Sequence[Any]) -> None:
         if self._staging is None:
             raise StoreError(f"store {self._path!r} is closed")
-        self._staging.write(table.name, orjson.dumps(items, default=_kept_as_null))
-        self.connection.execute(sql or table.write_sql)
+        self._staging.write(name, orjson.dumps(items, default=_kept_as_null))
 
-    def _update(self, table: _Table, rows: list[Row]) -> None:
+    def _write(self, table: Table, items: Sequence[Any], sql: str | None = None) -> None:
+        """Stage ``items`` and queue their INSERT for the batch's next round trip (_execute)."""
+        if items:
+            self._stage(table.name, items)
+            self._pending.append(sql or table.write_sql)
+
+    def _execute(self, sql: str) -> duckdb.DuckDBPyConnection:
+        """Run the queued statements and ``sql`` in one call: each call costs 0.1-0.4 ms of CPU in the
+        client besides DuckDB's own work, and a batch makes up to ten. Its result is ``sql``'s."""
+        statements, self._pending = self._pending, []
+        statements.append(sql)
+        return self.connection.execute(";\n".join(statements))
+
+    def _update(self, table: Table, rows: list[Row]) -> None:
         """Update rows known to be stored. A plain UPDATE costs ~40% less than the upsert (its fixed
         cost per statement dominates small batches: bench/ingest_store.py); if a row was not there
         after all, the upsert writes the staged rows again, which sets the same values."""
         if not rows:
             return
-        self._write(table, rows, table.update_sql)
-        got = self.connection.fetchone()
+        self._stage(table.changed_staging_name, rows)
+        got = self._execute(table.update_sql).fetchone()
         if got is None or got[0] != len(rows):
-            self.connection.execute(table.upsert_sql)
+            self._execute(table.upsert_sql)
 
-    def _write_rows(self, table: _Table, merged: dict[str, Row], before: dict[str, Row]) -> list[str]:
+    def _write_rows(self, table: Table, merged: dict[str, Row], before: dict[str, Row]) -> list[str]:
         """Write the rows the batch changed: new ones by INSERT, changed ones by UPDATE (in
         place: DuckDB does not vacuum deleted rows of a table with an ART index, so
         DELETE + INSERT, though faster per batch, would grow the file for ever). Returns the ids
@@ -524,15 +453,16 @@ class Store:
             self._poison_if_broken(exc)
             raise StoreError(f"cannot merge batch into {self._path!r}: {exc!r}") from exc
         try:
-            con.execute("BEGIN")
+            self._pending = ["BEGIN"]
             new_runs = self._write_rows(runs, merged_runs, before_runs)
             new_steps = self._write_rows(steps, merged_steps, before_steps)
             self._write(self._tables["run_events"], events)
             new_resps = self._write_rows(resps, merged_resps, before_resps)
             self._write(self._tables["response_events"], resp_events)
             self._write(self._tables["requests"], requests, self._tables["requests"].replay_sql if replay else None)
-            con.execute("COMMIT")
+            self._execute("COMMIT")
         except Exception as exc:
+            self._pending = []
             try:
                 con.execute("ROLLBACK")
             except duckdb.Error:
@@ -547,7 +477,7 @@ class Store:
         self._remember(resps, merged_resps)
         return effects if emit else []
 
-    def _remember(self, table: _Table, rows: dict[str, Row]) -> None:
+    def _remember(self, table: Table, rows: dict[str, Row]) -> None:
         """Cache committed rows only, so a rolled-back batch never leaks into a later merge."""
         cache = self._cache[table.name]
         heavy = table.heavy
