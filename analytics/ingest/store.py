@@ -13,10 +13,13 @@ with orjson into a private staging file and loaded with ``read_json`` inside the
 transaction (INSERT for new rows, UPDATE for changed ones): thousands of rows/s, DuckDB parses
 in C++ and copies JSON columns as text. Columns built in Python as a pyarrow table measured no
 faster (14-18 us a run row to build, 10-13 us to insert, against 4-6 and 14-21 here) and would load
-pyarrow into the sidecar. What a batch costs in DuckDB is mostly per statement (~7 ms CPU for an
-INSERT of one run row into the 50-column table, with its commit), then ~15 us a run row.
+pyarrow into the sidecar. What a batch costs in DuckDB is mostly per statement (~4 ms CPU to bind
+and run an INSERT of one run row into the 50-column table, ~1 ms its commit), then ~15 us a run row:
+at the few hundred rows a batch the capture writer sees, binding is most of it. So a batch sends its
+statements in as few calls as it can (``_execute``), and the timestamp projection is the cheapest.
 
-Reads are one query per table per batch for the ids not in a bounded LRU of committed rows. JSON
+Reads are one query per table per batch for the ids not in a bounded LRU of committed rows, less
+those a filter of the table's ids knows were never stored (known_ids.py: new runs and steps). JSON
 and list columns are never read back (that would cost more than the merge itself): the merge only
 needs to know that a value exists (``KEPT``), and the update keeps the stored value unless the
 batch brings a new one.
