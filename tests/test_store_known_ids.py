@@ -41,7 +41,7 @@ def test_most_ids_never_added_are_called_unknown() -> None:
     known = KnownIds(10_000)
     known.add_all(f"run_{i}" for i in range(10_000))
     unknown = known.unknown(f"step_{i}" for i in range(10_000))
-    assert len(unknown) > 9_000  # ~2% false positives at 12 bits an id; a broken filter says "maybe" to all
+    assert len(unknown) > 9_000  # <= ~1% false positives at 12 bits an id; a broken filter says "maybe" to all
 
 
 def test_rows_inserted_behind_the_stores_back_after_its_filter_was_built_are_merged(store: Store) -> None:

@@ -4,7 +4,7 @@ Before merging, the store reads the current row of every object of a batch that 
 cache. Most of those objects are new (a run's first snapshot, a step's first event), and the read-back
 of an id that is not there costs a statement (2-8 ms CPU a batch) and, once the table is large, an
 index probe per id (~10 us each). The filter answers "certainly not stored" for those without asking
-DuckDB; "maybe" (a stored id, or ~2% false positives) still goes to the read-back, so the merge sees
+DuckDB; "maybe" (a stored id, or a false positive: ~1% when full) still goes to the read-back, so the merge sees
 exactly what it saw before.
 
 Exactness rests on two things: the filter starts from every id in the table (read on first use),
