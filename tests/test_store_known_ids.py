@@ -110,3 +110,20 @@ def test_stored_times_are_the_merges_own_microseconds(tmp_path_factory: pytest.T
         assert got == {f"run_{i}": round(quantize(t) * 1_000_000) for i, t in enumerate(times)}
     finally:
         store.close()
+
+
+def test_a_table_too_large_for_a_quick_filter_is_read_back_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(known_ids, "MAX_LOAD", 3)
+    monkeypatch.setattr(known_ids, "MIN_CAPACITY", 2)
+    store = Store(str(tmp_path / "capture.duckdb"), cache_rows=0)
+    try:
+        for b in range(3):  # the filter is dropped once the table passes MAX_LOAD and full
+            store.apply([snap(run_obj("queued", id=f"run_{b}_{i}"), T0 + b) for i in range(3)], [])
+        store.apply([snap(run_obj("completed", id=f"run_{b}_{i}", usage=USAGE), T0 + 9)
+                     for b in range(3) for i in range(3)], [])
+        assert store.connection.execute("SELECT count(*), count(*) FILTER (status = 'completed') FROM runs"
+                                        ).fetchone() == (9, 9)
+    finally:
+        store.close()

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 BITS_PER_ID = 12
 MIN_CAPACITY = 1 << 15
+# Building reads every id on the write thread (~1.5 s CPU a million): a table past this goes without a
+# filter (read back as before) rather than stall capture for longer.
+MAX_LOAD = 2_000_000
 
 
 class KnownIds:
@@ -97,7 +100,7 @@ class TableIds:
     def unknown(self, table: str, ids: Iterable[str]) -> set[str]:
         """Ids certainly not in ``table`` (call it between batches: the filter is built from the table)."""
         if table not in self._filters:
-            self._filters[table] = load(self._rows(table), lambda: self._read_ids(table))
+            self._filters[table] = self._build(table)
         known = self._filters[table]
         return set() if known is None else known.unknown(ids)
 
@@ -110,10 +113,14 @@ class TableIds:
         if known.full:
             # sized for twice what the table holds: rebuilt at amortised O(1) per id
             try:
-                self._filters[table] = load(self._rows(table), lambda: self._read_ids(table))
+                self._filters[table] = self._build(table)
             except Exception:  # noqa: BLE001 - after a commit nothing may fail the batch; go without
                 log.warning("cannot re-read the ids of %s; its batches read back every new id", table, exc_info=True)
                 self._filters[table] = None
+
+    def _build(self, table: str) -> KnownIds | None:
+        rows = self._rows(table)
+        return None if rows > MAX_LOAD else load(rows, lambda: self._read_ids(table))
 
     def forget(self) -> None:
         """Rows may have been inserted behind the store's back: rebuild every filter on its next use."""
