@@ -352,11 +352,19 @@ class Store:
     def _update(self, table: Table, rows: list[Row]) -> None:
         """Update rows known to be stored. A plain UPDATE costs ~40% less than the upsert (its fixed
         cost per statement dominates small batches: bench/ingest_store.py); if a row was not there
-        after all, the upsert writes the staged rows again, which sets the same values."""
+        after all, the upsert writes the staged rows again, which sets the same values.
+
+        The UPDATE joins the staged rows to the whole table: a literal id list lets DuckDB read only
+        those rows by index (100 rows of a 500k-row table: 139 against 298 ms)."""
         if not rows:
             return
         self._stage(table.changed_staging_name, rows)
-        got = self._execute(table.update_sql).fetchone()
+        sql = table.update_sql
+        ids = [row["id"] for row in rows]
+        if len(ids) <= _LOOKUP_CHUNK and all(map(_SAFE_ID.fullmatch, ids)):
+            literals = ", ".join(f"'{obj_id}'" for obj_id in ids)
+            sql += f" AND {table.name}.id IN ({literals})"
+        got = self._execute(sql).fetchone()
         if got is None or got[0] != len(rows):
             self._execute(table.upsert_sql)
 
