@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -127,3 +128,43 @@ def test_a_table_too_large_for_a_quick_filter_is_read_back_as_before(
                                         ).fetchone() == (9, 9)
     finally:
         store.close()
+
+
+_STATUSES = ["queued", "in_progress", "requires_action", "in_progress", "completed"]
+_SNAPSHOT = st.tuples(
+    st.integers(0, 3),  # which run
+    st.integers(0, 4),  # how far along its life
+    st.sampled_from([None, {"tenant": "a"}, {"tenant": "b"}]),  # metadata, changed on the way
+    st.sampled_from(["gpt-4o", "gpt-4o-mini"]),
+    st.booleans(),  # with usage
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seen=st.lists(_SNAPSHOT, min_size=1, max_size=14), cuts=st.lists(st.integers(1, 13), max_size=4),
+       cache_rows=st.sampled_from([0, 50_000]))
+def test_rows_updated_batch_by_batch_end_as_one_batch_writes_them(
+    tmp_path_factory: pytest.TempPathFactory, seen: list[tuple[int, int, Any, str, bool]], cuts: list[int],
+    cache_rows: int
+) -> None:
+    """The UPDATE sets only the columns some row of the batch changed; every column must still end right."""
+    snaps = []
+    for n, (run, step, metadata, model, usage) in enumerate(seen):
+        status = _STATUSES[step]
+        obj = run_obj(status, id=f"run_{run}", model=model, usage=USAGE if usage and status == "completed" else None)
+        if metadata is not None:
+            obj["metadata"] = metadata
+        snaps.append(snap(obj, T0 + step + n / 100))
+    cols = ("id, status, model, metadata, raw, total_tokens, epoch_us(started_at), epoch_us(completed_at), "
+            "epoch_us(last_seen_at), epoch_us(status_observed_at), finished_counted, usage_counted")
+    edges = [0, *sorted(cuts), len(snaps)]
+    tables = []
+    for batches in ([snaps], [snaps[a:b] for a, b in zip(edges, edges[1:], strict=False)]):
+        store = Store(str(tmp_path_factory.mktemp("batched") / "capture.duckdb"), cache_rows=cache_rows)
+        try:
+            for batch in batches:
+                store.apply(batch, [])
+            tables.append(store.connection.execute(f"SELECT {cols} FROM runs ORDER BY id").fetchall())
+        finally:
+            store.close()
+    assert tables[1] == tables[0]
