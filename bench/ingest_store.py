@@ -165,7 +165,19 @@ def _batches(total: int, batch: int, shape: str) -> Iterator[list[Snapshot]]:
         yield chunk
 
 
-def measure(total: int, batch: int, shape: str, threads: int | None) -> tuple[float, float]:
+def _prefill(store: Store, rows: int) -> None:
+    """``rows`` completed runs of other ids, checkpointed: a store that has been capturing for a while."""
+    for start in range(0, rows, 5_000):
+        chunk = []
+        for i in range(start, min(rows, start + 5_000)):
+            obj = _run(i, "completed", True)
+            obj["id"] = f"old_{i:010d}"
+            chunk.append(_snap("run", obj, float(T0 + i), "runs.retrieve"))
+        store.apply(chunk, [])
+    store.connection.execute("CHECKPOINT")
+
+
+def measure(total: int, batch: int, shape: str, threads: int | None, prefill: int = 0) -> tuple[float, float]:
     """(snapshots per wall second, per CPU second of the process). Each batch is built just before
     it is applied, as the writer gets it from its queue, so the heap (and the garbage collector's
     work) is the writer's, not that of 100k snapshots held at once. CPU time is the steadier figure
@@ -175,6 +187,7 @@ def measure(total: int, batch: int, shape: str, threads: int | None) -> tuple[fl
         store = Store(
             os.path.join(tmp, "bench.duckdb"), cache_rows=0 if shape == "updates" else 50_000, threads=threads or None
         )
+        _prefill(store, prefill)
         for chunk in [*_batches(total, batch, shape), None]:
             requests = [_request(s) for s in chunk] if chunk and shape == "create" else []
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -261,6 +274,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--shape", choices=["realistic", "distinct", "updates", "create"], default="realistic")
     parser.add_argument("--threads", type=int, default=1, help="DuckDB threads (Store's default 1; 0: DuckDB's)")
+    parser.add_argument("--prefill", type=int, default=0, metavar="ROWS",
+                        help="store ROWS other completed runs first (not timed): a table that has grown")
     parser.add_argument(
         "--write-paths",
         type=int,
@@ -274,9 +289,10 @@ def main() -> None:
         return
     tune_runtime()
     for size in args.sizes:
-        wall, cpu = measure(size, args.batch, args.shape, args.threads)
+        wall, cpu = measure(size, args.batch, args.shape, args.threads, args.prefill)
         print(
-            f"{args.shape:9s} {size:>8,d} snapshots, batch {args.batch}: {wall:,.0f} snapshots/s "
+            f"{args.shape:9s} {size:>8,d} snapshots, batch {args.batch}, prefill {args.prefill:,d}: "
+            f"{wall:,.0f} snapshots/s "
             f"({cpu:,.0f} per CPU second)"
         )
 
