@@ -8,7 +8,10 @@ Shapes: ``realistic`` = each run is seen 5 times (queued, in_progress, requires_
 after submit_tool_outputs, completed with usage) plus 2 steps seen twice each, in stream order,
 split across batches as they come; ``distinct`` = every snapshot is a new completed run (the
 worst case: one row written per snapshot); ``updates`` = the same runs re-polled every batch
-(rows read back from DuckDB, cache disabled). Generation is not timed; the timed part is
+(rows read back from DuckDB, cache disabled); ``create`` = every snapshot is a new queued run from a
+runs.create response, with its request record (what the capture process gets from a create workload;
+run it with a batch of a few hundred, what the writer's 0.2 s cycle gives at a few thousand requests/s).
+Generation is not timed; the timed part is
 Store.apply for every batch plus the final close (CHECKPOINT), run as the capture writer runs it:
 the process tuned as `runtap serve` tunes it (frozen start-up heap, young-GC threshold) and automatic
 GC paused around each batch (analytics/ingest/writer.py), so the figure is the writer's, not CPython's defaults'
@@ -27,7 +30,7 @@ from typing import Any
 
 import orjson
 from runtap.analytics.ingest.merge import Row, merge_run
-from runtap.analytics.ingest.records import Snapshot
+from runtap.analytics.ingest.records import RequestRecord, Snapshot
 from runtap.analytics.ingest.store import Store
 from runtap.analytics.ingest.writer import automatic_gc_paused
 from runtap.proxy.commands.serve import tune_runtime
@@ -136,8 +139,23 @@ def _updates(total: int, batch: int) -> Iterator[Snapshot]:
         yield _snap("run", _run(i, "in_progress", False), float(T0 + n), "runs.retrieve")
 
 
+def _created(total: int) -> Iterator[Snapshot]:
+    for i in range(total):
+        yield Snapshot("run", _run(i, "queued", False), float(T0 + i), "response", "runs.create", "v2",
+                       "fp_0123456789ab", f"req_{i:010d}")
+
+
+def _request(snap: Snapshot) -> RequestRecord:
+    return RequestRecord(id=snap.request_id or "", started_at=snap.observed_at, method="POST",
+                         path=f"/v1/threads/{snap.obj['thread_id']}/runs", operation="runs.create", status_code=200,
+                         streamed=False, duration_ms=12.5, upstream_ttfb_ms=11.0, bytes_in=120, bytes_out=1900,
+                         upstream_request_id=None, key_fingerprint="fp_0123456789ab", error=None, api_version="v2")
+
+
 def _batches(total: int, batch: int, shape: str) -> Iterator[list[Snapshot]]:
-    if shape == "realistic":
+    if shape == "create":
+        snaps = _created(total)
+    elif shape == "realistic":
         snaps = _realistic(total)
     elif shape == "distinct":
         snaps = _distinct(total)
@@ -147,7 +165,19 @@ def _batches(total: int, batch: int, shape: str) -> Iterator[list[Snapshot]]:
         yield chunk
 
 
-def measure(total: int, batch: int, shape: str, threads: int | None) -> tuple[float, float]:
+def _prefill(store: Store, rows: int) -> None:
+    """``rows`` completed runs of other ids, checkpointed: a store that has been capturing for a while."""
+    for start in range(0, rows, 5_000):
+        chunk = []
+        for i in range(start, min(rows, start + 5_000)):
+            obj = _run(i, "completed", True)
+            obj["id"] = f"old_{i:010d}"
+            chunk.append(_snap("run", obj, float(T0 + i), "runs.retrieve"))
+        store.apply(chunk, [])
+    store.connection.execute("CHECKPOINT")
+
+
+def measure(total: int, batch: int, shape: str, threads: int | None, prefill: int = 0) -> tuple[float, float]:
     """(snapshots per wall second, per CPU second of the process). Each batch is built just before
     it is applied, as the writer gets it from its queue, so the heap (and the garbage collector's
     work) is the writer's, not that of 100k snapshots held at once. CPU time is the steadier figure
@@ -157,13 +187,15 @@ def measure(total: int, batch: int, shape: str, threads: int | None) -> tuple[fl
         store = Store(
             os.path.join(tmp, "bench.duckdb"), cache_rows=0 if shape == "updates" else 50_000, threads=threads or None
         )
+        _prefill(store, prefill)
         for chunk in [*_batches(total, batch, shape), None]:
+            requests = [_request(s) for s in chunk] if chunk and shape == "create" else []
             start, start_cpu = time.perf_counter(), time.process_time()
             if chunk is None:
                 store.close()
             else:
                 with automatic_gc_paused():
-                    store.apply(chunk, [])
+                    store.apply(chunk, requests)
             elapsed += time.perf_counter() - start
             cpu += time.process_time() - start_cpu
     return total / elapsed, total / cpu
@@ -216,7 +248,8 @@ def compare_write_paths(n: int) -> None:
 
             batch = rows[:size]
             if k == 3:
-                store._write(table, batch)  # the rows exist: every row is an update
+                store._stage("runs", batch)  # the rows exist: every row is an update
+                con.execute(table.write_sql)
             start = time.perf_counter()
             con.execute("BEGIN")
             if k == 0:
@@ -224,8 +257,12 @@ def compare_write_paths(n: int) -> None:
             elif k == 1:
                 flat = [v for r in batch for v in params(r)]
                 con.execute(f"INSERT OR REPLACE INTO runs VALUES {', '.join([marks] * len(batch))}", flat)
+            elif k == 3:
+                store._stage(table.changed_staging_name, batch)
+                con.execute(table.upsert_sql)
             else:
-                store._write(table, batch, table.upsert_sql if k == 3 else None)
+                store._stage("runs", batch)
+                con.execute(table.write_sql)
             con.execute("COMMIT")
             print(f"  {name:36s} {size / (time.perf_counter() - start):>10,.0f} rows/s ({size} rows)")
             store.close()
@@ -235,8 +272,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--batch", type=int, default=5_000)
-    parser.add_argument("--shape", choices=["realistic", "distinct", "updates"], default="realistic")
+    parser.add_argument("--shape", choices=["realistic", "distinct", "updates", "create"], default="realistic")
     parser.add_argument("--threads", type=int, default=1, help="DuckDB threads (Store's default 1; 0: DuckDB's)")
+    parser.add_argument("--prefill", type=int, default=0, metavar="ROWS",
+                        help="store ROWS other completed runs first (not timed): a table that has grown")
     parser.add_argument(
         "--write-paths",
         type=int,
@@ -250,9 +289,10 @@ def main() -> None:
         return
     tune_runtime()
     for size in args.sizes:
-        wall, cpu = measure(size, args.batch, args.shape, args.threads)
+        wall, cpu = measure(size, args.batch, args.shape, args.threads, args.prefill)
         print(
-            f"{args.shape:9s} {size:>8,d} snapshots, batch {args.batch}: {wall:,.0f} snapshots/s "
+            f"{args.shape:9s} {size:>8,d} snapshots, batch {args.batch}, prefill {args.prefill:,d}: "
+            f"{wall:,.0f} snapshots/s "
             f"({cpu:,.0f} per CPU second)"
         )
 

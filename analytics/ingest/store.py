@@ -13,10 +13,13 @@ with orjson into a private staging file and loaded with ``read_json`` inside the
 transaction (INSERT for new rows, UPDATE for changed ones): thousands of rows/s, DuckDB parses
 in C++ and copies JSON columns as text. Columns built in Python as a pyarrow table measured no
 faster (14-18 us a run row to build, 10-13 us to insert, against 4-6 and 14-21 here) and would load
-pyarrow into the sidecar. What a batch costs in DuckDB is mostly per statement (~7 ms CPU for an
-INSERT of one run row into the 50-column table, with its commit), then ~15 us a run row.
+pyarrow into the sidecar. What a batch costs in DuckDB is mostly per statement (~4 ms CPU to bind
+and run an INSERT of one run row into the 50-column table, ~1 ms its commit), then ~15 us a run row:
+at the few hundred rows a batch the capture writer sees, binding is most of it. So a batch sends its
+statements in as few calls as it can (``_execute``), and the timestamp projection is the cheapest.
 
-Reads are one query per table per batch for the ids not in a bounded LRU of committed rows. JSON
+Reads are one query per table per batch for the ids not in a bounded LRU of committed rows, less
+those a filter of the table's ids knows were never stored (known_ids.py: new runs and steps). JSON
 and list columns are never read back (that would cost more than the merge itself): the merge only
 needs to know that a value exists (``KEPT``), and the update keeps the stored value unless the
 batch brings a new one.
@@ -27,22 +30,22 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 import orjson
 
 from .health import DbMemory, parse_size
+from .known_ids import TableIds
 from .merge import KEPT, Effect, Row, RunEvent, merge_run, merge_step
 from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
 from .sql_literal import sql_string
+from .staging import Staging
+from .table_sql import WRITE_MODES, Table, table_sql
 
 SCHEMA_VERSION = 4  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
 # prompt_version on responses; 4: agent_name, agent_version on responses (schema.sql adds them to older files)
@@ -63,18 +66,6 @@ _IDS = "(SELECT unnest(from_json({}, '[\"VARCHAR\"]')))"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,200}")  # may be spliced into SQL as a literal
 _LOOKUP_CHUNK = 256  # DuckDB turns a longer IN list into a join, i.e. a scan
 _SCAN_ROWS_PER_ID = 300  # an index lookup costs about as much as scanning 300 ids
-_WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
-    "runs": "insert",
-    "run_steps": "insert",
-    "run_events": "insert",
-    "responses": "insert",
-    "response_events": "insert",
-    # A re-replayed spool batch (a crash before the spool was truncated) must not fail on its own
-    # requests. Only replays can repeat an id (ids are unique per process), so live batches use a
-    # plain INSERT: OR IGNORE costs ~3 us a row (8.8 vs 5.7 us CPU, 1,000-row batches).
-    "requests": "ignore",
-}
-
 log = logging.getLogger(__name__)
 
 
@@ -107,90 +98,11 @@ class StoreError(Exception):
         self.effects: list[Effect] = list(effects)
 
 
-@dataclass(frozen=True, slots=True)
-class _Table:
-    """SQL for one table, derived from the catalog so schema.sql stays the only column list."""
-
-    name: str
-    columns: tuple[str, ...]
-    heavy: tuple[str, ...]  # JSON and list columns: read back as KEPT/None only
-    staging: str
-    select_sql: str  # current rows WHERE id IN <list>; times as float epoch seconds
-    write_sql: str  # INSERT from read_json(staging)
-    replay_sql: str  # write_sql for spool replays: INSERT OR IGNORE where the table's mode says so
-    upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
-    update_sql: str  # UPDATE of existing rows from the same staging file, as the upsert would set them
-
-
 def _size_literal(value: str) -> str:
     """A DuckDB memory size such as 512MB or 1.5GiB; anything else is refused before it reaches SQL."""
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
         raise StoreError(f"invalid DuckDB memory limit {value!r} (expected e.g. 512MB or 2GiB)")
     return value.strip()
-
-
-def _quote(ident: str) -> str:
-    return '"' + ident.replace('"', '""') + '"'
-
-
-def _table(name: str, cols: list[tuple[str, str]], staging: str) -> _Table:
-    mode = _WRITE_MODES[name]
-    selects: list[str] = []
-    reads: list[str] = []
-    projections: list[str] = []
-    updates: list[str] = []
-    heavy: list[str] = []
-    for col, dtype in cols:
-        q = _quote(col)
-        if dtype.startswith("TIMESTAMP"):
-            # times travel as float seconds; round(), as a cast would truncate a microsecond away
-            selects.append(f"CAST(epoch_us({q}) AS DOUBLE) / 1000000")
-            reads.append(f"{col!r}: 'DOUBLE'")
-            projections.append(f"make_timestamptz(CAST(round({q} * 1000000) AS BIGINT))")
-        elif dtype == "JSON" or dtype.endswith("[]"):
-            heavy.append(col)
-            selects.append(f"{q} IS NOT NULL")
-            reads.append(f"{col!r}: '{dtype}'")
-            projections.append(q)
-        else:
-            selects.append(q)
-            reads.append(f"{col!r}: '{dtype}'")
-            projections.append(q)
-        if col != "id":
-            # the merge never turns a value into NULL for these (rule 3), so NULL means "kept"
-            value = f"COALESCE(excluded.{q}, {name}.{q})" if col in heavy else f"excluded.{q}"
-            updates.append(f"{q} = {value}")
-    path = staging.replace("'", "''")
-    source = f"read_json('{path}', format = 'array', columns = {{{', '.join(reads)}}})"
-    named = ", ".join(f"{p} AS {_quote(c)}" for p, (c, _) in zip(projections, cols, strict=True))
-    into = (
-        f"INTO {name} ({', '.join(_quote(c) for c, _ in cols)}) SELECT {', '.join(projections)} "  # noqa: S608 - names come from runtap's schema catalog; values are bound
-        f"FROM {source}"
-    )
-    write = f"INSERT {into}"
-    return _Table(
-        name=name,
-        columns=tuple(c for c, _ in cols),
-        heavy=tuple(heavy),
-        staging=staging,
-        select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN ",  # noqa: S608 - names come from runtap's schema catalog; values are bound
-        write_sql=write,
-        replay_sql=f"INSERT OR IGNORE {into}" if mode == "ignore" else write,
-        upsert_sql=f"{write} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
-        update_sql=(f"UPDATE {name} SET {', '.join(updates).replace('excluded.', 'staged.')} "  # noqa: S608 - names come from runtap's schema catalog
-                    f"FROM (SELECT {named} FROM {source}) AS staged WHERE {name}.id = staged.id"),
-    )
-
-
-def _stage_dir(db_path: str) -> str:
-    """Where batches are staged: beside the database file, so a crash leaves no orphan elsewhere
-    (the next start reuses it) and the batch (prompts with --store-prompts) stays where the data
-    goes anyway. Only one process can hold the database, so only one uses the directory."""
-    if db_path in ("", ":memory:") or db_path.startswith(":memory:"):
-        return tempfile.mkdtemp(prefix="runtap-stage-")
-    stage = db_path + ".stage"
-    os.makedirs(stage, mode=0o700, exist_ok=True)
-    return stage
 
 
 def _kept_as_null(value: Any) -> None:
@@ -228,9 +140,11 @@ class Store:
         # and 2 x 50,000 of them were most of the RSS growth in the soak.
         self._cache: dict[str, OrderedDict[str, tuple[Any, ...]]] = {"runs": OrderedDict(), "run_steps": OrderedDict(),
                                                                      "responses": OrderedDict()}
-        self._stage_dir: str | None = None
-        self._tables: dict[str, _Table] = {}
+        self._staging: Staging | None = None
+        self._pending: list[str] = []  # statements of the open batch not yet sent: see _execute
+        self._tables: dict[str, Table] = {}
         self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
+        self._ids = TableIds(self._read_ids, self._row_counts.__getitem__)  # which ids are certainly new
         self._con: duckdb.DuckDBPyConnection | None = None
         # Why this store may not be used any more (out of memory, fatal error); see _poison_if_broken.
         self.poisoned: str | None = None
@@ -258,8 +172,8 @@ class Store:
                 # otherwise start with less room than the one that failed.
                 self.connection.execute("CHECKPOINT")
             self.connection.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            self._stage_dir = _stage_dir(path)
-            self._tables = self._describe(self._stage_dir)
+            self._staging = Staging(path)
+            self._tables = self._describe(self._staging)
             for name in self._row_counts:
                 got = self.connection.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608 - names come from runtap's schema catalog; values are bound
                 self._row_counts[name] = got[0] if got else 0
@@ -357,20 +271,26 @@ class Store:
             )
         return found
 
-    def _describe(self, stage_dir: str) -> dict[str, _Table]:
+    def _describe(self, staging: Staging) -> dict[str, Table]:
         rows = self.connection.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema = 'main' "
             "ORDER BY table_name, ordinal_position"
         ).fetchall()
-        cols: dict[str, list[tuple[str, str]]] = {t: [] for t in _WRITE_MODES}
+        cols: dict[str, list[tuple[str, str]]] = {t: [] for t in WRITE_MODES}
         for table, col, dtype in rows:
             if table in cols:
                 cols[table].append((col, dtype))
-        return {t: _table(t, c, os.path.join(stage_dir, f"{t}.json")) for t, c in cols.items()}
+        return {t: table_sql(t, c, staging.path(t), staging.path(f"{t}.changed")) for t, c in cols.items()}
 
-    def _load(self, table: _Table, ids: Iterable[str]) -> dict[str, Row]:
-        """Current rows for ``ids``: LRU hits, then ONE query for the misses."""
+    def _read_ids(self, name: str) -> Iterator[list[str]]:
+        result = self.connection.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog
+        while rows := result.fetchmany(65_536):
+            yield [r[0] for r in rows]
+
+    def _load(self, table: Table, ids: Iterable[str], *, filtered: bool) -> dict[str, Row]:
+        """Current rows for ``ids``: LRU hits, then ONE query for the misses that may be stored
+        (``filtered``) or for every miss (spool replays, and a batch merged again: see ``apply``)."""
         cache = self._cache[table.name]
         found: dict[str, Row] = {}
         missing: list[str] = []
@@ -381,6 +301,10 @@ class Store:
             else:
                 cache.move_to_end(obj_id)
                 found[obj_id] = dict(zip(table.columns, cached, strict=True))
+        if missing and filtered:
+            absent = self._ids.unknown(table.name, missing)
+            if absent:
+                missing = [obj_id for obj_id in missing if obj_id not in absent]
         if missing:
             cols = table.columns
             heavy = table.heavy
@@ -391,7 +315,7 @@ class Store:
                 found[row["id"]] = row
         return found
 
-    def _fetch(self, table: _Table, ids: list[str]) -> list[tuple[Any, ...]]:
+    def _fetch(self, table: Table, ids: list[str]) -> list[tuple[Any, ...]]:
         """Rows for ``ids``, by ART index lookups while that beats scanning the id column.
 
         DuckDB uses the index for ``id IN (<literals>)`` of a few hundred values (~10 us a row,
@@ -407,31 +331,52 @@ class Store:
             return rows
         return con.execute(table.select_sql + _IDS.format(sql_string(orjson.dumps(ids).decode()))).fetchall()
 
-    def _write(self, table: _Table, items: Sequence[Any], sql: str | None = None) -> None:
-        if not items:
-            return
-        with open(table.staging, "wb") as f:
-            f.write(orjson.dumps(items, default=_kept_as_null))
-        self.connection.execute(sql or table.write_sql)
+    def _stage(self, name: str, items: Sequence[Any]) -> None:
+        if self._staging is None:
+            raise StoreError(f"store {self._path!r} is closed")
+        self._staging.write(name, orjson.dumps(items, default=_kept_as_null))
 
-    def _update(self, table: _Table, rows: list[Row]) -> None:
+    def _write(self, table: Table, items: Sequence[Any], sql: str | None = None) -> None:
+        """Stage ``items`` and queue their INSERT for the batch's next round trip (_execute)."""
+        if items:
+            self._stage(table.name, items)
+            self._pending.append(sql or table.write_sql)
+
+    def _execute(self, sql: str) -> duckdb.DuckDBPyConnection:
+        """Run the queued statements and ``sql`` in one call: each call costs 0.1-0.4 ms of CPU in the
+        client besides DuckDB's own work, and a batch makes up to ten. Its result is ``sql``'s."""
+        statements, self._pending = self._pending, []
+        statements.append(sql)
+        return self.connection.execute(";\n".join(statements))
+
+    def _update(self, table: Table, rows: list[Row], columns: set[str]) -> None:
         """Update rows known to be stored. A plain UPDATE costs ~40% less than the upsert (its fixed
         cost per statement dominates small batches: bench/ingest_store.py); if a row was not there
-        after all, the upsert writes the staged rows again, which sets the same values."""
-        if not rows:
-            return
-        self._write(table, rows, table.update_sql)
-        got = self.connection.fetchone()
-        if got is None or got[0] != len(rows):
-            self.connection.execute(table.upsert_sql)
+        after all, the upsert writes the staged rows again, which sets the same values.
 
-    def _write_rows(self, table: _Table, merged: dict[str, Row], before: dict[str, Row]) -> int:
+        The UPDATE sets only the ``columns`` some row changed, and it joins the staged rows to the
+        whole table: a literal id list lets DuckDB read only those rows by index (100 rows of a
+        500k-row table: 139 against 298 ms)."""
+        if not rows or not columns:
+            return
+        self._stage(table.changed_staging_name, rows)
+        sql = table.update_of(columns)
+        ids = [row["id"] for row in rows]
+        if len(ids) <= _LOOKUP_CHUNK and all(map(_SAFE_ID.fullmatch, ids)):
+            literals = ", ".join(f"'{obj_id}'" for obj_id in ids)
+            sql += f" AND {table.name}.id IN ({literals})"
+        got = self._execute(sql).fetchone()
+        if got is None or got[0] != len(rows):
+            self._execute(table.upsert_sql)
+
+    def _write_rows(self, table: Table, merged: dict[str, Row], before: dict[str, Row]) -> list[str]:
         """Write the rows the batch changed: new ones by INSERT, changed ones by UPDATE (in
         place: DuckDB does not vacuum deleted rows of a table with an ART index, so
-        DELETE + INSERT, though faster per batch, would grow the file for ever). Returns how many
-        rows are new."""
+        DELETE + INSERT, though faster per batch, would grow the file for ever). Returns the ids
+        of the new rows."""
         fresh: list[Row] = []
         changed: list[Row] = []
+        columns: set[str] = set()  # those some changed row changed
         strip = table.name == "runs" and not self._store_prompts
         for key, row in merged.items():
             raw = row.get("raw")
@@ -446,9 +391,11 @@ class Store:
                 fresh.append(row)
             elif old != row:
                 changed.append(row)
+                columns.update(col for col, value in row.items() if col not in columns and old.get(col) != value)
+                columns.update(col for col in old.keys() - row.keys() if old[col] is not None)
         self._write(table, fresh)
-        self._update(table, changed)
-        return len(fresh)
+        self._update(table, changed, columns)
+        return [row["id"] for row in fresh]
 
     def apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool = False,
               emit: bool | None = None) -> list[Effect]:
@@ -458,6 +405,19 @@ class Store:
         caller spools the batch). ``replay=True`` (spool replay) returns no effects unless ``emit``
         says so (a spooled batch whose effects were never emitted).
         """
+        if replay:  # a replay reads back every id it misses: the filters never decide what a replay does
+            return self._apply(snapshots, requests, replay=True, emit=emit, filtered=False)
+        try:
+            return self._apply(snapshots, requests, replay=False, emit=emit, filtered=True)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, duckdb.ConstraintException) or self.poisoned is not None:
+                raise
+        # An INSERT of a row the filters called new hit a stored one: inserted behind the store's back.
+        self._ids.forget()
+        return self._apply(snapshots, requests, replay=False, emit=emit, filtered=False)
+
+    def _apply(self, snapshots: list[Snapshot], requests: list[RequestRecord], *, replay: bool,
+               emit: bool | None, filtered: bool) -> list[Effect]:
         if self._read_only:
             raise StoreError(f"store {self._path!r} is read-only")
         if self.poisoned is not None:
@@ -484,8 +444,8 @@ class Store:
         merged_runs: dict[str, Row] = {}
         merged_steps: dict[str, Row] = {}
         try:
-            before_runs = self._load(runs, {s.obj["id"] for s in run_snaps})
-            before_steps = self._load(steps, {s.obj["id"] for s in step_snaps})
+            before_runs = self._load(runs, {s.obj["id"] for s in run_snaps}, filtered=filtered)
+            before_steps = self._load(steps, {s.obj["id"] for s in step_snaps}, filtered=filtered)
             for snap in run_snaps:
                 rid = snap.obj["id"]
                 row = merged_runs.get(rid)
@@ -501,37 +461,38 @@ class Store:
                     row = dict(before_steps[sid])
                 merged_steps[sid] = merge_step(row, snap, effects=effects, emit=emit)
             if resp_snaps:
-                before_resps = self._load(resps, _response_ids(resp_snaps))
+                before_resps = self._load(resps, _response_ids(resp_snaps), filtered=filtered)
                 merged_resps = merge_responses(before_resps, resp_snaps, events=resp_events, effects=effects,
                                                store_prompts=self._store_prompts, emit=emit)
         except Exception as exc:
             self._poison_if_broken(exc)
             raise StoreError(f"cannot merge batch into {self._path!r}: {exc!r}") from exc
         try:
-            con.execute("BEGIN")
+            self._pending = ["BEGIN"]
             new_runs = self._write_rows(runs, merged_runs, before_runs)
             new_steps = self._write_rows(steps, merged_steps, before_steps)
             self._write(self._tables["run_events"], events)
             new_resps = self._write_rows(resps, merged_resps, before_resps)
             self._write(self._tables["response_events"], resp_events)
             self._write(self._tables["requests"], requests, self._tables["requests"].replay_sql if replay else None)
-            con.execute("COMMIT")
+            self._execute("COMMIT")
         except Exception as exc:
+            self._pending = []
             try:
                 con.execute("ROLLBACK")
             except duckdb.Error:
                 log.debug("rollback after a failed batch failed too", exc_info=True)
             self._poison_if_broken(exc)
             raise StoreError(f"cannot write batch to {self._path!r}: {exc!r}", effects=effects) from exc
-        self._row_counts["runs"] += new_runs
-        self._row_counts["run_steps"] += new_steps
-        self._row_counts["responses"] += new_resps
+        for name, new in (("runs", new_runs), ("run_steps", new_steps), ("responses", new_resps)):
+            self._row_counts[name] += len(new)
+            self._ids.added(name, new)
         self._remember(runs, merged_runs)
         self._remember(steps, merged_steps)
         self._remember(resps, merged_resps)
         return effects if emit else []
 
-    def _remember(self, table: _Table, rows: dict[str, Row]) -> None:
+    def _remember(self, table: Table, rows: dict[str, Row]) -> None:
         """Cache committed rows only, so a rolled-back batch never leaks into a later merge."""
         cache = self._cache[table.name]
         heavy = table.heavy
@@ -556,9 +517,8 @@ class Store:
                 con.close()
             except duckdb.Error:
                 log.debug("closing a store that failed to open failed too", exc_info=True)
-        if self._stage_dir is not None:
-            shutil.rmtree(self._stage_dir, ignore_errors=True)
-            self._stage_dir = None
+        if self._staging is not None:
+            self._staging.close()
 
     def close(self) -> None:
         """CHECKPOINT (so the next open replays no WAL) and close. Idempotent. Closing the write connection
@@ -572,6 +532,5 @@ class Store:
                 finally:
                     con.close()
         finally:
-            if self._stage_dir is not None:
-                shutil.rmtree(self._stage_dir, ignore_errors=True)
-                self._stage_dir = None
+            if self._staging is not None:
+                self._staging.close()

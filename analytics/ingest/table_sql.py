@@ -1,0 +1,112 @@
+"""The SQL the store runs for each table, derived from the catalog so schema.sql stays the only column list.
+
+Rows reach DuckDB through staging files (staging.py) read by ``read_json``; see store.py for why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
+    "runs": "insert",
+    "run_steps": "insert",
+    "run_events": "insert",
+    "responses": "insert",
+    "response_events": "insert",
+    # A re-replayed spool batch (a crash before the spool was truncated) must not fail on its own
+    # requests. Only replays can repeat an id (ids are unique per process), so live batches use a
+    # plain INSERT: OR IGNORE costs ~3 us a row (8.8 vs 5.7 us CPU, 1,000-row batches).
+    "requests": "ignore",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """SQL for one table, derived from the catalog so schema.sql stays the only column list."""
+
+    name: str
+    columns: tuple[str, ...]
+    heavy: tuple[str, ...]  # JSON and list columns: read back as KEPT/None only
+    staging: str  # where write_sql reads new rows
+    changed_staging: str  # where update_sql and upsert_sql read changed rows: staged in the same batch
+    changed_staging_name: str  # its name for Staging
+    select_sql: str  # current rows WHERE id IN <list>; times as float epoch seconds
+    write_sql: str  # INSERT from read_json(staging)
+    replay_sql: str  # write_sql for spool replays: INSERT OR IGNORE where the table's mode says so
+    upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
+    update_sql: str  # UPDATE of existing rows from changed_staging, as the upsert would set them
+    update_sets: dict[str, str]  # the SET item of each column but id, for an UPDATE of some columns only
+    update_from: str  # update_sql's FROM ... WHERE
+
+    def update_of(self, columns: set[str]) -> str:
+        """update_sql setting only ``columns``: DuckDB's cost of an UPDATE grows with every column it
+        sets, the JSON ones most (100 rows of a 300k-row table: 124 ms all columns, 12 ms two scalars)."""
+        sets = ", ".join(self.update_sets[c] for c in self.columns if c in columns and c in self.update_sets)
+        return f"UPDATE {self.name} SET {sets}{self.update_from}"  # noqa: S608 - names come from runtap's schema catalog
+
+
+def _quote(ident: str) -> str:
+    return '"' + ident.replace('"', '""') + '"'
+
+
+def table_sql(name: str, cols: list[tuple[str, str]], staging: str, changed_staging: str) -> Table:
+    """``staging`` and ``changed_staging``: the files of Staging's ``name`` and ``name + ".changed"``."""
+    mode = WRITE_MODES[name]
+    selects: list[str] = []
+    reads: list[str] = []
+    projections: list[str] = []
+    updates: list[str] = []
+    heavy: list[str] = []
+    sets: dict[str, str] = {}
+    for col, dtype in cols:
+        q = _quote(col)
+        if dtype.startswith("TIMESTAMP"):
+            # times travel as float seconds. to_timestamp rounds to the microsecond as the merge's quantize()
+            # does (make_timestamptz(CAST(round(x * 1e6) ...)) was 1 us off for ~1 in 2,000 times after 2106),
+            # and binds in ~1 ms less a statement: binding, not rows, is most of a small batch's cost.
+            selects.append(f"CAST(epoch_us({q}) AS DOUBLE) / 1000000")
+            reads.append(f"{col!r}: 'DOUBLE'")
+            projections.append(f"to_timestamp({q})")
+        elif dtype == "JSON" or dtype.endswith("[]"):
+            heavy.append(col)
+            selects.append(f"{q} IS NOT NULL")
+            reads.append(f"{col!r}: '{dtype}'")
+            projections.append(q)
+        else:
+            selects.append(q)
+            reads.append(f"{col!r}: '{dtype}'")
+            projections.append(q)
+        if col != "id":
+            # the merge never turns a value into NULL for these (rule 3), so NULL means "kept"
+            value = f"COALESCE(excluded.{q}, {name}.{q})" if col in heavy else f"excluded.{q}"
+            updates.append(f"{q} = {value}")
+            sets[col] = f"{q} = {value.replace('excluded.', 'staged.')}"
+    spec = ", ".join(reads)
+
+    def source(path: str) -> str:
+        quoted = path.replace("'", "''")
+        return f"read_json('{quoted}', format = 'array', columns = {{{spec}}})"
+
+    named = ", ".join(f"{p} AS {_quote(c)}" for p, (c, _) in zip(projections, cols, strict=True))
+    columns = ", ".join(_quote(c) for c, _ in cols)
+    # names come from runtap's schema catalog; values are staged, never spliced in
+    into = f"INTO {name} ({columns}) SELECT {', '.join(projections)} FROM {source(staging)}"  # noqa: S608
+    write = f"INSERT {into}"
+    update_from = f" FROM (SELECT {named} FROM {source(changed_staging)}) AS staged WHERE {name}.id = staged.id"  # noqa: S608 - as above
+    return Table(
+        name=name,
+        columns=tuple(c for c, _ in cols),
+        heavy=tuple(heavy),
+        staging=staging,
+        changed_staging=changed_staging,
+        changed_staging_name=f"{name}.changed",
+        select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN ",  # noqa: S608 - names come from runtap's schema catalog; values are bound
+        write_sql=write,
+        replay_sql=f"INSERT OR IGNORE {into}" if mode == "ignore" else write,
+        upsert_sql=(f"INSERT INTO {name} ({columns}) SELECT {', '.join(projections)} "  # noqa: S608 - as above
+                    f"FROM {source(changed_staging)} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}"),
+        update_sql=f"UPDATE {name} SET {', '.join(sets.values())}{update_from}",  # noqa: S608 - as above
+        update_sets=sets,
+        update_from=update_from,
+    )
