@@ -19,12 +19,14 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from .addons.metrics import Metrics
+from .exposition import TextRenderer
 from .scrape_split import RELAY_FAMILIES, Families, encode_share
 
 log = logging.getLogger("runtap.admin")
 
 CONTROL_TIMEOUT_S: Final = 5.0
 REPORT_TIMEOUT_S: Final = 120.0
+_RENDERER: Final = TextRenderer()  # the admin thread's; caches each relay series' line prefix
 
 
 def _session(directory_socket: str, timeout: float) -> aiohttp.ClientSession:
@@ -59,7 +61,7 @@ async def scrape(metrics: Metrics, queue_depth: int, control_socket: str) -> byt
         remote = None
     if remote is None:
         return generate_latest(metrics.registry)
-    return generate_latest(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + remote
+    return _RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + remote
 
 
 async def proxy_report(request: web.Request, control_socket: str) -> web.Response:
