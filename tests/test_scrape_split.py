@@ -13,6 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 from runtap.analytics.ingest.health import CaptureHealth, Event, Kind
@@ -60,11 +61,19 @@ async def _scrape_after(mode: str, tmp_path: Path, sim_base: str) -> Scrape:
         while True:
             m = await scrape(proc.admin_url)
             if m.get("runtap_capture_written_total", table="requests") >= REQUESTS:
+                await _classic_even_when_openmetrics_is_asked_for(proc.admin_url, m)
                 return m
             assert asyncio.get_running_loop().time() < deadline, m.text
             await asyncio.sleep(0.05)  # another process's writer: nothing to wait on but its metrics
     finally:
         assert await terminate(proc) == 0
+
+
+async def _classic_even_when_openmetrics_is_asked_for(admin_url: str, m: Scrape) -> None:
+    accept = "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    async with aiohttp.ClientSession() as s, s.get(admin_url + "/metrics", headers={"Accept": accept}) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain;")
+        assert _families(await r.text()) == _families(m.text)
 
 
 def _families(text: str) -> list[str]:
