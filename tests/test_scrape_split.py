@@ -9,7 +9,9 @@ every family once, promtool's lint passes, and the same families, series and tot
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -139,3 +141,32 @@ def test_the_relay_exports_only_families_it_counts_itself() -> None:
     names = {fam.name for fam in Metrics(CollectorRegistry()).registry.collect()}
     assert RELAY_FAMILIES - {"runtap_capture_restarts", "runtap_capture_process_up"} <= names
     assert not {n for n in RELAY_FAMILIES if n.startswith(("runtap_run", "runtap_response", "gen_ai_"))}
+
+
+@pytest.mark.timeout(120)
+async def test_while_the_capture_process_does_not_answer_the_relay_serves_its_own_registry(
+        tmp_path: Path) -> None:
+    sim, sim_url = await start_sim(SimConfig())
+    try:
+        proc = await start_runtap(sim_url.removesuffix("/v1"), tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
+                                  "--capture-mode", "process")
+        try:
+            client = openai.AsyncOpenAI(base_url=proc.url + "/v1", api_key=API_KEY, max_retries=0)
+            await client.beta.assistants.create(model="gpt-4o")
+            await client.close()
+            async with aiohttp.ClientSession() as s, s.get(proc.admin_url + "/readyz") as r:
+                pid = (await r.json())["capture_process"]["pid"]
+            os.kill(pid, signal.SIGSTOP)  # alive, but its control socket answers nothing
+            try:
+                m = await scrape(proc.admin_url)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        finally:
+            assert await terminate(proc) == 0
+    finally:
+        await sim.cleanup()
+    families = _families(m.text)
+    assert len(families) == len(set(families))
+    assert "runtap_run_transitions_total" in families and "runtap_capture_skipped_total" in families
+    assert m.get("runtap_requests_total") == 1
+    assert m.get("runtap_capture_store_open") == 0  # the relay holds no store: the capture process did not say
