@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..analytics.prices import PriceBook, load_price_book
 from ..settings.config import ConfigError, Settings
@@ -12,6 +12,7 @@ from . import capture_admin
 from .admin_reports import add_report_routes
 from .app import Runtime
 from .capture_supervisor import control_path
+from .exposition import RENDERER
 
 ADMIN_RUNTIME = web.AppKey("admin_runtime", Runtime)
 # The relay loop runs its lag probe 10 times a second; this long without one, it is stuck, not busy
@@ -83,7 +84,7 @@ async def metrics(request: web.Request) -> web.Response:
         depth = rt.channel.depth() if rt.channel is not None else 0
         body = await capture_admin.scrape(rt.metrics, depth, control_path(rt.supervisor.directory))
     else:
-        body = generate_latest(rt.metrics.registry)
+        body = RENDERER.render(rt.metrics.registry)  # generate_latest's bytes, series prefixes cached
     # Always the classic text format, even to a Prometheus that asks for OpenMetrics: there a counter's
     # metadata is named without `_total`, and dashboards, alerts and tests use the `_total` names.
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

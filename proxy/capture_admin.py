@@ -16,17 +16,15 @@ from typing import Final
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from .addons.metrics import Metrics
-from .exposition import TextRenderer
+from .exposition import RENDERER
 from .scrape_split import RELAY_FAMILIES, Families, encode_share
 
 log = logging.getLogger("runtap.admin")
 
 CONTROL_TIMEOUT_S: Final = 5.0
 REPORT_TIMEOUT_S: Final = 120.0
-_RENDERER: Final = TextRenderer()  # the admin thread's; caches each relay series' line prefix
 
 
 def _session(directory_socket: str, timeout: float) -> aiohttp.ClientSession:
@@ -60,8 +58,8 @@ async def scrape(metrics: Metrics, queue_depth: int, control_socket: str) -> byt
         log.debug("capture process /metrics unavailable: %s", exc)
         remote = None
     if remote is None:
-        return generate_latest(metrics.registry)
-    return _RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + remote
+        return RENDERER.render(metrics.registry)
+    return RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + remote
 
 
 async def proxy_report(request: web.Request, control_socket: str) -> web.Response:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Final, cast
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..analytics.ingest import wire
 from ..analytics.ingest.health import Kind
@@ -37,6 +37,7 @@ from .admin_reports import add_report_routes
 from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
 from .capture_supervisor import control_path, ingest_path
 from .commands.serve import loop_factory
+from .exposition import RENDERER
 from .scrape_split import RELAY_FAMILIES, Families, decode_share
 
 log = logging.getLogger("runtap.capture")
@@ -176,7 +177,7 @@ async def _metrics(request: web.Request) -> web.Response:
         metrics.capture_health_collector.relayed = share.health
         relay_depth = share.queue_depth
     metrics.capture_queue_depth.set(writer.depth() + relay_depth)
-    body = generate_latest(Families(metrics.registry, RELAY_FAMILIES, keep=False))
+    body = RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=False))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -9,7 +9,7 @@ is formatted per scrape, with prometheus-client's own floatToGoString.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final, Protocol
 
 from prometheus_client import generate_latest
@@ -24,7 +24,7 @@ _OM_SUFFIXES: Final = ("_created", "_gsum", "_gcount")
 
 
 class _Collector(Protocol):
-    def collect(self) -> Iterator[Metric]: ...
+    def collect(self) -> Iterable[Metric]: ...
 
 
 def _line(sample: Sample) -> str:
@@ -93,3 +93,6 @@ class TextRenderer:
                 out.append(self._header(metric.name + om, "gauge", metric.documentation))
                 out.extend(lines)
         return "".join(out).encode()
+
+
+RENDERER: Final = TextRenderer()  # one per process: a series' prefix does not depend on its registry

@@ -49,3 +49,15 @@ def test_the_relays_families_render_as_generate_latest_does() -> None:
     second = renderer.render(relay)
     assert second == generate_latest(relay) and second != first
     assert b"runtap_requests_total{" in second and b"runtap_run_transitions" not in second
+
+
+def test_a_whole_registry_with_collector_families_renders_as_generate_latest_does() -> None:
+    # in-process mode's admin and the capture process render everything through it
+    metrics = Metrics(CollectorRegistry())
+    metrics.capture_skipped("body_too_large", 3)
+    metrics.capture_health.error("decode", 'bad "json"\n')
+    metrics.on_sse_events({"thread.run.created": 2, "done": 1})
+    metrics.on_capture_lag([0.2, 0.7])
+    renderer = TextRenderer()
+    for _ in range(2):
+        assert renderer.render(metrics.registry) == generate_latest(metrics.registry)
