@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..analytics.prices import load_price_book
 from ..settings.config import ConfigError, Settings
 from . import capture_admin
 from .app import Runtime
 from .capture_supervisor import control_path
+from .exposition import RENDERER
 
 if TYPE_CHECKING:
     from ..analytics.prices import PriceBook
@@ -79,16 +80,18 @@ async def _readyz_process(rt: Runtime) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[ADMIN_RUNTIME]
-    registry: Any = rt.metrics.registry
     if rt.writer is not None:
         rt.metrics.capture_queue_depth.set(rt.writer.depth())
     elif rt.channel is not None:
         rt.metrics.capture_queue_depth.set(rt.channel.depth())
     if rt.supervisor is not None:
-        registry = await capture_admin.merged_registry(registry, control_path(rt.supervisor.directory))
+        depth = rt.channel.depth() if rt.channel is not None else 0
+        body = await capture_admin.scrape(rt.metrics, depth, control_path(rt.supervisor.directory))
+    else:
+        body = RENDERER.render(rt.metrics.registry)  # generate_latest's bytes, series prefixes cached
     # Always the classic text format, even to a Prometheus that asks for OpenMetrics: there a counter's
     # metadata is named without `_total`, and dashboards, alerts and tests use the `_total` names.
-    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def configured_prices(settings: Settings) -> PriceBook:

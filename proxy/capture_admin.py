@@ -1,63 +1,30 @@
 """The relay's admin listener in `--capture-mode process`: one scrape, one /readyz, one /reports.
 
-/metrics: the relay's own registry (request metrics; for capture, only what the relay itself dropped)
-merged with the capture process's (capture health, run metrics), fetched over its control socket at
-scrape time. A family both expose has its samples summed by labels: each process counts only its own
-events, so a sum is the total and nothing is counted twice (the relay's run metrics stay at zero).
-Only the relay that owns the capture process merges; --workers' other relays expose their own.
+/metrics: the relay's own families (request metrics, its loop's lag, the supervisor's restarts and up)
+followed by the capture process's exposition (capture health, run metrics), fetched over its control
+socket at scrape time and appended as bytes: each family is exported by one process only
+(scrape_split.py), so the relay neither parses nor re-renders the capture process's text. The relay's
+part of the capture-health families (its channel's drops and depth, its skips) travels with the
+request and is added in by the capture process. Only the relay that owns the capture process does
+this; --workers' other relays expose their own registry.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
+
+from .addons.metrics import Metrics
+from .exposition import RENDERER
+from .scrape_split import RELAY_FAMILIES, Families, encode_share
 
 log = logging.getLogger("runtap.admin")
 
 CONTROL_TIMEOUT_S: Final = 5.0
 REPORT_TIMEOUT_S: Final = 120.0
-
-
-class _Families:
-    """What generate_latest needs: an object whose collect() yields the merged families."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
-
-
-def merge(local: Iterable[Metric], remote: Iterable[Metric]) -> _Families:
-    merged: dict[str, Metric] = {}
-    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
-    for source in (local, remote):
-        for fam in source:
-            into = merged.get(fam.name)
-            if into is None:
-                into = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
-                values[fam.name] = {}
-            samples = values[fam.name]
-            for s in fam.samples:
-                key = (s.name, tuple(sorted(s.labels.items())))
-                prev = samples.get(key)
-                if prev is None:
-                    samples[key] = s
-                elif s.name.endswith("_created"):
-                    samples[key] = prev._replace(value=min(prev.value, s.value))
-                else:
-                    samples[key] = prev._replace(value=prev.value + s.value)
-    for name, fam in merged.items():
-        fam.samples = list(values[name].values())
-    return _Families(list(merged.values()))
 
 
 def _session(directory_socket: str, timeout: float) -> aiohttp.ClientSession:
@@ -78,11 +45,21 @@ async def fetch_text(control_socket: str, path: str) -> str | None:
         return None
 
 
-async def merged_registry(registry: CollectorRegistry, control_socket: str) -> Any:
-    text = await fetch_text(control_socket, "/metrics")
-    if text is None:
-        return registry  # the capture process is restarting: runtap_capture_process_up says so
-    return merge(registry.collect(), text_string_to_metric_families(text))
+async def scrape(metrics: Metrics, queue_depth: int, control_socket: str) -> bytes:
+    """One /metrics body: this relay's families, then the capture process's (which adds this relay's
+    capture-health counts, sent along); this relay's whole registry while the capture process is
+    not there (restarting: runtap_capture_process_up says so)."""
+    share = encode_share(metrics.capture_health, queue_depth)
+    try:
+        async with _session(control_socket, CONTROL_TIMEOUT_S) as client, \
+                client.post("http://capture/metrics", data=share) as resp:
+            remote = await resp.read() if resp.status == 200 else None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.debug("capture process /metrics unavailable: %s", exc)
+        remote = None
+    if remote is None:
+        return RENDERER.render(metrics.registry)
+    return RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + remote
 
 
 async def proxy_report(request: web.Request, control_socket: str) -> web.Response:

@@ -4,7 +4,7 @@
 
 Settings come from RUNTAP_* variables. It listens on DIR/ingest.sock for relay processes' frames
 (wire.py) and hands each item to the CaptureWriter, exactly as the in-process mode's submit does; and
-on DIR/control.sock (HTTP) for GET /metrics (its own registry: capture health, run metrics), GET /status
+on DIR/control.sock (HTTP) for /metrics (its families: capture health, run metrics), GET /status
 and the /reports routes, which the relay's admin listener serves on. SIGTERM: stop accepting, read every
 connected relay to its end (the relays have closed by then), then drain the writer and exit.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Final, cast
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..analytics.ingest import wire
 from ..analytics.ingest.health import Kind
@@ -37,7 +37,9 @@ from .admin_reports import add_report_routes
 from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
 from .capture_supervisor import control_path, ingest_path
 from .commands.serve import loop_factory
+from .exposition import RENDERER
 from .memory_trim import IdleTrimmer, libc_trim, trimming
+from .scrape_split import RELAY_FAMILIES, Families, decode_share
 
 log = logging.getLogger("runtap.capture")
 
@@ -183,9 +185,20 @@ def idle_trimmer(settings: Settings, ingest: Ingest) -> IdleTrimmer | None:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    """The capture process's families only (scrape_split.py); a POST carries the relay's share of the
+    capture-health families, which is added in (a GET shows the share last reported)."""
     writer, metrics = request.app[_WRITER], request.app[_METRICS]
-    metrics.capture_queue_depth.set(writer.depth())
-    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    relay_depth = 0
+    if request.can_read_body:
+        try:
+            share = decode_share(await request.read())
+        except ValueError as exc:
+            return web.Response(status=400, text=str(exc))
+        metrics.capture_health_collector.relayed = share.health
+        relay_depth = share.queue_depth
+    metrics.capture_queue_depth.set(writer.depth() + relay_depth)
+    body = RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=False))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -200,6 +213,7 @@ def control_app(settings: Settings, writer: CaptureWriter, metrics: Metrics, ing
     app = web.Application()
     app[_WRITER], app[_METRICS], app[_INGEST] = writer, metrics, ingest
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/metrics", _metrics)
     app.router.add_get("/status", _status)
     if settings.admin_reports:
         add_report_routes(app, writer.reader, prices=load_price_book(settings.prices or None))
@@ -280,8 +294,6 @@ def main(argv: list[str]) -> int:
         print(f"runtap capture: error: {exc}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(settings.log_level)
-    # The relay's admin listener merges these samples into its own families, which carry _created.
-    disable_created_metrics()
     with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
         runner.run(serve(settings, directory, ready_fd))
     return 0

@@ -7,7 +7,7 @@ own, so an event the writer counted is exposed exactly once and cannot drift fro
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -40,12 +40,18 @@ def _labelled(name: str, label: str, values: Iterable[tuple[str, int]]) -> Count
 class CaptureHealthCollector(Collector):
     def __init__(self, health: CaptureHealth) -> None:
         self._health = health
+        # --capture-mode process: the relay's own counts (its channel's drops, its skips) as it last
+        # reported them with a scrape (scrape_split.py); replaced whole, added to this process's.
+        self.relayed: Mapping[Event, int] = {}
 
     def describe(self) -> Iterator[Metric]:
         return self._families({}, 0, None)
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._health.events(), self._health.stores_open, self._health.db_memory)
+        counts = self._health.events()
+        for event, n in self.relayed.items():
+            counts[event] = counts.get(event, 0) + n
+        return self._families(counts, self._health.stores_open, self._health.db_memory)
 
     def _families(self, counts: dict[Event, int], stores_open: int, memory: DbMemory | None) -> Iterator[Metric]:
         by_kind: dict[Kind, list[tuple[Event, int]]] = defaultdict(list)

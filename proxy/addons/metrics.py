@@ -72,7 +72,8 @@ class Metrics:
         # runtap_capture_written/dropped/errors/skipped/spooled/replayed/store_open: built at scrape
         # time from the one set of counters the capture writer (or the capture channel) records into.
         self.capture_health = CaptureHealth()
-        r.register(CaptureHealthCollector(self.capture_health))
+        self.capture_health_collector = CaptureHealthCollector(self.capture_health)
+        r.register(self.capture_health_collector)
         self.capture_lag = Histogram(
             "runtap_capture_lag_seconds", "From a proxied request's last byte to the commit that made its rows "
             "(its requests row, and the runs and steps it showed) visible in DuckDB; spooled ones are not observed.",
