@@ -66,6 +66,21 @@ def test_a_sampler_ratio_out_of_range_is_a_config_error() -> None:
         sampler_from_env({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"})
 
 
+@pytest.mark.parametrize("mode", ["inprocess", "process"])
+@pytest.mark.parametrize("arg", ["1.5", "-0.1", "nan", "inf"])
+def test_both_capture_modes_refuse_the_same_sampler_ratio_out_of_range(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, arg: str) -> None:
+    # The SDK alone would warn and sample every trace at 1.0: in-process runtap then traced everything
+    # while --capture-mode process refused to start on the same variables.
+    for var in _OTEL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
+        build_runtime(stack_settings(tmp_path, "http://127.0.0.1:9", capture_mode=mode))
+
+
 # --- the same spans from both modes -------------------------------------------------------------------
 
 _IDS = re.compile(r"\b(?:thread|run|step|resp|msg|asst|call|rs|fc)_[0-9a-zA-Z]{8,}\b")
