@@ -92,6 +92,6 @@ def sampler_from_env(env: Mapping[str, str] | None = None) -> SamplerSpec:
     except ValueError:
         log.warning("Could not convert TRACES_SAMPLER_ARG to float. Using default rate 1.0.")
         rate = 1.0
-    if not 0.0 <= rate <= 1.0:  # the SDK raises ValueError here; at start-up that is a config error
+    if not 0.0 <= rate <= 1.0:  # the SDK warns and uses 1.0: tracing every request is no safe fallback
         raise ConfigError(f"invalid OTEL_TRACES_SAMPLER_ARG={rate!r}: a probability in [0.0, 1.0]")
     return SamplerSpec(parent_based, "ratio", round(rate * (TRACE_ID_LIMIT + 1)))
