@@ -77,7 +77,7 @@ def provider_from_env() -> TracerProvider | None:
         return None
     # The SDK alone samples at 1.0 for a ratio outside [0, 1]; the relay of --capture-mode process reads
     # these variables with otel_env and refuses that at start-up: the same answer in both modes.
-    otel_env.sampler_from_env(env)
+    otel_env.sampler_from_env(env, warn=False)
     named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
     attrs: dict[str, str] = {} if named else {"service.name": "runtap"}
     try:
