@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -81,6 +82,20 @@ def test_both_capture_modes_refuse_the_same_sampler_ratio_out_of_range(
     with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
         build_runtime(stack_settings(tmp_path, "http://127.0.0.1:9", capture_mode=mode))
 
+
+def test_otel_batch_settings_the_sdk_refuses_are_one_line_at_start_up_in_both_modes(tmp_path: Path) -> None:
+    # The SDK raises ValueError for an export batch above its queue: a traceback from the relay
+    # (in-process) or from the capture process (process) instead of the brief's one line.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="100000")
+    for mode in ("inprocess", "process"):
+        done = subprocess.run(
+            [sys.executable, "-m", "runtap.proxy", "serve", "--upstream", "http://127.0.0.1:9", "--listen",
+             "127.0.0.1:0", "--admin", "127.0.0.1:0", "--db", str(tmp_path / f"{mode}.duckdb"), "--capture-mode",
+             mode], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode != 0, (mode, done.stderr)
+        assert "Traceback" not in done.stderr, (mode, done.stderr)
+        assert "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" in done.stderr, (mode, done.stderr)
 
 # --- the same spans from both modes -------------------------------------------------------------------
 
