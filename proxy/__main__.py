@@ -39,8 +39,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _command(argv: Sequence[str]) -> str | None:
-    # The first word that is not an option (`runtap` has no option that takes a value).
-    return next((a for a in argv if not a.startswith("-")), None)
+    # `runtap` itself has no option but -h, so a command line that names one starts with it; anything
+    # else (`runtap -h serve`: the top-level help) gets every command's parser.
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

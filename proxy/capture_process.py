@@ -295,7 +295,11 @@ def main(argv: list[str]) -> int:
         return 2
     logging.getLogger().setLevel(settings.log_level)
     with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-        runner.run(serve(settings, directory, ready_fd))
+        try:
+            runner.run(serve(settings, directory, ready_fd))
+        except ConfigError as exc:  # e.g. OTEL_* values the SDK refuses: before anything started
+            print(f"runtap capture: error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

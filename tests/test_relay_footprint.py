@@ -8,6 +8,7 @@ relay's /proc/PID/maps after it served requests, beside the capture process's, w
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,17 @@ print(" ".join(m for m in {CAPTURE_ONLY!r} if m in sys.modules))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
                          check=True)
     assert out.stdout.split() == []
+
+
+@pytest.mark.parametrize("argv", [["-h", "serve"], ["--help", "report"]])
+def test_help_before_a_command_lists_every_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Only the named command's module is imported for `runtap serve ...`; `runtap -h serve` is the
+    # top-level help all the same, and must not read as if serve were the only command.
+    from runtap.proxy.__main__ import main
+    from runtap.proxy.commands import COMMANDS
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    listed = capsys.readouterr().out
+    assert all(re.search(rf"^    {name}\s", listed, re.M) for name in COMMANDS), listed

@@ -8,12 +8,14 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from hypothesis import given, settings
@@ -65,6 +67,35 @@ def test_a_sampler_ratio_out_of_range_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
         sampler_from_env({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"})
 
+
+@pytest.mark.parametrize("mode", ["inprocess", "process"])
+@pytest.mark.parametrize("arg", ["1.5", "-0.1", "nan", "inf"])
+def test_both_capture_modes_refuse_the_same_sampler_ratio_out_of_range(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, arg: str) -> None:
+    # The SDK alone would warn and sample every trace at 1.0: in-process runtap then traced everything
+    # while --capture-mode process refused to start on the same variables.
+    for var in _OTEL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
+        build_runtime(stack_settings(tmp_path, "http://127.0.0.1:9", capture_mode=mode))
+
+
+def test_otel_batch_settings_the_sdk_refuses_are_one_line_at_start_up_in_both_modes(tmp_path: Path) -> None:
+    # The SDK raises ValueError for an export batch above its queue: a traceback from the relay
+    # (in-process) or from the capture process (process) instead of the brief's one line.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="100000")
+    for mode in ("inprocess", "process"):
+        done = subprocess.run(
+            [sys.executable, "-m", "runtap.proxy", "serve", "--upstream", "http://127.0.0.1:9", "--listen",
+             "127.0.0.1:0", "--admin", "127.0.0.1:0", "--db", str(tmp_path / f"{mode}.duckdb"), "--capture-mode",
+             mode], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode != 0, (mode, done.stderr)
+        assert "Traceback" not in done.stderr, (mode, done.stderr)
+        assert "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" in done.stderr, (mode, done.stderr)
 
 # --- the same spans from both modes -------------------------------------------------------------------
 
@@ -310,3 +341,66 @@ async def test_the_process_mode_relay_propagates_the_exported_client_span_upstre
     # a trace that starts here: sampled (parent-based always-on), random trace id flag (W3C level 2)
     root = int(sent[2][1], 16)
     assert sent[2][2] == f"{clients[root].span_id:016x}" and sent[2][3] == "03"
+
+
+# --- failures: the same spans from both modes ----------------------------------------------------------
+
+async def _failure_spans(mode: str, tmp_path: Path, sim: str, receiver: OTLPReceiver) -> list[str]:
+    """Spans of a 404, a run stream the client leaves after its first bytes, and calls to an upstream
+    that refuses connections (502), each with a sampled parent; ids, times and ports left out."""
+    from google.protobuf.json_format import MessageToDict
+
+    before = len(receiver.raw)
+    expected = 0
+    for n, upstream in enumerate((sim, "http://127.0.0.1:9")):
+        settings_ = stack_settings(tmp_path / f"{mode}{n}", upstream, capture_mode=mode)
+        (tmp_path / f"{mode}{n}").mkdir()
+        running = await start(settings_, runtime=build_runtime(settings_))
+        try:
+            async with aiohttp.ClientSession(headers={**w.V2, "Authorization": "Bearer sk-test"}) as http:
+                expected += 2
+                url = running.proxy_url + "/v1/threads/thread_nope/runs/run_nope"
+                async with http.get(url, headers={"traceparent": f"00-{n + 1:032x}-{1:016x}-01"}) as r:
+                    await r.read()
+                if upstream == sim:
+                    async with http.post(running.proxy_url + "/v1/assistants", json={"model": "gpt-4o"}) as r:
+                        assistant = (await r.json())["id"]
+                    body = {"assistant_id": assistant, "stream": True,
+                            "thread": {"messages": [{"role": "user", "content": "hi"}]}}
+                    async with http.post(running.proxy_url + "/v1/threads/runs", json=body,
+                                         headers={"traceparent": f"00-{9:032x}-{2:016x}-01"}) as r:
+                        assert r.status == 200
+                        await r.content.readany()
+                        r.close()  # the client leaves mid-stream
+                    expected += 2
+        finally:
+            await running.stop()
+    traced = {f"{t:032x}" for t in (1, 2, 9)}
+    assert receiver.wait_for(lambda s: len([x for x in receiver.raw[before:]
+                                            if x.kind in (2, 3) and x.trace_id.hex() in traced]) >= expected)
+    out = []
+    for s in receiver.raw[before:]:
+        if s.kind not in (2, 3) or s.trace_id.hex() not in traced:
+            continue
+        d = MessageToDict(s)
+        for key in ("spanId", "parentSpanId", "startTimeUnixNano", "endTimeUnixNano"):
+            d.pop(key, None)
+        d["attributes"] = sorted((a for a in d.get("attributes", []) if a["key"] != "server.port"),
+                                 key=lambda a: a["key"])
+        out.append(json.dumps(d, sort_keys=True))
+    return sorted(out)
+
+
+async def test_errors_disconnects_and_an_unreachable_upstream_give_the_same_spans_in_both_modes(
+        tmp_path: Path, sim_upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with OTLPReceiver() as receiver:
+        for var in _OTEL_VARS:
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        inprocess = await _failure_spans("inprocess", tmp_path, sim_upstream, receiver)
+        process = await _failure_spans("process", tmp_path, sim_upstream, receiver)
+    assert len(inprocess) == 6
+    assert process == inprocess
+    errors = " ".join(inprocess)
+    for kind in ("client_disconnected", "404", "refused"):
+        assert f'"stringValue": "{kind}' in errors, kind

@@ -77,11 +77,13 @@ class SamplerSpec:
         return self.root == "on"
 
 
-def sampler_from_env(env: Mapping[str, str] | None = None) -> SamplerSpec:
+def sampler_from_env(env: Mapping[str, str] | None = None, *, warn: bool = True) -> SamplerSpec:
+    """warn=False: beside the SDK's own reading of the same variables, which warns itself."""
     env = os.environ if env is None else env
     name = env.get("OTEL_TRACES_SAMPLER", _DEFAULT).lower()
     if name not in _KNOWN:
-        log.warning("Couldn't recognize sampler %s.", name)  # the SDK's own warning, and its fallback
+        if warn:
+            log.warning("Couldn't recognize sampler %s.", name)  # the SDK's own warning, and its fallback
         name = _DEFAULT
     parent_based = name.startswith("parentbased_")
     root = name.removeprefix("parentbased_")
@@ -90,8 +92,9 @@ def sampler_from_env(env: Mapping[str, str] | None = None) -> SamplerSpec:
     try:
         rate = float(env.get("OTEL_TRACES_SAMPLER_ARG", ""))
     except ValueError:
-        log.warning("Could not convert TRACES_SAMPLER_ARG to float. Using default rate 1.0.")
+        if warn:
+            log.warning("Could not convert TRACES_SAMPLER_ARG to float. Using default rate 1.0.")
         rate = 1.0
-    if not 0.0 <= rate <= 1.0:  # the SDK raises ValueError here; at start-up that is a config error
+    if not 0.0 <= rate <= 1.0:  # the SDK warns and uses 1.0: tracing every request is no safe fallback
         raise ConfigError(f"invalid OTEL_TRACES_SAMPLER_ARG={rate!r}: a probability in [0.0, 1.0]")
     return SamplerSpec(parent_based, "ratio", round(rate * (TRACE_ID_LIMIT + 1)))

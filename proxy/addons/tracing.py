@@ -30,6 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ...analytics.ingest.records import Exchange, RequestRecord
 from ...analytics.ingest.response_merge import ResponseTransition
+from ...settings.config import ConfigError
 from .. import response_routes, routes
 from ..tap import Flow
 from . import otel_env, otel_private, response_spans
@@ -75,6 +76,9 @@ def provider_from_env() -> TracerProvider | None:
             exporters.append(ConsoleSpanExporter())
     if not exporters:
         return None
+    # The SDK alone samples at 1.0 for a ratio outside [0, 1]; the relay of --capture-mode process reads
+    # these variables with otel_env and refuses that at start-up: the same answer in both modes.
+    otel_env.sampler_from_env(env, warn=False)
     named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
     attrs: dict[str, str] = {} if named else {"service.name": "runtap"}
     try:
@@ -87,7 +91,13 @@ def provider_from_env() -> TracerProvider | None:
         # runtap's OTLP exporter alone: its batch queue takes request span records (request_span.py).
         records = len(exporters) == 1 and getattr(exporter, "takes_request_records", False)
         kind = DeferredBatchSpanProcessor if records else BatchSpanProcessor
-        provider.add_span_processor(kind(exporter, max_queue_size=queue, max_export_batch_size=batch))
+        try:
+            processor = kind(exporter, max_queue_size=queue, max_export_batch_size=batch)
+        except ValueError as exc:  # the SDK's check of its OTEL_BSP_* values: a config error, not a crash
+            provider.shutdown()
+            raise ConfigError(f"invalid OTEL_BSP_MAX_EXPORT_BATCH_SIZE / OTEL_BSP_MAX_QUEUE_SIZE / "
+                              f"OTEL_BSP_SCHEDULE_DELAY / OTEL_BSP_EXPORT_TIMEOUT: {exc}") from None
+        provider.add_span_processor(processor)
     return provider
 
 
