@@ -64,3 +64,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     finally:
         await s.running.stop()
         await sim_runner.cleanup()
+
+
+@pytest.fixture
+async def sim_upstream() -> AsyncIterator[str]:
+    """The demo simulator on a free port; its base URL without /v1 (what --upstream takes)."""
+    runner, url = await start_sim(SimConfig())
+    try:
+        yield url.removesuffix("/v1")
+    finally:
+        await runner.cleanup()

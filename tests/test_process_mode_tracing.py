@@ -3,27 +3,16 @@ run span still links to the requests that changed it (the exchange carries the r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from runtap.demo import workload as w
-from runtap.demo.sim import SimConfig, start_sim
 from runtap.proxy.addons.run_spans import run_span_id
 from runtap.proxy.app import build_runtime
 from runtap.proxy.serve import start
 
 from tests.conftest import stack_settings
 from tests.otlp_receiver import OTLPReceiver
-
-
-@pytest.fixture
-async def sim_upstream() -> AsyncIterator[str]:
-    runner, url = await start_sim(SimConfig())
-    try:
-        yield url.removesuffix("/v1")
-    finally:
-        await runner.cleanup()
 
 
 async def test_run_spans_link_to_their_requests_across_the_capture_process(

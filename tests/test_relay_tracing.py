@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from runtap.demo import workload as w
-from runtap.demo.sim import SimConfig, start_sim
 from runtap.proxy.addons.otel_env import TRACE_ID_LIMIT, sampler_from_env
 from runtap.proxy.app import build_runtime
 from runtap.proxy.serve import start
@@ -102,15 +101,6 @@ def test_otel_batch_settings_the_sdk_refuses_are_one_line_at_start_up_in_both_mo
 _IDS = re.compile(r"\b(?:thread|run|step|resp|msg|asst|call|rs|fc)_[0-9a-zA-Z]{8,}\b")
 _RATIO = 0.5
 _BOUND = round(_RATIO * (TRACE_ID_LIMIT + 1))
-
-
-@pytest.fixture
-async def sim_upstream() -> AsyncIterator[str]:
-    runner, url = await start_sim(SimConfig())
-    try:
-        yield url.removesuffix("/v1")
-    finally:
-        await runner.cleanup()
 
 
 class _Parents:

@@ -78,15 +78,6 @@ async def _traced(tmp_path: Path, upstream: str) -> Traced:
 
 
 @pytest.fixture
-async def sim_upstream() -> AsyncIterator[str]:
-    runner, url = await start_sim(SimConfig())
-    try:
-        yield url.removesuffix("/v1")
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
 async def traced(tmp_path: Path, sim_upstream: str) -> AsyncIterator[Traced]:
     t = await _traced(tmp_path, sim_upstream)
     try:
