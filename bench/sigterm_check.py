@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,16 +59,32 @@ def _capture_policies(log: Path) -> dict[str, int] | None:
     return out
 
 
+def _handover(lines: list[str]) -> dict[str, int]:
+    """Items the relay sent and the capture process read, from their shutdown lines (when logged)."""
+    out: dict[str, int] = {}
+    for line in lines:
+        for key, label in (("capture channel closed: ", "sent"), ("capture flushed: ", "relayed")):
+            if key in line:
+                fields = dict(kv.split("=", 1) for kv in line.split(key, 1)[1].split(", ") if "=" in kv)
+                if label in fields:
+                    out[label] = int(fields[label])
+    return out
+
+
 def one_run(workdir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     place = targets.placement(pin=not args.no_pin)
     out: dict[str, Any] = {"dir": str(workdir), "loadavg_before": os.getloadavg()[0]}
     upstream = targets.start_upstream(workdir, place.upstream)
     sink = targets.start_upstream(workdir, place.load, sink=True)
     runtap: Proc | None = None
+    hog: subprocess.Popen[bytes] | None = None
     try:
         runtap = targets.start_runtap(workdir, upstream.port, sink.port, place.proxy,
                                       capture_mode=args.capture_mode, log_level="info", env=env)
         assert runtap.admin_port is not None and runtap.db is not None
+        if args.hog:
+            # A CPU-bound neighbour on runtap's core from now until the end of the run (a shared machine)
+            hog = subprocess.Popen(targets.pinned([sys.executable, "-c", "while True: pass"], place.proxy))
         if place.load:
             os.sched_setaffinity(0, place.load)  # the check's Python client, as the bench pins it
         for name in args.workloads.split(","):
@@ -91,11 +108,15 @@ def one_run(workdir: Path, args: argparse.Namespace, env: dict[str, str]) -> dic
         out["log"] = _log_lines(runtap.log, "capture flushed", "channel", "ERROR", "Error", "WARNING",
                                 "Traceback", "killing", "restarting", "dropped", "lost")[-40:]
     finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
         for p in (runtap, sink, upstream):
             if p is not None:
                 p.stop(timeout=60)
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
     out["loadavg_after"] = os.getloadavg()[0]
+    out["handover"] = _handover(out.get("log", []))
     return out
 
 
@@ -109,6 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tree", type=Path, help="run this checkout's runtap (via its .typecheck symlinks)")
     p.add_argument("--keep", type=Path, default=Path("bench/results/sigterm"), help="kept run dirs")
     p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--hog", action="store_true", help="a busy loop on runtap's core once it is ready")
     return p.parse_args(argv)
 
 
@@ -141,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             drops = {k: v for k, v in m.items() if v and any(d in k for d in DROP_KEYS)}
             print(f"run {i}: missing {res.get('missing')} of {res.get('check_received')}; shutdown "
                   f"{res.get('shutdown_s')}s exit {res.get('exit_code')}; load {res.get('loadavg_before', 0):.2f}"
-                  f"; threads {res.get('capture_threads')}; {drops or 'no drops'}"
+                  f"; threads {res.get('capture_threads')}; {res.get('handover') or ''} {drops or 'no drops'}"
                   + (f"; ERROR {res['error']}" if "error" in res else ""),
                   flush=True)
     print(f"{lost_runs} of {args.runs} runs lost checked rows; kept in {root}")
