@@ -204,14 +204,15 @@ def runtap_env(sink_port: int | None) -> dict[str, str]:
 
 
 def start_runtap(workdir: Path, upstream_port: int, sink_port: int | None,
-                 cpus: Sequence[int] | None, *, capture_mode: str = "inprocess", workers: int = 1) -> Proc:
+                 cpus: Sequence[int] | None, *, capture_mode: str = "inprocess", workers: int = 1,
+                 log_level: str = "warning", env: dict[str, str] | None = None) -> Proc:
     port, admin = free_port(), free_port()
     db = workdir / "runtap.duckdb"
     cmd = [sys.executable, "-m", "runtap.proxy", "serve", "--upstream", f"http://{HOST}:{upstream_port}",
            "--listen", f"{HOST}:{port}", "--admin", f"{HOST}:{admin}", "--db", str(db),
-           "--grace-period", "5", "--log-level", "warning", "--capture-mode", capture_mode,
+           "--grace-period", "5", "--log-level", log_level, "--capture-mode", capture_mode,
            "--workers", str(workers)]
-    proc = _spawn("runtap", cmd, workdir, port, env=runtap_env(sink_port), cpus=cpus)
+    proc = _spawn("runtap", cmd, workdir, port, env={**runtap_env(sink_port), **(env or {})}, cpus=cpus)
     proc.admin_port, proc.db = admin, db
     wait_ready(proc, admin, "/healthz", seconds=30)
     wait_ready(proc, port, "/__bench/stats", seconds=10)

@@ -219,7 +219,7 @@ def _trim_ctx(runtime: Runtime, trim: memory_trim.Trim) -> CleanupCtx:
     return idle_trim
 
 
-def _capture_process_ctx(supervisor: CaptureSupervisor) -> CleanupCtx:
+def _capture_process_ctx(supervisor: CaptureSupervisor, channel: CaptureChannel | None) -> CleanupCtx:
     async def capture_process(_: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(supervisor.start)
         try:
@@ -227,7 +227,13 @@ def _capture_process_ctx(supervisor: CaptureSupervisor) -> CleanupCtx:
         finally:
             # Last to close: every relay (this one's channel, and --workers' processes) has finished
             # handing items over, then the capture process drains its queue into DuckDB and exits.
-            await asyncio.to_thread(supervisor.stop)
+            rc = await asyncio.to_thread(supervisor.stop)
+            if rc != 0:
+                # Its last batches died with it; the relay's channel had closed, so nothing counted
+                # them: say so here (and `runtap serve` exits non-zero).
+                log.error("the capture process exited with %s while draining into the database: up to %d "
+                          "item(s) this relay handed it were never confirmed written and may be lost", rc,
+                          channel.unconfirmed_at_close if channel is not None else 0)
     return capture_process
 
 
@@ -245,7 +251,7 @@ def cleanup_contexts(runtime: Runtime) -> list[CleanupCtx]:
     """The runtime's resources in start order; they close in reverse."""
     contexts = [_tracing_ctx(runtime)]
     if runtime.supervisor is not None:
-        contexts.append(_capture_process_ctx(runtime.supervisor))
+        contexts.append(_capture_process_ctx(runtime.supervisor, runtime.channel))
     if runtime.channel is not None:
         contexts.append(_channel_ctx(runtime.channel))
     writer = runtime.writer

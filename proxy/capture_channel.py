@@ -87,6 +87,9 @@ class CaptureChannel:
         self._closing = False
         self._drop_logged_at = 0.0
         self.stats: dict[str, int] = dict.fromkeys(("submitted", "dropped", "sent", "frames", "connects"), 0)
+        # Items the last connection carried that the capture process had not confirmed when it closed:
+        # what is lost, at most, if the capture process then fails to drain them (app.py says so).
+        self.unconfirmed_at_close = 0
 
     # --- event loop --------------------------------------------------------------------------------
 
@@ -184,12 +187,16 @@ class CaptureChannel:
         if transport is not None:
             while transport.get_write_buffer_size() and not transport.is_closing() and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)  # no drain() on a bare transport; bounded by the deadline
+            if self._sink is not None:
+                self.unconfirmed_at_close = max(self._sink.sent - self._sink.acked, 0)
             transport.close()
         if self._items:
             self._dropped(STOPPED, self._count)
             self._items.clear()
             self._runs.clear()
             self._count = self._bytes = 0
+        log.info("capture channel closed: %s, unconfirmed=%d",
+                 ", ".join(f"{k}={v}" for k, v in self.stats.items()), self.unconfirmed_at_close)
 
     # --- internals ---------------------------------------------------------------------------------
 

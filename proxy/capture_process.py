@@ -85,6 +85,7 @@ class _Conn(asyncio.Protocol):
                     self._ingest.request_span(item)
                 submit(item)
             self.received += len(items)
+            self._ingest.received += len(items)
             self.frames.append((writer.submitted, self.received))
 
     def confirm(self, processed: int) -> None:
@@ -115,6 +116,7 @@ class Ingest:
         self._finish_relayed = finish_relayed  # a relay's request span: built and exported here
         self.open: set[_Conn] = set()
         self.flushed = 0  # writer.submitted as of the last flush that returned: all of it is written or spooled
+        self.received = 0  # items read from every relay, for the shutdown log (the relays log what they sent)
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -281,7 +283,8 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
         await runner.cleanup()
         await asyncio.to_thread(writer.stop)
         tracing.shutdown()
-    log.info("capture flushed: %s", ", ".join(f"{k}={v}" for k, v in sorted(writer.stats.items())))
+    log.info("capture flushed: %s", ", ".join(f"{k}={v}" for k, v in sorted(
+        {**writer.stats, "relayed": ingest.received}.items())))
 
 
 def main(argv: list[str]) -> int:

@@ -116,6 +116,7 @@ class CaptureSupervisor:
         rc = 0
         if proc is not None:
             if proc.poll() is None:
+                log.info("stopping the capture process pid %d", proc.pid)
                 proc.send_signal(signal.SIGTERM)
             try:
                 rc = proc.wait(STOP_TIMEOUT_S)

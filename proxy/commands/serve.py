@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         if children:
             workers.signal_workers(children, signalled)
             rc = workers.wait_workers(children, settings.grace_period + 30.0) or rc
-        if supervisor is not None:
-            supervisor.stop()  # a no-op after a clean shutdown; after a failed start, cleans up
+        # After a clean shutdown this only reads the exit status again; after a failed start, cleans up.
+        if supervisor is not None and supervisor.stop() != 0:
+            rc = rc or 1  # the capture process did not drain cleanly: capture may be incomplete
     return rc

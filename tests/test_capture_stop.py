@@ -1,0 +1,71 @@
+"""`--capture-mode process` at SIGTERM: a capture process that dies while draining is not a silent loss.
+
+Once the relay's channel has closed, nothing in the relay counts what the capture process still held
+(its drops are counted while the connection is open). So if the capture process then dies before its
+queue reaches DuckDB, runtap must say how much may be lost and exit non-zero, not log a clean exit.
+Real processes: the simulated upstream, `runtap serve`, its capture process, DuckDB on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from runtap.demo.sim import SimConfig, start_sim
+
+from tests.fault_helpers import start_runtap, terminate
+from tests.test_capture_process import _assistant, _json, _run_ids, _thread_and_run
+
+LOST = re.compile(r"capture process exited with (-?\d+) while draining .*: up to (\d+) item")
+
+
+async def _log_says(text: Callable[[], str], needle: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while needle not in text():
+        assert asyncio.get_running_loop().time() < deadline, f"{needle!r} not logged within {timeout:.0f}s"
+        await asyncio.sleep(0.02)  # another process's log: it has no other way to tell us
+
+
+@pytest.mark.timeout(120)
+async def test_a_capture_process_killed_while_draining_is_reported_and_fails_the_exit(tmp_path: Path) -> None:
+    runner, url = await start_sim(SimConfig())
+    base = url.removesuffix("/v1")
+    db = tmp_path / "runtap.duckdb"
+    try:
+        proc = await start_runtap(base, db, tmp_path / "runtap.log", "--capture-mode", "process")
+        pid = 0
+        try:
+            async with aiohttp.ClientSession() as client:
+                assistant = await _assistant(client, proc.url)
+                pid = (await _json(client, proc.admin_url + "/readyz"))["capture_process"]["pid"]
+                # Frozen, it reads nothing more: what the relay hands over waits in the socket.
+                os.kill(pid, signal.SIGSTOP)
+                runs = [await _thread_and_run(client, proc.url, assistant) for _ in range(10)]
+            proc.signal(signal.SIGTERM)
+            # The relay has closed its channel and now waits for the capture process to drain: it dies.
+            await _log_says(proc.text, "stopping the capture process")
+            os.kill(pid, signal.SIGKILL)
+            rc = await proc.wait(60)
+        finally:
+            if pid:
+                with contextlib.suppress(ProcessLookupError):  # a failed assertion above: not left frozen
+                    os.kill(pid, signal.SIGKILL)
+            await terminate(proc)
+    finally:
+        await runner.cleanup()
+    missing = set(runs) - _run_ids(db)
+    assert missing, "the killed capture process wrote everything: the test no longer kills it in time"
+    assert rc != 0, proc.text()[-2000:]
+    m = LOST.search(proc.text())
+    assert m is not None, proc.text()[-2000:]
+    assert int(m.group(1)) == -signal.SIGKILL
+    # Each run is at least two items (its request record and its snapshot): the bound covers the loss.
+    assert int(m.group(2)) >= 2 * len(missing)
+
