@@ -37,6 +37,13 @@ _OTEL_VARS = ("OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", 
               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
 
 
+def _trace_to(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Only this test's OTEL_* settings: tracing on, exporting to `endpoint`."""
+    for var in _OTEL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+
+
 @settings(max_examples=300, deadline=None)
 @given(name=st.sampled_from(SAMPLERS), arg=st.sampled_from(["", "0", "0.25", "0.5", "1", "abc", " 0.75 "]),
        trace_id=st.integers(1, (1 << 128) - 1), parent=st.sampled_from([None, True, False]))
@@ -73,9 +80,7 @@ def test_both_capture_modes_refuse_the_same_sampler_ratio_out_of_range(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, arg: str) -> None:
     # The SDK alone would warn and sample every trace at 1.0: in-process runtap then traced everything
     # while --capture-mode process refused to start on the same variables.
-    for var in _OTEL_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    _trace_to(monkeypatch, "http://127.0.0.1:9")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
     with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
@@ -210,9 +215,7 @@ def _call_order(tp: _Parents) -> list[int]:
 async def test_process_mode_exports_the_same_request_spans_as_in_process(
         tmp_path: Path, sim_upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with OTLPReceiver() as receiver:
-        for var in _OTEL_VARS:
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)  # the capture process inherits it
+        _trace_to(monkeypatch, receiver.endpoint)  # the capture process inherits it
         monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
         monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", str(_RATIO))
         got = {mode: await _spans_of(mode, tmp_path, sim_upstream, receiver) for mode in ("inprocess", "process")}
@@ -261,9 +264,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 async def test_the_relay_of_process_mode_loads_no_otel_sdk(
         tmp_path: Path, sim_upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with OTLPReceiver() as receiver:
-        for var in _OTEL_VARS:
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        _trace_to(monkeypatch, receiver.endpoint)
         # the simulated upstream runs on this test's loop: the relay process is awaited, not waited for
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _RELAY, sim_upstream, str(tmp_path), cwd=Path(__file__).parents[1],
@@ -305,9 +306,7 @@ async def test_the_process_mode_relay_propagates_the_exported_client_span_upstre
     upstream = HeaderRecorder()
     url = await upstream.start()
     with OTLPReceiver() as receiver:
-        for var in _OTEL_VARS:
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        _trace_to(monkeypatch, receiver.endpoint)
         settings_ = stack_settings(tmp_path, url, capture_mode="process")
         running = await start(settings_, runtime=build_runtime(settings_))
         try:
@@ -384,9 +383,7 @@ async def _failure_spans(mode: str, tmp_path: Path, sim: str, receiver: OTLPRece
 async def test_errors_disconnects_and_an_unreachable_upstream_give_the_same_spans_in_both_modes(
         tmp_path: Path, sim_upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with OTLPReceiver() as receiver:
-        for var in _OTEL_VARS:
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        _trace_to(monkeypatch, receiver.endpoint)
         inprocess = await _failure_spans("inprocess", tmp_path, sim_upstream, receiver)
         process = await _failure_spans("process", tmp_path, sim_upstream, receiver)
     assert len(inprocess) == 6
