@@ -69,8 +69,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 @pytest.fixture
 async def sim_upstream() -> AsyncIterator[str]:
     """The demo simulator on a free port; its base URL without /v1 (what --upstream takes)."""
-    runner, url = await start_sim(SimConfig())
-    try:
-        yield url.removesuffix("/v1")
-    finally:
-        await runner.cleanup()
+    from tests.fault_helpers import sim  # here: fault_helpers imports this module
+
+    async with sim() as url:
+        yield url

@@ -8,58 +8,46 @@ Real processes: the simulated upstream, `runtap serve`, its capture process, Duc
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from runtap.demo.sim import SimConfig, start_sim
 
-from tests.fault_helpers import start_runtap, terminate
+from tests.fault_helpers import eventually, start_runtap, terminate
 from tests.test_capture_process import _assistant, _json, _run_ids, _thread_and_run
 
 LOST = re.compile(r"capture process exited with (-?\d+) while draining .*: up to (\d+) item")
 
 
-async def _log_says(text: Callable[[], str], needle: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while needle not in text():
-        assert asyncio.get_running_loop().time() < deadline, f"{needle!r} not logged within {timeout:.0f}s"
-        await asyncio.sleep(0.02)  # another process's log: it has no other way to tell us
-
-
 @pytest.mark.timeout(120)
-async def test_a_capture_process_killed_while_draining_is_reported_and_fails_the_exit(tmp_path: Path) -> None:
-    runner, url = await start_sim(SimConfig())
-    base = url.removesuffix("/v1")
+async def test_a_capture_process_killed_while_draining_is_reported_and_fails_the_exit(
+        tmp_path: Path, sim_upstream: str) -> None:
     db = tmp_path / "runtap.duckdb"
+    proc = await start_runtap(sim_upstream, db, tmp_path / "runtap.log", "--capture-mode", "process")
+    pid = 0
     try:
-        proc = await start_runtap(base, db, tmp_path / "runtap.log", "--capture-mode", "process")
-        pid = 0
-        try:
-            async with aiohttp.ClientSession() as client:
-                assistant = await _assistant(client, proc.url)
-                pid = (await _json(client, proc.admin_url + "/readyz"))["capture_process"]["pid"]
-                # Frozen, it reads nothing more: what the relay hands over waits in the socket.
-                os.kill(pid, signal.SIGSTOP)
-                runs = [await _thread_and_run(client, proc.url, assistant) for _ in range(10)]
-            proc.signal(signal.SIGTERM)
-            # The relay has closed its channel and now waits for the capture process to drain: it dies.
-            await _log_says(proc.text, "stopping the capture process")
-            os.kill(pid, signal.SIGKILL)
-            rc = await proc.wait(60)
-        finally:
-            if pid:
-                with contextlib.suppress(ProcessLookupError):  # a failed assertion above: not left frozen
-                    os.kill(pid, signal.SIGKILL)
-            await terminate(proc)
+        async with aiohttp.ClientSession() as client:
+            assistant = await _assistant(client, proc.url)
+            pid = (await _json(client, proc.admin_url + "/readyz"))["capture_process"]["pid"]
+            # Frozen, it reads nothing more: what the relay hands over waits in the socket.
+            os.kill(pid, signal.SIGSTOP)
+            runs = [await _thread_and_run(client, proc.url, assistant) for _ in range(10)]
+        proc.signal(signal.SIGTERM)
+        # The relay has closed its channel and now waits for the capture process to drain: it dies.
+        # (Polled: another process's log has no other way to tell us.)
+        await eventually(lambda: "stopping the capture process" in proc.text(), 30,
+                         what="'stopping the capture process' logged")
+        os.kill(pid, signal.SIGKILL)
+        rc = await proc.wait(60)
     finally:
-        await runner.cleanup()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):  # a failed assertion above: not left frozen
+                os.kill(pid, signal.SIGKILL)
+        await terminate(proc)
     missing = set(runs) - _run_ids(db)
     assert missing, "the killed capture process wrote everything: the test no longer kills it in time"
     assert rc != 0, proc.text()[-2000:]
