@@ -15,7 +15,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from runtap.demo.sim import SimConfig, start_sim
 
 from tests.fault_helpers import API_KEY, start_runtap, terminate
 from tests.test_workers import _ready
@@ -38,32 +37,29 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps (Linux)")
 @pytest.mark.timeout(90)
-async def test_the_relay_process_maps_no_duckdb_and_the_capture_process_does(tmp_path: Path) -> None:
-    runner, url = await start_sim(SimConfig())
+async def test_the_relay_process_maps_no_duckdb_and_the_capture_process_does(
+        tmp_path: Path, sim_upstream: str) -> None:
+    proc = await start_runtap(sim_upstream, tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
+                              "--capture-mode", "process")
     try:
-        proc = await start_runtap(url.removesuffix("/v1"), tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
-                                  "--capture-mode", "process")
-        try:
-            async with aiohttp.ClientSession() as client:
-                async with client.post(f"{proc.url}/v1/assistants", json={"model": "gpt-4o"},
-                                       headers=HEADERS) as r:
-                    assert r.status == 200
-                    aid = (await r.json())["id"]
-                async with client.post(f"{proc.url}/v1/threads/runs", json={"assistant_id": aid},
-                                       headers=HEADERS) as r:
-                    assert r.status == 200
-                async with client.get(proc.admin_url + "/metrics") as r:  # merged from the capture process
-                    assert r.status == 200
-            await _ready(proc.admin_url + "/readyz")  # asks the capture process whether its store is open
-            relay = proc.popen.pid
-            capture = _children(relay)
-            assert len(capture) == 1
-            assert "duckdb" in _maps(capture[0])
-            assert "duckdb" not in _maps(relay)
-        finally:
-            assert await terminate(proc) == 0
+        async with aiohttp.ClientSession() as client:
+            async with client.post(f"{proc.url}/v1/assistants", json={"model": "gpt-4o"},
+                                   headers=HEADERS) as r:
+                assert r.status == 200
+                aid = (await r.json())["id"]
+            async with client.post(f"{proc.url}/v1/threads/runs", json={"assistant_id": aid},
+                                   headers=HEADERS) as r:
+                assert r.status == 200
+            async with client.get(proc.admin_url + "/metrics") as r:  # merged from the capture process
+                assert r.status == 200
+        await _ready(proc.admin_url + "/readyz")  # asks the capture process whether its store is open
+        relay = proc.popen.pid
+        capture = _children(relay)
+        assert len(capture) == 1
+        assert "duckdb" in _maps(capture[0])
+        assert "duckdb" not in _maps(relay)
     finally:
-        await runner.cleanup()
+        assert await terminate(proc) == 0
 
 
 def test_a_process_mode_relay_imports_nothing_only_the_capture_process_needs(tmp_path: Path) -> None:

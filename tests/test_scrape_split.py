@@ -19,7 +19,6 @@ import aiohttp
 import openai
 import pytest
 from runtap.analytics.ingest.health import CaptureHealth, Event, Kind
-from runtap.demo.sim import SimConfig, start_sim
 from runtap.proxy.scrape_split import RELAY_FAMILIES, decode_share, encode_share
 
 from tests.fault_helpers import API_KEY, start_runtap, terminate
@@ -90,14 +89,9 @@ def _counts(m: Scrape) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 @pytest.mark.timeout(180)
 async def test_a_process_mode_scrape_shows_the_same_families_and_totals_as_in_process_mode(
-        tmp_path: Path) -> None:
-    sim, sim_url = await start_sim(SimConfig())
-    try:
-        base = sim_url.removesuffix("/v1")
-        split = await _scrape_after("process", tmp_path, base)
-        single = await _scrape_after("inprocess", tmp_path, base)
-    finally:
-        await sim.cleanup()
+        tmp_path: Path, sim_upstream: str) -> None:
+    split = await _scrape_after("process", tmp_path, sim_upstream)
+    single = await _scrape_after("inprocess", tmp_path, sim_upstream)
     families = _families(split.text)
     assert len(families) == len(set(families)), "a family appears twice in one scrape"
     supervisor = {"runtap_capture_restarts_total", "runtap_capture_process_up"}  # process mode's own two
@@ -145,26 +139,22 @@ def test_the_relay_exports_only_families_it_counts_itself() -> None:
 
 @pytest.mark.timeout(120)
 async def test_while_the_capture_process_does_not_answer_the_relay_serves_its_own_registry(
-        tmp_path: Path) -> None:
-    sim, sim_url = await start_sim(SimConfig())
+        tmp_path: Path, sim_upstream: str) -> None:
+    proc = await start_runtap(sim_upstream, tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
+                              "--capture-mode", "process")
     try:
-        proc = await start_runtap(sim_url.removesuffix("/v1"), tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
-                                  "--capture-mode", "process")
+        client = openai.AsyncOpenAI(base_url=proc.url + "/v1", api_key=API_KEY, max_retries=0)
+        await client.beta.assistants.create(model="gpt-4o")
+        await client.close()
+        async with aiohttp.ClientSession() as s, s.get(proc.admin_url + "/readyz") as r:
+            pid = (await r.json())["capture_process"]["pid"]
+        os.kill(pid, signal.SIGSTOP)  # alive, but its control socket answers nothing
         try:
-            client = openai.AsyncOpenAI(base_url=proc.url + "/v1", api_key=API_KEY, max_retries=0)
-            await client.beta.assistants.create(model="gpt-4o")
-            await client.close()
-            async with aiohttp.ClientSession() as s, s.get(proc.admin_url + "/readyz") as r:
-                pid = (await r.json())["capture_process"]["pid"]
-            os.kill(pid, signal.SIGSTOP)  # alive, but its control socket answers nothing
-            try:
-                m = await scrape(proc.admin_url)
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            m = await scrape(proc.admin_url)
         finally:
-            assert await terminate(proc) == 0
+            os.kill(pid, signal.SIGCONT)
     finally:
-        await sim.cleanup()
+        assert await terminate(proc) == 0
     families = _families(m.text)
     assert len(families) == len(set(families))
     assert "runtap_run_transitions_total" in families and "runtap_capture_skipped_total" in families
