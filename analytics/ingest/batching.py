@@ -110,16 +110,11 @@ class BatchQueue:
 
     def take_all(self) -> int:
         """Empty the queue (after the writer has stopped); return how many items it held. Each popleft
-        is atomic, so two threads emptying it at once count every item once."""
-        n = 0
-        queued = self._items
-        while True:
-            try:
-                item = queued.popleft()
-            except IndexError:
-                return n
-            if not isinstance(item, threading.Event | _Passive | _Stop):
-                n += 1
+        is atomic, so two threads emptying it at once count every item once. Flush markers are not
+        items and are dropped."""
+        items: list[CaptureItem] = []
+        self._drain(items, [])
+        return len(items)
 
     def qsize(self) -> int:
         return len(self._items)

@@ -45,7 +45,7 @@ from .records import RequestRecord, Snapshot
 from .response_merge import ResponseEvent, merge_responses
 from .sql_literal import sql_string
 from .staging import Staging
-from .table_sql import WRITE_MODES, Table, table_sql
+from .table_sql import WRITE_MODES, Table, changed_name, table_sql
 
 SCHEMA_VERSION = 4  # 2: api_provider on runs, run_steps and requests; 3: api_version, api_provider, prompt_id and
 # prompt_version on responses; 4: agent_name, agent_version on responses (schema.sql adds them to older files)
@@ -281,7 +281,7 @@ class Store:
         for table, col, dtype in rows:
             if table in cols:
                 cols[table].append((col, dtype))
-        return {t: table_sql(t, c, staging.path(t), staging.path(f"{t}.changed")) for t, c in cols.items()}
+        return {t: table_sql(t, c, staging.path(t), staging.path(changed_name(t))) for t, c in cols.items()}
 
     def _read_ids(self, name: str) -> Iterator[list[str]]:
         result = self.connection.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog

@@ -28,20 +28,18 @@ class Table:
     name: str
     columns: tuple[str, ...]
     heavy: tuple[str, ...]  # JSON and list columns: read back as KEPT/None only
-    staging: str  # where write_sql reads new rows
-    changed_staging: str  # where update_sql and upsert_sql read changed rows: staged in the same batch
-    changed_staging_name: str  # its name for Staging
+    changed_staging_name: str  # Staging's name of the file update_of and upsert_sql read changed rows from
     select_sql: str  # current rows WHERE id IN <list>; times as float epoch seconds
     write_sql: str  # INSERT from read_json(staging)
     replay_sql: str  # write_sql for spool replays: INSERT OR IGNORE where the table's mode says so
     upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
-    update_sql: str  # UPDATE of existing rows from changed_staging, as the upsert would set them
     update_sets: dict[str, str]  # the SET item of each column but id, for an UPDATE of some columns only
-    update_from: str  # update_sql's FROM ... WHERE
+    update_from: str  # an UPDATE's FROM ... WHERE: the changed rows, matched by id
 
     def update_of(self, columns: set[str]) -> str:
-        """update_sql setting only ``columns``: DuckDB's cost of an UPDATE grows with every column it
-        sets, the JSON ones most (100 rows of a 300k-row table: 124 ms all columns, 12 ms two scalars)."""
+        """UPDATE of stored rows from the changed rows, as the upsert would set them, setting only
+        ``columns``: DuckDB's cost of an UPDATE grows with every column it sets, the JSON ones most
+        (100 rows of a 300k-row table: 124 ms all columns, 12 ms two scalars)."""
         sets = ", ".join(self.update_sets[c] for c in self.columns if c in columns and c in self.update_sets)
         return f"UPDATE {self.name} SET {sets}{self.update_from}"  # noqa: S608 - names come from runtap's schema catalog
 
@@ -50,8 +48,13 @@ def _quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
+def changed_name(table: str) -> str:
+    """Staging's name of a table's changed rows (its new rows go under the table's own name)."""
+    return f"{table}.changed"
+
+
 def table_sql(name: str, cols: list[tuple[str, str]], staging: str, changed_staging: str) -> Table:
-    """``staging`` and ``changed_staging``: the files of Staging's ``name`` and ``name + ".changed"``."""
+    """``staging`` and ``changed_staging``: the files of Staging's ``name`` and ``changed_name(name)``."""
     mode = WRITE_MODES[name]
     selects: list[str] = []
     reads: list[str] = []
@@ -98,15 +101,12 @@ def table_sql(name: str, cols: list[tuple[str, str]], staging: str, changed_stag
         name=name,
         columns=tuple(c for c, _ in cols),
         heavy=tuple(heavy),
-        staging=staging,
-        changed_staging=changed_staging,
-        changed_staging_name=f"{name}.changed",
+        changed_staging_name=changed_name(name),
         select_sql=f"SELECT {', '.join(selects)} FROM {name} WHERE id IN ",  # noqa: S608 - names come from runtap's schema catalog; values are bound
         write_sql=write,
         replay_sql=f"INSERT OR IGNORE {into}" if mode == "ignore" else write,
         upsert_sql=(f"INSERT INTO {name} ({columns}) SELECT {', '.join(projections)} "  # noqa: S608 - as above
                     f"FROM {source(changed_staging)} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}"),
-        update_sql=f"UPDATE {name} SET {', '.join(sets.values())}{update_from}",  # noqa: S608 - as above
         update_sets=sets,
         update_from=update_from,
     )
