@@ -18,6 +18,12 @@ import threading
 from aiohttp import web
 
 
+def runner_url(runner: web.AppRunner) -> str:
+    """The URL a started runner listens on (its first address: the port the OS chose for port 0)."""
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
 class AdminThread:
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self._app, self._host, self._port = app, host, port
@@ -61,8 +67,7 @@ class AdminThread:
         except BaseException:
             await runner.cleanup()
             raise
-        host, port = runner.addresses[0][:2]
-        return f"http://{host}:{port}"
+        return runner_url(runner)
 
     async def _cleanup(self) -> None:
         if self._runner is not None:

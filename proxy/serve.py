@@ -13,7 +13,7 @@ from aiohttp import web
 from ..settings.config import Settings
 from . import client_timeouts, errors
 from .admin import create_admin_app
-from .admin_thread import AdminThread
+from .admin_thread import AdminThread, runner_url
 from .app import Runtime, build_runtime, close_unstarted, create_app
 from .owner import SpoolClaim, claim_spool
 
@@ -45,11 +45,6 @@ async def _cleanup(proxy: web.AppRunner, admin: AdminThread) -> None:
         await proxy.cleanup()
     finally:
         await admin.stop()
-
-
-def _url(runner: web.AppRunner) -> str:
-    host, port = runner.addresses[0][:2]
-    return f"http://{host}:{port}"
 
 
 async def start(settings: Settings, *, runtime: Runtime | None = None) -> Running:
@@ -87,7 +82,7 @@ async def _start(settings: Settings, runtime: Runtime | None, claim: SpoolClaim 
     except BaseException:
         await _cleanup(proxy_runner, admin)
         raise
-    return Running(rt, _url(proxy_runner), admin.url, proxy_runner, admin, claim)
+    return Running(rt, runner_url(proxy_runner), admin.url, proxy_runner, admin, claim)
 
 
 def _runners(settings: Settings, rt: Runtime) -> tuple[web.AppRunner, AdminThread]:

@@ -214,16 +214,11 @@ class Tracing:
         # OrderedDict: evicting the oldest of a plain dict is O(deleted slots) (next(iter()) walks
         # them), ~3.5 us a request once full; popitem(last=False) is O(1).
         self._contexts: OrderedDict[str, SpanContext] = OrderedDict()
-        self._max_value: int | None = None
         self._default_sampler = False
         self._attribute_free = False
         self._root_bound: int | None = None
         self._spec: SpanSpec | None = None
         self._emit: Callable[[RequestSpan], None] | None = None
-        up = urlsplit(upstream)
-        self._upstream = upstream
-        self._upstream_host = up.hostname or ""
-        self._upstream_port = up.port or (443 if up.scheme == "https" else 80)
         if tracer_provider is not None:
             tracer = tracer_provider.get_tracer(TRACER_NAME)
             if not isinstance(tracer, SdkTracer):
@@ -239,10 +234,10 @@ class Tracing:
             self._runs = RunSpans(tracer_provider)
             self._responses_spans = response_spans.ResponseSpans(self._runs)
             limit = otel_private.span_limits(tracer).max_span_attribute_length
-            self._max_value = limit if limit is not None and limit >= 0 else None
+            up = urlsplit(upstream)
             self._spec = SpanSpec(tracer.resource, otel_private.instrumentation_scope(tracer),
-                                  tracer.instrumentation_info, self._max_value, upstream,
-                                  self._upstream_host, self._upstream_port)
+                                  tracer.instrumentation_info, limit if limit is not None and limit >= 0 else None,
+                                  upstream, up.hostname or "", up.port or (443 if up.scheme == "https" else 80))
             deferred = deferred_processor(tracer)
             if deferred is not None:
                 self._emit = otel_private.batch_emit(deferred)
