@@ -83,11 +83,9 @@ def one(work: Path, upstream_port: int, name: str, seconds: float, idle: float) 
     try:
         time.sleep(2)
         res["idle"] = probe(proc, out)
-        peak = 0
         for wl in ("create", "sse12"):
             r = load.run_load(targets.HOST, proc.port, load.WORKLOADS[wl], connections=50, seconds=seconds)
             res[f"rps_{wl}"] = r.rps
-            peak = max(peak, procstats.sample(proc.pid).rss_bytes)
         res["loaded"] = probe(proc, out)
         time.sleep(idle)
         res["idle_after"] = probe(proc, out)

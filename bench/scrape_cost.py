@@ -16,7 +16,6 @@ Bounded: per instance about 20 s plus the scrapes. 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import threading
@@ -84,16 +83,9 @@ def _loaded(url: str, relay: int, admin: int, seconds: float, interval: float | 
 
 def _instance(work: Path, upstream: int, args: argparse.Namespace, baseline: bool) -> dict[str, object]:
     """One runtap (the baseline tree's with --baseline), warmed; its idle and loaded rows."""
-    saved = os.environ.get("PYTHONPATH")
-    if baseline:  # ahead of the editable install's finder: that tree's runtap.* is imported instead
-        os.environ["PYTHONPATH"] = args.baseline
-    try:
-        rt = start_runtap(work, upstream, None, None, capture_mode="process")
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+    # PYTHONPATH ahead of the editable install's finder: that tree's runtap.* is imported instead
+    rt = start_runtap(work, upstream, None, None, capture_mode="process",
+                      env={"PYTHONPATH": args.baseline} if baseline else None)
     try:
         url = f"http://127.0.0.1:{rt.port}"
         assert rt.admin_port is not None
