@@ -35,7 +35,7 @@ from .. import response_routes, routes
 from ..tap import Flow
 from . import otel_env, otel_private, response_spans
 from .request_span import DeferredBatchSpanProcessor, RequestSpan, SpanSpec, deferred_processor
-from .run_spans import PROVIDER, RunSpans, emit_finished, local_context, run_span_context
+from .run_spans import PROVIDER, RunSpans, local_context, run_span_context
 
 log = logging.getLogger("runtap.tracing")
 
@@ -370,18 +370,13 @@ class Tracing:
         self._finish(span)
 
     def _finish(self, span: RequestSpan) -> None:
-        server = span.context
         if self._emit is not None:
             # runtap's export pipeline: the export thread builds and encodes both spans (request_span.py).
             self._emit(span)
             return
-        tracer = self._tracer
-        client_attrs, client_status, attrs, server_status = span.outcome()
-        if client_attrs is not None:
-            emit_finished(tracer, span.name, span.client_context(), server, SpanKind.CLIENT, client_attrs, (), (),
-                          client_status, span.client_start, span.end, max_value=None)
-        emit_finished(tracer, span.name, server, span.parent, SpanKind.SERVER, attrs, (), span.links,
-                      server_status, span.start, span.end, max_value=None)
+        on_end = self._tracer.span_processor.on_end
+        for finished in span.readable_spans():
+            on_end(finished)
 
     # --- run spans (capture writer thread) ---------------------------------------------------------
 
