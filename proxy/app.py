@@ -21,6 +21,7 @@ from .capture_channel import CaptureChannel
 from .capture_supervisor import CaptureSupervisor, ingest_path
 from .forward import Forwarder
 from .tap import Tap
+from .workers import worker_index
 
 if TYPE_CHECKING:
     # The OTel SDK, the writer (DuckDB, the store, the merge) and the lake are imported where they are
@@ -107,13 +108,14 @@ def build_tracing(settings: Settings, tracer_provider: Any | None, *, relay_only
     the relay only decides and times spans and the capture process builds and exports them, so the
     relay imports no OTel SDK (relay_tracing.py)."""
     if relay_only and tracer_provider is None:
-        from .addons import otel_env
+        from .addons import otel_check, otel_env
         from .addons.relay_tracing import RelayTracing
+        otel_check.check_env()  # what the capture process's SDK will read: refused here, before it starts
         return RelayTracing(otel_env.sampler_from_env() if otel_env.exporter_names() else None)
     from .addons.tracing import Tracing, provider_from_env
     owned = tracer_provider is None
     if owned:
-        tracer_provider = provider_from_env()
+        tracer_provider = provider_from_env(worker=worker_index())
     return Tracing(tracer_provider, upstream=settings.upstream, owned=owned)
 
 

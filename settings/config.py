@@ -8,6 +8,7 @@ line naming the flag and the variable.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import re
@@ -36,6 +37,11 @@ def parse_hostport(value: str) -> HostPort:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     host = host.strip("[]") or "127.0.0.1"
+    if re.fullmatch(r"[0-9.]+", host):  # meant as an IPv4 address: a resolver would take 300.1.1.1 as a name
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"expected HOST:PORT, {host!r} is no IPv4 address") from None
     return HostPort(host, int(port))
 
 
@@ -45,6 +51,10 @@ def parse_upstream(value: str) -> str:
         raise ValueError(f"expected an http(s) URL such as https://api.openai.com, got {value!r}")
     if parts.query or parts.fragment:
         raise ValueError(f"the upstream URL may not carry a query or fragment: {value!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked, and every request would ask
+    except ValueError:
+        raise ValueError(f"the upstream URL's port is no port number (0-65535): {value!r}") from None
     return value.rstrip("/")
 
 
@@ -82,18 +92,30 @@ def parse_event_loop(value: str) -> str:
     return v
 
 
+_DB_UNITS: Final = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                    "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
 def parse_db_size(value: str) -> str:
-    """A DuckDB memory size (512MB, 2GiB): checked here so a typo fails start-up, not every DB open."""
+    """A DuckDB memory size (512MB, 2GiB): checked here so a typo fails start-up, not every DB open.
+    Below 1MB DuckDB cannot open the file at all; beyond 2^62 bytes it refuses the value."""
     v = value.strip()
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", v):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", v)
+    if not m:
         raise ValueError(f"expected a size such as 512MB or 2GiB, got {value!r}")
+    if not 10**6 <= float(m[1]) * _DB_UNITS[m[2]] <= 1 << 62:
+        raise ValueError(f"expected a size from 1MB to 4096PiB, got {value!r}")
     return v
+
+
+# Beyond a year a timer means "never" and overflows some (uvloop's, threading's) long before float does.
+MAX_SECONDS: Final = 365 * 86400
 
 
 def parse_seconds(value: str) -> float:
     n = float(value)
-    if not math.isfinite(n) or n <= 0:
-        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    if not math.isfinite(n) or n <= 0 or n > MAX_SECONDS:
+        raise ValueError(f"expected a positive number of seconds, at most {MAX_SECONDS} (a year), got {value!r}")
     return n
 
 
@@ -102,11 +124,26 @@ def parse_seconds_or_off(value: str) -> float:
     return 0.0 if value.strip() in ("0", "0.0") else parse_seconds(value)
 
 
-def parse_positive_int(value: str) -> int:
+MAX_INT: Final = (1 << 31) - 1
+MAX_WORKERS: Final = 1024
+
+
+def parse_positive_int(value: str, maximum: int = MAX_INT) -> int:
     n = int(value)
-    if n <= 0:
-        raise ValueError(f"expected a positive integer, got {value!r}")
+    if not 0 < n <= maximum:
+        raise ValueError(f"expected a positive integer, at most {maximum}, got {value!r}")
     return n
+
+
+def parse_workers(value: str) -> int:
+    return parse_positive_int(value, MAX_WORKERS)
+
+
+def parse_path(value: str) -> str:
+    """A file path: empty would be DuckDB's in-memory database (or a spool named `.spool.jsonl`)."""
+    if not value.strip():
+        raise ValueError("expected a file path, got ''")
+    return value
 
 
 INPROCESS: Final = "inprocess"
@@ -150,7 +187,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("listen", "127.0.0.1:8080", "HOST:PORT the proxy listens on.", parse_hostport),
     Setting("admin", "127.0.0.1:9464", "HOST:PORT of the admin listener (/healthz, /readyz, /metrics, "
             "/reports). Keep it on loopback unless you mean to expose it.", parse_hostport),
-    Setting("db", "./runtap.duckdb", "DuckDB file that captured runs, steps, events and requests go to."),
+    Setting("db", "./runtap.duckdb", "DuckDB file that captured runs, steps, events and requests go to.",
+            parse_path),
     Setting("spool", "", "Spool file for snapshots the DB could not take (default: DB path + .spool.jsonl).",),
     Setting("spool_max_bytes", "256M", "Bound on the spool file; snapshots beyond it are dropped and "
             "counted.", parse_size),
@@ -205,7 +243,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", "1", "Proxy processes sharing the --listen port (SO_REUSEPORT, Linux): one per core "
             "to use every core. Worker i > 0 serves admin on the admin port + i; with --capture-mode inprocess it "
             "captures into DB-i (runtap-1.duckdb...) and exports as instance INSTANCE-i, with process all "
-            "workers capture into one DB.", parse_positive_int),
+            "workers capture into one DB.", parse_workers),
     Setting("capture_mode", "inprocess", "inprocess: the capture writer is a thread of the proxy process. "
             "process: one capture process owns the DuckDB file, spool and run metrics, fed by the proxy "
             "process(es) over a Unix socket; with --workers N, N proxies share one database. inprocess costs "

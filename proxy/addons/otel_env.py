@@ -25,6 +25,8 @@ _KNOWN: Final = ("always_on", "always_off", "traceidratio", "parentbased_always_
                  "parentbased_traceidratio")
 # sampling.TraceIdRatioBased.TRACE_ID_LIMIT: the low 64 bits of a trace id are compared with the bound.
 TRACE_ID_LIMIT: Final = (1 << 64) - 1
+# The span queue of runtap's batch processor when OTEL_BSP_MAX_QUEUE_SIZE leaves it to runtap (tracing.py).
+QUEUE_SIZE: Final = 8192
 
 
 def exporter_names(env: Mapping[str, str] | None = None) -> list[str]:

@@ -33,7 +33,7 @@ from ...analytics.ingest.response_merge import ResponseTransition
 from ...settings.config import ConfigError
 from .. import response_routes, routes
 from ..tap import Flow
-from . import otel_env, otel_private, response_spans
+from . import otel_check, otel_env, otel_private, response_spans
 from .request_span import DeferredBatchSpanProcessor, RequestSpan, SpanSpec, deferred_processor
 from .run_spans import PROVIDER, RunSpans, local_context, run_span_context
 
@@ -55,18 +55,20 @@ _ROUTES: Final = {
 # Request spans remembered (by exchange id) until capture links the runs they changed to them.
 _MAX_REQUEST_CONTEXTS: Final = 10_000
 _EXPORT_BATCH: Final = 2048
-_QUEUE_SIZE: Final = 8192
+_QUEUE_SIZE: Final = otel_env.QUEUE_SIZE
 
 
-def provider_from_env() -> TracerProvider | None:
+def provider_from_env(*, worker: int = 0) -> TracerProvider | None:
     """A TracerProvider exporting as the standard OTEL_* variables say, or None when tracing is off.
 
     Off when OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none, or (for the default `otlp` exporter)
     neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set. The exporter,
     batch processor, sampler and resource read their own OTEL_* settings (headers, timeout,
-    compression, OTEL_BSP_*, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES...).
+    compression, OTEL_BSP_*, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES...), checked first by
+    otel_check. `worker`: the `--workers` index of a relay that exports its own spans (instance_id).
     """
     env = os.environ
+    otel_check.check_env(env)
     exporters: list[SpanExporter] = []
     for name in otel_env.exporter_names(env):
         if name == "otlp":
@@ -79,8 +81,12 @@ def provider_from_env() -> TracerProvider | None:
     # The SDK alone samples at 1.0 for a ratio outside [0, 1]; the relay of --capture-mode process reads
     # these variables with otel_env and refuses that at start-up: the same answer in both modes.
     otel_env.sampler_from_env(env, warn=False)
-    named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    configured = otel_check.resource_attributes(env)
+    named = env.get("OTEL_SERVICE_NAME") or configured.get("service.name")
     attrs: dict[str, str] = {} if named else {"service.name": "runtap"}
+    instance = instance_id(configured.get("service.instance.id"), worker)
+    if instance is not None:
+        attrs["service.instance.id"] = instance
     try:
         attrs["service.version"] = importlib.metadata.version("runtap")
     except importlib.metadata.PackageNotFoundError:
@@ -99,6 +105,16 @@ def provider_from_env() -> TracerProvider | None:
                               f"OTEL_BSP_SCHEDULE_DELAY / OTEL_BSP_EXPORT_TIMEOUT: {exc}") from None
         provider.add_span_processor(processor)
     return provider
+
+
+def instance_id(configured: str | None, worker: int) -> str | None:
+    """service.instance.id where runtap must decide it: `--workers` relays that export their own spans
+    (`--capture-mode inprocess`) are one instance each. Unset, the SDK draws a random one per process;
+    a configured one (OTEL_RESOURCE_ATTRIBUTES, the same for every worker) gets worker i's suffix, as
+    --instance does. None: the SDK's reading stands."""
+    if configured is None or worker == 0:
+        return None
+    return f"{configured}-{worker}"
 
 
 def _batch_defaults(env: Mapping[str, str]) -> tuple[int | None, int | None]:

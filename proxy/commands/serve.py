@@ -16,6 +16,7 @@ from .. import workers
 from ..admin import configured_prices
 from ..app import build_runtime
 from ..serve import Running, serve_forever
+from .serve_paths import check_paths
 
 HELP = "run the proxy (and its admin listener) in front of an upstream"
 
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     index = workers.worker_index()
     settings = workers.for_worker(resolve(raw), index)
     check_prices(settings)
+    check_paths(settings)
     logging.getLogger().setLevel(settings.log_level)
     factory = loop_factory(settings.event_loop)
     logging.getLogger("runtap").debug("event loop: %s", "uvloop" if factory else "asyncio")
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             runner.run(serve_forever(settings, on_ready=tune_runtime, runtime=runtime,
                                      on_stop=lambda: workers.signal_workers(children, signalled)))
     except OSError as exc:
-        logging.getLogger("runtap").error("cannot listen: %s", exc)
+        logging.getLogger("runtap").error("cannot listen on --listen %s / --admin %s: %s", settings.listen,
+                                          settings.admin, exc)
         rc = 1
     except RuntimeError as exc:  # the capture process could not start
         logging.getLogger("runtap").error("%s", exc)
