@@ -7,6 +7,10 @@ socket at scrape time and appended as bytes: each family is exported by one proc
 part of the capture-health families (its channel's drops and depth, its skips) travels with the
 request and is added in by the capture process. Only the relay that owns the capture process does
 this; --workers' other relays expose their own registry.
+
+A capture process that does not answer within SCRAPE_TIMEOUT_S (frozen, swapped out, restarting)
+costs a scrape that long, well inside Prometheus' default 10 s scrape timeout: the relay then answers
+with its own registry and `runtap_capture_metrics_up 0`, so the scrape is never lost to it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from .scrape_split import RELAY_FAMILIES, Families, encode_share
 log = logging.getLogger("runtap.admin")
 
 CONTROL_TIMEOUT_S: Final = 5.0
+SCRAPE_TIMEOUT_S: Final = 2.0
 REPORT_TIMEOUT_S: Final = 120.0
+_UP: Final = ("# HELP runtap_capture_metrics_up 1 when this scrape holds the capture process's own families; 0 when "
+              "it did not answer in time and the relay's registry stands in for them.\n"
+              "# TYPE runtap_capture_metrics_up gauge\nruntap_capture_metrics_up {}\n")
 
 
 def _session(directory_socket: str, timeout: float) -> aiohttp.ClientSession:
@@ -32,34 +40,36 @@ def _session(directory_socket: str, timeout: float) -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=timeout))
 
 
-async def fetch_text(control_socket: str, path: str) -> str | None:
-    """GET a control endpoint of the capture process; None when it is not there (restarting)."""
+async def _call(control_socket: str, path: str, *, data: bytes | None = None,
+                timeout: float = CONTROL_TIMEOUT_S) -> bytes | None:
+    """A control endpoint of the capture process (POST with `data`, else GET): its body, or None when
+    it did not answer 200 within `timeout` (restarting, frozen, overloaded)."""
     try:
-        async with _session(control_socket, CONTROL_TIMEOUT_S) as client, \
-                client.get(f"http://capture{path}") as resp:
-            if resp.status != 200:
-                return None
-            return await resp.text()
+        async with _session(control_socket, timeout) as client, \
+                client.request("GET" if data is None else "POST", f"http://capture{path}", data=data) as resp:
+            return await resp.read() if resp.status == 200 else None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         log.debug("capture process %s unavailable: %s", path, exc)
         return None
 
 
-async def scrape(metrics: Metrics, queue_depth: int, control_socket: str) -> bytes:
+async def fetch_text(control_socket: str, path: str) -> str | None:
+    """GET a control endpoint of the capture process; None when it is not there (restarting)."""
+    body = await _call(control_socket, path)
+    return None if body is None else body.decode()
+
+
+async def scrape(metrics: Metrics, queue_depth: int, control_socket: str,
+                 timeout: float = SCRAPE_TIMEOUT_S) -> bytes:
     """One /metrics body: this relay's families, then the capture process's (which adds this relay's
-    capture-health counts, sent along); this relay's whole registry while the capture process is
-    not there (restarting: runtap_capture_process_up says so)."""
+    capture-health counts, sent along); this relay's whole registry while the capture process does
+    not answer (restarting: runtap_capture_process_up says so; frozen or slow: only
+    runtap_capture_metrics_up 0 does)."""
     share = encode_share(metrics.capture_health, queue_depth)
-    try:
-        async with _session(control_socket, CONTROL_TIMEOUT_S) as client, \
-                client.post("http://capture/metrics", data=share) as resp:
-            remote = await resp.read() if resp.status == 200 else None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        log.debug("capture process /metrics unavailable: %s", exc)
-        remote = None
+    remote = await _call(control_socket, "/metrics", data=share, timeout=timeout)
     if remote is None:
-        return RENDERER.render(metrics.registry)
-    return RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + remote
+        return RENDERER.render(metrics.registry) + _UP.format(0).encode()
+    return RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + _UP.format(1).encode() + remote
 
 
 async def proxy_report(request: web.Request, control_socket: str) -> web.Response:

@@ -29,6 +29,7 @@ STREAMED_RUNS, PLAIN_RUNS, STREAMED_RESPONSES = 3, 4, 2
 REQUESTS = 1 + STREAMED_RUNS + PLAIN_RUNS + STREAMED_RESPONSES + 1  # assistant, ..., one 404
 # Timing, not counting: these differ between two runs of the same traffic (so do every histogram's
 # buckets and sums, and the depth of a queue at one instant).
+PROMETHEUS_SCRAPE_TIMEOUT_S = 10.0
 TIMED = ("runtap_event_loop_lag_seconds", "runtap_capture_db_memory", "runtap_capture_queue_depth")
 
 
@@ -94,13 +95,14 @@ async def test_a_process_mode_scrape_shows_the_same_families_and_totals_as_in_pr
     single = await _scrape_after("inprocess", tmp_path, sim_upstream)
     families = _families(split.text)
     assert len(families) == len(set(families)), "a family appears twice in one scrape"
-    supervisor = {"runtap_capture_restarts_total", "runtap_capture_process_up"}  # process mode's own two
+    # process mode's own three
+    supervisor = {"runtap_capture_restarts_total", "runtap_capture_process_up", "runtap_capture_metrics_up"}
     assert sorted(set(families) - supervisor) == sorted(_families(single.text))
     # The relay's skip (the 404) and the capture process's counts share one family.
     assert split.get("runtap_capture_skipped_total", reason="upstream_error_status") == 1
     assert split.get("runtap_requests_total") == REQUESTS
     assert split.get("runtap_runs_finished_total", status="completed") == STREAMED_RUNS
-    assert split.get("runtap_capture_process_up") == 1
+    assert split.get("runtap_capture_process_up") == split.get("runtap_capture_metrics_up") == 1
     assert {k: v for k, v in _counts(split).items() if k[0] not in supervisor} == _counts(single)
     # Counters carry _created in both modes, each from the process that counts them.
     assert {n for n, _ in split.samples if n.endswith("_created")} == \
@@ -150,11 +152,20 @@ async def test_while_the_capture_process_does_not_answer_the_relay_serves_its_ow
             pid = (await r.json())["capture_process"]["pid"]
         os.kill(pid, signal.SIGSTOP)  # alive, but its control socket answers nothing
         try:
-            m = await scrape(proc.admin_url)
+            # Prometheus' default scrape_timeout: a scrape that waits longer is lost, the relay's part too.
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROMETHEUS_SCRAPE_TIMEOUT_S)) as s, \
+                    s.get(proc.admin_url + "/metrics") as r:
+                assert r.status == 200
+                m = Scrape(await r.text())
         finally:
             os.kill(pid, signal.SIGCONT)
+        answered = await scrape(proc.admin_url)
     finally:
         assert await terminate(proc) == 0
+    assert m.get("runtap_capture_metrics_up") == 0  # the capture part is missing, and the scrape says so
+    assert m.get("runtap_capture_process_up") == 1  # ... though the process runs
+    assert answered.get("runtap_capture_metrics_up") == 1
+    assert _families(answered.text).count("runtap_capture_metrics_up") == 1
     families = _families(m.text)
     assert len(families) == len(set(families))
     assert "runtap_run_transitions_total" in families and "runtap_capture_skipped_total" in families

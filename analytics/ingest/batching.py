@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from .records import CaptureItem, RequestBody, ResponseBody, StreamChunk
+from .records import CaptureItem, RequestBody, RequestRecord, ResponseBody, StreamChunk
 
 QUEUE_FULL: Final = "queue_full"
 QUEUE_BYTES_FULL: Final = "queue_bytes_full"
@@ -34,11 +34,24 @@ _QueueItem = CaptureItem | threading.Event | _Passive | _Stop
 
 
 def item_size(item: CaptureItem) -> int:
+    """What an item holds beyond its fixed fields, for the byte bounds of the queue and the channel."""
     if isinstance(item, StreamChunk):
         return len(item.data)
     if isinstance(item, ResponseBody | RequestBody):
         return len(item.body)
+    if isinstance(item, RequestRecord):
+        return record_size(item)
     return 0
+
+
+def record_size(record: RequestRecord) -> int:
+    """A request record's strings the client chose the length of: its path, and with a relayed span
+    (relay_tracing.py) the tracestate, host and user agent, each up to --max-header-bytes."""
+    n = len(record.path) + len(record.error or "")
+    span = record.span
+    if span is not None:
+        n += sum(len(v) for v in span if type(v) is str)
+    return n
 
 
 def batch_bytes(items: list[CaptureItem]) -> int:

@@ -86,9 +86,9 @@ def _check_sampler(env: Mapping[str, str]) -> None:
     name = env.get("OTEL_TRACES_SAMPLER")
     if name is None:
         return
-    if name.strip().lower() not in _SAMPLERS:
+    if name.lower() not in _SAMPLERS:  # as the SDK reads it: " traceidratio" would be its default sampler
         raise ConfigError(f"invalid OTEL_TRACES_SAMPLER={name!r}: one of {', '.join(_SAMPLERS)}")
-    if name.strip().lower().endswith("traceidratio") and env.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
+    if name.lower().endswith("traceidratio") and env.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
         raw = env["OTEL_TRACES_SAMPLER_ARG"]
         try:
             rate = float(raw)
