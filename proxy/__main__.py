@@ -11,11 +11,11 @@ from ..settings.config import ConfigError
 from .commands import COMMANDS, load
 
 DESCRIPTION = """\
-runtap: an observability sidecar for OpenAI-style Assistants Runs.
+runtap: an observability sidecar for OpenAI-style agent work: Assistants Runs and the Responses API.
 
 Point your OpenAI client's base_url at runtap; it forwards every call and stream to the upstream
-unchanged and captures every run and run step into DuckDB, with Prometheus metrics, OpenTelemetry
-traces and SQL cost reports.
+unchanged and captures every run, run step and response into DuckDB, with Prometheus metrics,
+OpenTelemetry traces and SQL cost reports.
 """
 
 EPILOG = """\

@@ -80,3 +80,14 @@ def test_help_documents_every_flag() -> None:
     assert proc.returncode == 0
     for s in SETTINGS:
         assert s.flag in proc.stdout and s.env in proc.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["export"], ["report"], ["sql"]])
+def test_the_help_says_runtap_captures_responses_too(command: list[str]) -> None:
+    # runtap captures runs, run steps and Responses API responses; help that names only the Runs API
+    # (switched off by OpenAI on 2026-08-26) tells a new user it is the wrong tool.
+    proc = subprocess.run([sys.executable, "-m", "runtap.proxy", *command, "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0
+    assert "respons" in proc.stdout.lower(), proc.stdout
+    assert "Runs API traffic" not in proc.stdout

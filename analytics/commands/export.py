@@ -12,15 +12,16 @@ from ..lake import LakeError, check_instance, export
 from ..reports import DatabaseLocked
 from .common import db_path, err, instance_id
 
-HELP = "export runs, steps, events and requests to Parquet for a fleet-wide lake"
+HELP = "export runs, steps, responses, their events and requests to Parquet for a fleet-wide lake"
 
 DESCRIPTION = """\
 Write the rows captured since the last export to OUT as hive-partitioned Parquet:
 
-  OUT/table=<runs|run_steps|run_events|requests>/date=YYYY-MM-DD/instance=<id>/part-*.parquet
+  OUT/table=<runs|run_steps|run_events|requests|responses|response_events>/date=YYYY-MM-DD/instance=<id>/
+      part-*.parquet
 
 Idempotent: a row already exported is not written again; a run that changed since (final status,
-usage) is written again and readers take its latest version. Point every sidecar at the same OUT (a
+usage; a response likewise) is written again and readers take its latest version. Point every sidecar at the same OUT (a
 shared directory or s3://bucket/prefix) with its own --instance, then:
   runtap report cost --lake 'OUT/**/*.parquet'
 

@@ -31,7 +31,7 @@ from .report_client import AdminUnavailable, fetch_report
 HELP = "cost and usage reports from the capture DB, a Parquet lake or a live sidecar"
 
 DESCRIPTION = """\
-Print a named report (or --html: a page of charts) over the captured runs.
+Print a named report (or --html: a page of charts) over the captured runs and responses.
 
 Sources: --db FILE (default $RUNTAP_DB or ./runtap.duckdb), --lake 'DIR/**/*.parquet' (the union of
 every sidecar's `runtap export`, de-duplicated; s3:// works too), or --url of a live sidecar's admin

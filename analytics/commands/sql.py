@@ -28,7 +28,9 @@ HELP = "run ad-hoc SQL against the capture tables and the report views"
 DESCRIPTION = """\
 Run one SQL query (or several statements; the last one's rows are printed) on a read-only connection
 with the report views installed: scoped_runs, run_costs, step_costs, run_prices, price_periods,
-run_timings, tool_turnarounds, run_budgets, priced_models (columns: docs/reports.md).
+run_timings, tool_turnarounds, run_budgets, priced_models; for the Responses API scoped_responses,
+response_costs, response_timings, response_tool_turnarounds, response_budgets; agent_costs over both
+(columns: docs/reports.md).
 --since/--until/--by set the same variables the views read.
 
 Arbitrary SQL is never served over HTTP: next to a live `runtap serve` that holds --db, use

@@ -21,7 +21,8 @@ from .serve_paths import check_paths
 HELP = "run the proxy (and its admin listener) in front of an upstream"
 
 DESCRIPTION = """\
-Forward every request to --upstream unchanged and capture Runs API traffic.
+Forward every request to --upstream unchanged and capture every run, run step and response
+(Assistants Runs and the Responses API) into DuckDB, with metrics, traces and reports.
 
   app --HTTP--> runtap :8080 (--listen) --> upstream (--upstream)
                 runtap :9464 (--admin): /healthz /readyz /metrics /reports/NAME
