@@ -50,6 +50,12 @@ def sample(pid: int) -> ProcSample:
     return ProcSample(time.monotonic(), cpu, rss, fds, threads, root_cpu)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system seconds of one process alone (not its children); psutil.Error when it is gone."""
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
 def try_sample(pid: int | None) -> ProcSample | None:
     if pid is None:
         return None

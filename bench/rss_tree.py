@@ -33,6 +33,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from bench import load, targets
+from bench.procstats import process_cpu_s
 
 PROBE_SITE = Path(__file__).resolve().parent / "probe_site"
 MB = 2**20
@@ -88,8 +89,7 @@ def _cpu(pids: dict[str, int]) -> float:
     total = 0.0
     for pid in pids.values():
         try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
+            total += process_cpu_s(pid)
         except psutil.Error:
             pass
     return total

@@ -23,15 +23,10 @@ import time
 from pathlib import Path
 
 import orjson
-import psutil  # type: ignore[import-untyped]
 
 from bench import load
+from bench.procstats import process_cpu_s
 from bench.targets import http_get, lag_summary, scrape, start_runtap, start_upstream
-
-
-def _cpu(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return float(t.user + t.system)
 
 
 def _capture_pid(admin: int) -> int:
@@ -42,17 +37,17 @@ def _capture_pid(admin: int) -> int:
 
 def _idle(relay: int, capture: int, admin: int, n: int) -> dict[str, float]:
     size = len(http_get(admin, "/metrics")[1])
-    r0 = _cpu(relay)
+    r0 = process_cpu_s(relay)
     time.sleep(3)  # what the idle relay spends without scrapes (its loop-lag probe, timers)
-    background = (_cpu(relay) - r0) / 3
-    r0, c0, t0 = _cpu(relay), _cpu(capture), time.perf_counter()
+    background = (process_cpu_s(relay) - r0) / 3
+    r0, c0, t0 = process_cpu_s(relay), process_cpu_s(capture), time.perf_counter()
     for _ in range(n):
         status, _ = http_get(admin, "/metrics", timeout=10)
         assert status == 200
     wall = time.perf_counter() - t0
     return {"scrapes": n, "bytes": size,
-            "relay_ms_per_scrape": (_cpu(relay) - r0 - background * wall) / n * 1e3,
-            "capture_ms_per_scrape": (_cpu(capture) - c0) / n * 1e3, "wall_ms_per_scrape": wall / n * 1e3,
+            "relay_ms_per_scrape": (process_cpu_s(relay) - r0 - background * wall) / n * 1e3,
+            "capture_ms_per_scrape": (process_cpu_s(capture) - c0) / n * 1e3, "wall_ms_per_scrape": wall / n * 1e3,
             "relay_idle_ms_per_s": background * 1e3}
 
 
@@ -67,14 +62,14 @@ def _loaded(url: str, relay: int, admin: int, seconds: float, interval: float | 
 
     before = scrape(admin)
     thread = threading.Thread(target=scraper) if interval else None
-    cpu0 = _cpu(relay)
+    cpu0 = process_cpu_s(relay)
     if thread:
         thread.start()
     res = load.run_wrk(url, load.WORKLOADS["create"].cycle, connections=1, seconds=seconds)
     stop.set()
     if thread:
         thread.join()
-    cpu = _cpu(relay) - cpu0
+    cpu = process_cpu_s(relay) - cpu0
     lag = lag_summary(before, scrape(admin))
     return {"scrapes": done[0], "requests": res.requests, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms,
             "max_ms": res.max_ms, "relay_cpu_us_per_request": cpu / max(res.requests, 1) * 1e6,

@@ -118,5 +118,6 @@ def create_admin_app(runtime: Runtime) -> web.Application:
         # Imported here: the reports need DuckDB, which a relay without its own writer never loads.
         from .admin_reports import add_report_routes
 
-        add_report_routes(app, runtime.writer.reader, prices=configured_prices(runtime.settings))
+        prices = runtime.prices if runtime.prices is not None else configured_prices(runtime.settings)
+        add_report_routes(app, runtime.writer.reader, prices=prices)
     return app

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     # built: in --capture-mode process the relay never loads them, only the capture process does.
     from ..analytics.ingest.merge import Effect
     from ..analytics.ingest.writer import CaptureWriter
+    from ..analytics.prices import PriceBook
     from .addons.relay_tracing import RelayTracing
     from .addons.tracing import Tracing
 
@@ -47,6 +48,7 @@ class Runtime:
     channel: CaptureChannel | None = None  # --capture-mode process: the relay's end of the channel
     supervisor: CaptureSupervisor | None = None  # ... and the capture process, when this relay owns it
     heartbeat: looplag.Heartbeat = field(default_factory=looplag.Heartbeat)  # the relay loop's, for /healthz
+    prices: PriceBook | None = None  # read once at start-up (serve.check_prices); None: the admin app reads it
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -97,7 +97,8 @@ def test_a_hostile_value_is_one_line_and_exit_2(tmp_path: Path, variables: dict[
     env.update({k: v.format(tmp=tmp_path) for k, v in variables.items()})
     flags = {"--capture-mode": mode, "--listen": "127.0.0.1:0", "--admin": "127.0.0.1:0", "--upstream": "http://127.0.0.1:9",
              "--db": str(tmp_path / "r.duckdb")}
-    argv = [a for flag, value in flags.items() if "RUNTAP_" + flag[2:].upper() not in env for a in (flag, value)]
+    argv = [a for flag, value in flags.items() if "RUNTAP_" + flag[2:].upper().replace("-", "_") not in env
+            for a in (flag, value)]
     done = subprocess.run([sys.executable, "-m", "runtap.proxy", "serve", *argv],
                           env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]

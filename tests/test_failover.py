@@ -46,6 +46,7 @@ def test_a_failing_replay_backs_off_doubling_to_its_bound_and_success_resets_it(
     want = [min(2.0**i, MAX_REPLAY_BACKOFF_S) for i in range(12)]  # 1, 2, 4 ... 256, then the bound
     assert all(w - 0.5 < got <= w for got, w in zip(waits, want, strict=True)), waits
     assert health.total(Kind.ERRORS, "replay:IOException") == 12 and failover.pending
+    assert not failover.replay_due(time.monotonic()) and failover.replay_due(failover.next_replay)
     store.working = True
     failover.replay(cast(Store, store))
     assert store.applied == ["req_0", "req_1", "req_2"] and not failover.pending

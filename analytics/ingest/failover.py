@@ -109,6 +109,10 @@ class SpoolFailover:
             self._faults.failed("spool", exc)
             self._faults.dropped(SPOOL_ERROR, n, log=False)
 
+    def replay_due(self, now: float) -> bool:
+        """The spool holds items and its back-off has passed (monotonic `now`)."""
+        return self.pending and now >= self.next_replay
+
     def replay(self, store: Store, on_effects: OnEffects | None = None) -> None:
         spool = self._ensure()
         if spool is None:

@@ -272,7 +272,7 @@ class CaptureWriter:
         store = self._owner.store
         if store is None and now >= self._owner.next_open:
             self._open_store()
-        elif store is not None and failover.pending and now >= failover.next_replay:
+        elif store is not None and failover.replay_due(now):
             self._replay(store)
         if failover.held() and now >= failover.next_hold_retry:
             self._release_hold()
@@ -383,7 +383,7 @@ class CaptureWriter:
             return
         # The spool's back-off holds across reopens: a replay that ran the database out of memory closes
         # the store, and replaying again at each reopen would re-read the whole spool every interval.
-        if self._failover.pending and time.monotonic() >= self._failover.next_replay:
+        if self._failover.replay_due(time.monotonic()):
             self._replay(store)
         self._owner.sample_memory(force=True)
 

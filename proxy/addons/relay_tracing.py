@@ -70,6 +70,15 @@ class _Span:
         self.agent: str | None = None
 
 
+def request_facts(request: web.Request) -> tuple[str, str, str, str | None, str | None]:
+    """(scheme, protocol version, host, client address, user agent): what the server span reads of the
+    request besides its method and path; plain values, which this relay hands to the capture process
+    and tracing.py reads in-process. Here: this module imports no OpenTelemetry SDK."""
+    version = request.version
+    return (request.scheme, f"{version.major}.{version.minor}", request.host, request.remote,
+            request.headers.get("User-Agent"))
+
+
 class _Parent:
     """The API's W3C propagator (the OpenTelemetry API only, not the SDK)."""
 
@@ -117,11 +126,8 @@ class RelayTracing:
         span_id = _span_id()
         flags = (_SAMPLED if sampled else 0) | random_flag
         flow.span = span = _Span(trace_id, span_id, flags, sampled, parent_id, parent_flags, state)
-        if sampled:
-            # What tracing.request_facts reads: the capture process cannot see the request.
-            version = request.version
-            span.scheme, span.version, span.host = request.scheme, f"{version.major}.{version.minor}", request.host
-            span.remote, span.agent = request.remote, headers.get("User-Agent")
+        if sampled:  # the capture process cannot see the request
+            span.scheme, span.version, span.host, span.remote, span.agent = request_facts(request)
         if flow.exchange.operation is not None:
             flow.exchange.span_context = (trace_id, span_id, flags)  # run and response spans link to it
 

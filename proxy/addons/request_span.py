@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from ...analytics.ingest.records import Exchange
 from . import otel_private
 from .otlp_encode import encode_parts
-from .run_spans import UNSET
+from .run_spans import UNSET, truncate_strings
 
 # Errors the forwarder reports after the upstream answered (the client span has a status code).
 _AFTER_RESPONSE: Final = ("upstream_", "client_disconnected")
@@ -109,9 +109,9 @@ class RequestSpan:
         if failed or (error is not None and error != "client_disconnected"):
             server_status = Status(StatusCode.ERROR, error or str(status))
         if spec.max_value is not None:
-            _truncate(attrs, spec.max_value)
+            truncate_strings(attrs, spec.max_value)
             if client_attrs is not None:
-                _truncate(client_attrs, spec.max_value)
+                truncate_strings(client_attrs, spec.max_value)
         return client_attrs, client_status, attrs, server_status
 
     def client_context(self) -> SpanContext:
@@ -145,13 +145,6 @@ class RequestSpan:
         out.append(encode_parts(ctx.trace_id, ctx.span_id, ctx.trace_state, self.parent, self.name, SpanKind.SERVER,
                                 self.start, self.end, attrs, self.links, server_status))
         return out
-
-
-def _truncate(attrs: dict[str, Any], max_value: int) -> None:
-    # As the SDK applies max_span_attribute_length (and run_spans.emit_finished does).
-    for key, value in attrs.items():
-        if type(value) is str and len(value) > max_value:
-            attrs[key] = value[:max_value]
 
 
 class DeferredBatchSpanProcessor(BatchSpanProcessor):

@@ -131,6 +131,13 @@ def local_context(trace_id: int, span_id: int, sampled: bool, state: Any = None,
     return SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
 
 
+def truncate_strings(attrs: dict[str, Any], max_value: int) -> None:
+    """Cut string values to `max_value` characters, as the SDK applies max_span_attribute_length."""
+    for key, value in attrs.items():
+        if type(value) is str and len(value) > max_value:
+            attrs[key] = value[:max_value]
+
+
 def emit_finished(tracer: SdkTracer, name: str, context: SpanContext, parent: SpanContext | None,
                   kind: SpanKind, attrs: dict[str, Any], events: Sequence[Event], links: Sequence[Link],
                   status: Status, start: int, end: int, *, max_value: int | None) -> None:
@@ -141,9 +148,7 @@ def emit_finished(tracer: SdkTracer, name: str, context: SpanContext, parent: Sp
     attribute value length limit (None: unlimited), applied to strings as the SDK applies it.
     """
     if max_value is not None:
-        for key, value in attrs.items():
-            if type(value) is str and len(value) > max_value:
-                attrs[key] = value[:max_value]
+        truncate_strings(attrs, max_value)
     tracer.span_processor.on_end(ReadableSpan(
         name, context, parent, tracer.resource, attrs, events, links, kind, tracer.instrumentation_info,
         status, start, end, instrumentation_scope(tracer),

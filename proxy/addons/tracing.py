@@ -34,6 +34,7 @@ from ...settings.config import ConfigError
 from .. import response_routes, routes
 from ..tap import Flow
 from . import otel_check, otel_env, otel_private, response_spans
+from .relay_tracing import request_facts
 from .request_span import DeferredBatchSpanProcessor, RequestSpan, SpanSpec, deferred_processor
 from .run_spans import PROVIDER, RunSpans, local_context, run_span_context
 
@@ -150,15 +151,6 @@ def _attribute_free(sampler: Any, depth: int = 0) -> bool:
     if depth > 8 or type(sampler).__module__ != sampling.__name__ or not isinstance(sampler, _ATTRIBUTE_FREE):
         return False
     return all(_attribute_free(d, depth + 1) for d in otel_private.delegates(sampler))
-
-
-def request_facts(request: web.Request) -> tuple[str, str, str, str | None, str | None]:
-    """(scheme, protocol version, host, client address, user agent): what the server span reads of the
-    request besides its method and path; plain values, which the relay of --capture-mode process hands
-    to the capture process (relay_tracing.py)."""
-    version = request.version
-    return (request.scheme, f"{version.major}.{version.minor}", request.host, request.remote,
-            request.headers.get("User-Agent"))
 
 
 def _server_span(method: str, facts: tuple[str, str, str, str | None, str | None], operation: str,

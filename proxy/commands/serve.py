@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ...settings.config import ConfigError, Settings, add_arguments, resolve
+from ...analytics.prices import PriceBook
+from ...settings.config import PROCESS, ConfigError, Settings, add_arguments, resolve
 from .. import workers
 from ..admin import configured_prices
 from ..app import build_runtime
@@ -81,23 +82,26 @@ def tune_runtime(_: Running | None = None) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
-def check_prices(settings: Settings) -> None:
+def check_prices(settings: Settings) -> PriceBook | None:
     """A bad --prices is a one-line start-up error in every capture mode: read it here, before a
-    capture process (which also reads it) is started and could only exit."""
-    if settings.prices and settings.admin_reports:
-        configured_prices(settings)
+    capture process (which also reads it) is started and could only exit. The book, for the in-process
+    admin app's reports (read once); None when nothing here serves reports."""
+    if not settings.admin_reports or (settings.capture_mode == PROCESS and not settings.prices):
+        return None
+    return configured_prices(settings)
 
 
 def run(args: argparse.Namespace) -> int:
     raw = vars(args)
     index = workers.worker_index()
     settings = workers.for_worker(resolve(raw), index)
-    check_prices(settings)
+    prices = check_prices(settings)
     check_paths(settings)
     logging.getLogger().setLevel(settings.log_level)
     factory = loop_factory(settings.event_loop)
     logging.getLogger("runtap").debug("event loop: %s", "uvloop" if factory else "asyncio")
     runtime = build_runtime(settings, capture_dir=workers.capture_dir(index))
+    runtime.prices = prices
     supervisor = runtime.supervisor
     children = workers.start_workers(settings, raw, supervisor) if index == 0 and settings.workers > 1 else []
     if supervisor is not None and children:
