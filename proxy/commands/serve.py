@@ -35,7 +35,7 @@ Traces (OpenTelemetry) are configured by the standard OTEL_* variables, not by f
 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), OTLP over HTTP/protobuf;
 off without an endpoint, with OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true. Also read:
 OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_EXPORTER_OTLP_HEADERS,
-OTEL_BSP_* (see docs/traces.md).
+OTEL_BSP_* (see docs/traces.md). A value tracing would misread stops start-up naming the variable.
 """
 
 
