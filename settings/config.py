@@ -139,11 +139,13 @@ def parse_workers(value: str) -> int:
     return parse_positive_int(value, MAX_WORKERS)
 
 
-def parse_path(value: str) -> str:
-    """A file path: empty would be DuckDB's in-memory database (or a spool named `.spool.jsonl`)."""
-    if not value.strip():
-        raise ValueError("expected a file path, got ''")
-    return value
+DEFAULT_DB: Final = "./runtap.duckdb"
+
+
+def parse_db(value: str) -> str:
+    """Empty (RUNTAP_DB="" from a template) is the default file, as every command reads it
+    (analytics/commands/common.py); never DuckDB's in-memory database, which an empty path opens."""
+    return value if value.strip() else DEFAULT_DB
 
 
 INPROCESS: Final = "inprocess"
@@ -187,8 +189,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("listen", "127.0.0.1:8080", "HOST:PORT the proxy listens on.", parse_hostport),
     Setting("admin", "127.0.0.1:9464", "HOST:PORT of the admin listener (/healthz, /readyz, /metrics, "
             "/reports). Keep it on loopback unless you mean to expose it.", parse_hostport),
-    Setting("db", "./runtap.duckdb", "DuckDB file that captured runs, steps, events and requests go to.",
-            parse_path),
+    Setting("db", DEFAULT_DB, "DuckDB file that captured runs, steps, events and requests go to.", parse_db),
     Setting("spool", "", "Spool file for snapshots the DB could not take (default: DB path + .spool.jsonl).",),
     Setting("spool_max_bytes", "256M", "Bound on the spool file; snapshots beyond it are dropped and "
             "counted.", parse_size),
@@ -259,7 +260,7 @@ class Settings:
     upstream: str = "https://api.openai.com"
     listen: HostPort = HostPort("127.0.0.1", 8080)
     admin: HostPort = HostPort("127.0.0.1", 9464)
-    db: str = "./runtap.duckdb"
+    db: str = DEFAULT_DB
     spool: str = ""
     spool_max_bytes: int = 256 << 20
     spool_memory_bytes: int = 64 << 20

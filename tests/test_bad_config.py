@@ -65,7 +65,6 @@ CASES: list[tuple[str, dict[str, str], str, tuple[str, ...]]] = [
     ("listen-no-ip", {"RUNTAP_LISTEN": "256.1.1.1:8080"}, "RUNTAP_LISTEN", ("inprocess",)),
     ("admin-port-neg", {"RUNTAP_ADMIN": "127.0.0.1:-1"}, "RUNTAP_ADMIN", ("inprocess",)),
     ("upstream-port", {"RUNTAP_UPSTREAM": "http://127.0.0.1:99999"}, "RUNTAP_UPSTREAM", ("inprocess",)),
-    ("db-empty", {"RUNTAP_DB": ""}, "RUNTAP_DB", BOTH),
     ("db-directory", {"RUNTAP_DB": "{tmp}"}, "is a directory", BOTH),
     ("spool-unwritable", {"RUNTAP_SPOOL": "/proc/self/runtap.spool.jsonl"}, "RUNTAP_SPOOL", BOTH),
     ("spool-directory", {"RUNTAP_SPOOL": "{tmp}"}, "RUNTAP_SPOOL", ("inprocess",)),

@@ -91,3 +91,9 @@ def test_the_help_says_runtap_captures_responses_too(command: list[str]) -> None
     assert proc.returncode == 0
     assert "respons" in proc.stdout.lower(), proc.stdout
     assert "Runs API traffic" not in proc.stdout
+
+
+def test_an_empty_db_is_the_default_file_not_an_in_memory_database() -> None:
+    # DuckDB opens an in-memory database for "": a sidecar would capture into nothing, silently.
+    assert resolve({}, environ={"RUNTAP_DB": ""}).db == "./runtap.duckdb"
+    assert resolve({"db": " "}, environ={}).db == "./runtap.duckdb"
