@@ -454,8 +454,9 @@ class CaptureDecoder:
 
     def _count_events(self, events: list[tuple[str, str]]) -> None:
         seen = self.events_seen
-        # A chunk's events take a handful of names: counted per name, not per event.
-        for name, n in (Counter(map(_EVENT_NAME, events)).items() if len(events) > 1 else ((events[0][0], 1),)):
+        # A chunk's events take a handful of names: a long run is counted per name, not per event.
+        for name, n in (Counter(map(_EVENT_NAME, events)).items() if len(events) > 16 else
+                        [(name, 1) for name, _ in events]):
             if name not in seen:  # every key is its own cap_label: the common case skips the call
                 name = cap_label(name)  # a key kept for the process's life, and a label value later
                 if name not in seen and len(seen) >= _MAX_EVENT_NAMES:
