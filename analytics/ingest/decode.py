@@ -454,6 +454,9 @@ class CaptureDecoder:
 
     def _count_events(self, events: list[tuple[str, str]]) -> None:
         seen = self.events_seen
+        if len(events) == 1 and events[0][0] in seen:  # a chunk per event: a stream with gaps between tokens
+            seen[events[0][0]] += 1
+            return
         # A chunk's events take a handful of names: a long run is counted per name, not per event.
         for name, n in (Counter(map(_EVENT_NAME, events)).items() if len(events) > 16 else
                         [(name, 1) for name, _ in events]):

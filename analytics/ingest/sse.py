@@ -110,7 +110,8 @@ class SSEParser:
             return [(e.event, e.data) for e in self._feed(chunk)]
         start = 0
         head: list[SSEEvent] = []
-        if pending or not self._clean():
+        # not between events (_clean, inline: this runs for every chunk of every captured stream)
+        if pending or self._data or self._event or self._size or self._discarding or self._bad:
             start = chunk.find(b"\n\n") + 2  # the unfinished event ends here, whatever it holds
             head = self._feed(chunk[:start])
             if not self._clean():  # a blank line ends any event, even one being skipped: defensive only
