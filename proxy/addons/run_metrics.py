@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ...analytics.ingest.bounds import cap_label, positive_cap, token_count
+from ...analytics.ingest.bounds import MAX_LABEL_CHARS, cap_label, positive_cap, token_count
 from ...analytics.ingest.merge import Effect, RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
 from .effects import apply_each
 
@@ -96,6 +96,10 @@ def _step_tool(row: dict[str, Any]) -> str:
         return UNKNOWN
     # A step with parallel calls of different kinds is counted once, under the combination.
     return "+".join(sorted(str(t) for t in types))
+
+
+def _short(value: Any) -> bool:
+    return type(value) is str and len(value) <= MAX_LABEL_CHARS
 
 
 OnSkip = Callable[[str, int], None]
@@ -198,8 +202,9 @@ class RunMetrics:
         # Several per run: the child is memoised by the raw values, whose labels never change once
         # given (LabelValues keeps a value, or `other` once full, for good).
         was, now, model = key = (e.from_status, e.to_status, e.model)
-        # Only text (or None) is a key: 1, 1.0 and true are one key but three labels; a dict none.
-        memo = (was is None or type(was) is str) and type(now) is str and (model is None or type(model) is str)
+        # Only short text (or None) is a key: 1, 1.0 and true are one key but three labels, a dict none,
+        # and an upstream's megabyte-long model name must not be kept thousands of times over.
+        memo = (was is None or _short(was)) and _short(now) and (model is None or _short(model))
         child = self._transition_children.get(key) if memo else None
         if child is None:
             child = self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None
