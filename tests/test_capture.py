@@ -374,3 +374,19 @@ def test_streams_whose_end_was_lost_do_not_keep_new_streams_out_for_ever() -> No
     assert states(snaps) == STREAM_STATES
     assert dec.skipped["too_many_streams"] == 1 and dec.skipped["stream_evicted"] == 2
     assert dec.open_streams() == 0
+
+
+@FUZZ
+@given(st.lists(st.integers(min_value=0, max_value=20_000), max_size=12), st.booleans())
+def test_event_counts_are_exact_and_capped_under_any_chunking(cuts: list[int], bytewise: bool) -> None:
+    # Long runs of deltas (counted per name in one step) among 80 distinct names: the first 64 names are
+    # kept, later ones are `other`, and every event is counted once whatever the chunking.
+    names = [f"thread.custom.e{i}" for i in range(80)]
+    stream = b"".join(sse("thread.message.delta", {"i": i}) for i in range(300)) + \
+        b"".join(sse(n, {}) for n in names) + b"".join(sse("thread.message.delta", {}) for _ in range(40))
+    dec = CaptureDecoder()
+    feed_stream(dec, [stream[i:i + 1] for i in range(len(stream))] if bytewise else split(stream, cuts))
+    assert dec.events_seen["thread.message.delta"] == 340
+    assert sum(dec.events_seen.values()) == 420
+    assert dec.events_seen["other"] == 80 - 63  # the delta's name took the first of the 64 places
+    assert set(dec.events_seen) == {"thread.message.delta", *names[:63], "other"}

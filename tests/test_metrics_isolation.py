@@ -126,3 +126,28 @@ def test_an_out_of_range_response_usage_costs_no_other_response_its_metrics(outp
     assert _value(registry, "runtap_capture_skipped_total", reason="tokens_out_of_range") >= 1
     text = generate_latest(registry).decode()
     assert "NaN" not in text.replace('le="+Inf"', "") and "-Inf" not in text
+
+
+def test_transitions_of_equal_but_differently_typed_models_keep_their_own_labels() -> None:
+    # The transition counter's children are memoised by raw value: 1, 1.0, true and "1" hash alike but
+    # are different labels, and an unhashable model is still counted.
+    from runtap.analytics.ingest.merge import Transition
+    from runtap.analytics.ingest.response_merge import ResponseTransition
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    models: list[Any] = ["1", 1, True, 1.0, {"a": 1}, "1", None, "m" * 100_000, "m" * 100_000]
+    effects: list[Any] = [Transition(f"run_{i}", m, None, None, "queued", 1.0, "stream")
+                          for i, m in enumerate(models)]
+    effects.insert(3, ResponseTransition("resp_1", "gpt-5", None, "in_progress", 1.0, "stream"))
+    metrics.on_effects(effects)
+    seen = {(labels["model"], value) for labels, value in (
+        (s.labels, s.value) for f in registry.collect() if f.name == "runtap_run_transitions" for s in f.samples
+        if s.name.endswith("_total"))}
+    assert seen == {("1", 3.0), ("True", 1.0), ("1.0", 1.0), ("{'a': 1}", 1.0), ("unknown", 1.0),
+                    (cap_label("m" * 100_000), 2.0)}
+    assert not any(len(key[2] or "") > MAX_LABEL_CHARS
+                   for key in metrics.runs._transition_children)  # noqa: SLF001 - the memo's bound
+    assert _value(registry, "runtap_response_transitions_total", from_status="none", to_status="in_progress",
+                  model="gpt-5") == 1
+    assert _value(registry, "runtap_capture_skipped_total", reason="metrics_effect_error") == 0

@@ -387,3 +387,65 @@ def test_openai_shaped_chunks_parse_as_byte_by_byte(blocks: list[bytes], limit: 
     assert got == want
     assert (whole.oversized, whole.invalid_utf8, whole.comments) == \
         (bytewise.oversized, bytewise.invalid_utf8, bytewise.comments)
+
+
+# --- feed_pairs: the capture decoder's entry, whole OpenAI-form events found in one pass ------------
+
+
+def pairs_of(chunks: Iterable[bytes], parser: SSEParser) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for chunk in chunks:
+        out += parser.feed_pairs(chunk)
+    return out + [(e.event, e.data) for e in parser.close()]
+
+
+def check_pairs_match_feed(stream: bytes, chunks: list[bytes], limit: int) -> None:
+    fast, reference = SSEParser(max_event_bytes=limit), SSEParser(max_event_bytes=limit)
+    want = [(e.event, e.data) for e in parse(every(stream, 1), reference)]
+    assert pairs_of(chunks, fast) == want
+    assert (fast.oversized, fast.invalid_utf8, fast.comments) == \
+        (reference.oversized, reference.invalid_utf8, reference.comments)
+
+
+# Mostly the form the fast path takes, so that chunkings put it between, across and inside odd blocks.
+_CANONICAL_BLOCKS = st.builds(lambda n, d: (b"event: " + n + b"\n" if n is not None else b"") + b"data: " + d + b"\n\n",
+                              st.sampled_from([b"thread.run.created", b"response.output_text.delta", b"", None]),
+                              st.sampled_from([b'{"delta":"h\xc3\xa9"}', b"[DONE]", b"", b"x" * 40]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_CANONICAL_BLOCKS, _CANONICAL_BLOCKS, _CANONICAL_BLOCKS, _OPENAI_BLOCKS), max_size=16),
+       st.sampled_from([8, 80, 1 << 20, 1 << 20]), st.data())
+def test_feed_pairs_under_any_chunking_is_feed_byte_by_byte(blocks: list[bytes], limit: int,
+                                                            data: st.DataObject) -> None:
+    stream = (BOM if data.draw(st.booleans()) else b"") + b"".join(blocks)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6))
+    check_pairs_match_feed(stream, split_at(stream, cuts), limit)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from([16, 120, 1 << 20]))
+def test_feed_pairs_on_any_stream_is_feed(data: st.DataObject, limit: int) -> None:
+    stream, _ = data.draw(streams())
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
+    check_pairs_match_feed(stream, split_at(stream, cuts), limit)
+
+
+def test_feed_pairs_takes_whole_events_and_keeps_the_unfinished_one() -> None:
+    parser = SSEParser()
+    first = b"event: thread.run.created\ndata: {\"id\":1}\n\ndata: [DONE]\n\nevent: thread.message.delta\nda"
+    assert parser.feed_pairs(first) == [("thread.run.created", '{"id":1}'), ("message", "[DONE]")]
+    assert parser.feed_pairs(b"ta: {}\n\nevent: done\ndata: x\n\nevent: e") == \
+        [("thread.message.delta", "{}"), ("done", "x")]
+    assert parser.feed_pairs(b"\ndata: \xc3\xa9\n\n") == [("e", "é")]
+    assert parser.buffered_bytes == 0
+
+
+def test_feed_pairs_sends_an_odd_chunk_down_the_general_path() -> None:
+    parser = SSEParser()
+    # An id line, a comment and an invalid event among whole events: each is what feed makes of it.
+    chunk = b"id: 7\nevent: a\ndata: 1\n\n: keep-alive\n\nevent: \xff\ndata: 2\n\nevent: b\ndata: 3\n\n"
+    assert parser.feed_pairs(chunk) == [("a", "1"), ("b", "3")]
+    assert (parser.invalid_utf8, parser.comments) == (1, 1)
+    assert parser.feed_pairs(b"data: \xff\n\ndata: ok\n\n") == [("message", "ok")]
+    assert parser.invalid_utf8 == 2

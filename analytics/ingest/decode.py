@@ -20,6 +20,7 @@ import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -41,7 +42,7 @@ from .records import (
 )
 from .redact import redact_run_secrets
 from .response_capture import ResponseDecoding, ResponseStream
-from .sse import SSEEvent, SSEParser
+from .sse import SSEParser
 
 log = logging.getLogger("runtap.capture")
 
@@ -74,6 +75,7 @@ PROMPT_FIELDS: Final = ("instructions", "additional_instructions", "additional_m
 # grow the counter (and any metric fed from it) without bound.
 _MAX_EVENT_NAMES: Final = 64
 _OTHER_EVENT: Final = "other"
+_EVENT_NAME: Final = itemgetter(0)
 _INFLATE_STEP: Final = 1 << 20
 # A stream with no byte for this long is over even if its end never came (its StreamEnd and request
 # record dropped by a full queue or channel, or lost with a relay worker): the openai SDK's read timeout
@@ -397,10 +399,13 @@ class CaptureDecoder:
         if stream is None or stream.broken:
             return []
         stream.last_at = item.received_at
-        events: list[SSEEvent] = []
+        events: list[tuple[str, str]] = []
         try:
-            for piece in _inflate(stream.inflaters, item.data):
-                events.extend(stream.parser.feed(piece))
+            if stream.inflaters:
+                for piece in _inflate(stream.inflaters, item.data):
+                    events += stream.parser.feed_pairs(piece)
+            else:
+                events = stream.parser.feed_pairs(item.data)
         except _InflateError as exc:
             self.skipped[exc.reason] += 1
             stream.broken = True  # what decoded before the corruption is still returned
@@ -416,10 +421,12 @@ class CaptureDecoder:
         # A stream that broke mid-event leaves a partial event behind: the parser decides (per the SSE
         # spec an unterminated event is dropped), and a partial JSON payload is counted as malformed.
         # What was decoded before the break has already been returned.
-        return self._events(stream.parser.close(), stream, item.exchange, stream.last_at)
+        return self._events([(e.event, e.data) for e in stream.parser.close()], stream, item.exchange,
+                            stream.last_at)
 
-    def _events(self, events: list[SSEEvent], stream: _Stream, ex: Exchange,
+    def _events(self, events: list[tuple[str, str]], stream: _Stream, ex: Exchange,
                 received_at: float) -> list[Snapshot]:
+        """Events are (name, data): most of a stream (message and text deltas) is counted by name only."""
         parser = stream.parser
         if parser.oversized != stream.oversized:
             self.skipped["oversized_event"] += parser.oversized - stream.oversized
@@ -427,17 +434,17 @@ class CaptureDecoder:
         if parser.invalid_utf8 != stream.invalid_utf8:
             self.skipped["invalid_utf8"] += parser.invalid_utf8 - stream.invalid_utf8
             stream.invalid_utf8 = parser.invalid_utf8
+        if not events:
+            return []
+        self._count_events(events)
         if stream.responses is not None:
-            return self._responses.events(events, stream.responses, ex, received_at, self._count_event,
-                                          self._loads)
+            return self._responses.events(events, stream.responses, ex, received_at, self._loads)
         out: list[Snapshot] = []
-        for event in events:
-            name = event.event
-            self._count_event(name)
+        for name, data in events:
             if not name.startswith(_RUN_PREFIX) or name == _STEP_DELTA:
                 continue  # messages, deltas, thread.created, done, error: not run state
             want: Kind = "step" if name.startswith(_STEP_PREFIX) else "run"
-            obj = self._loads(event.data)
+            obj = self._loads(data)
             if obj is None:
                 continue
             snap = self._snapshot(obj, ex, received_at, "stream", want)
@@ -445,13 +452,16 @@ class CaptureDecoder:
                 out.append(snap)
         return out
 
-    def _count_event(self, name: str) -> None:
+    def _count_events(self, events: list[tuple[str, str]]) -> None:
         seen = self.events_seen
-        if name in seen:  # every key is its own cap_label: the common case skips the call
-            seen[name] += 1
+        if len(events) == 1 and events[0][0] in seen:  # a chunk per event: a stream with gaps between tokens
+            seen[events[0][0]] += 1
             return
-        name = cap_label(name)  # a key kept for the process's life, and a label value later
-        if name in seen or len(seen) < _MAX_EVENT_NAMES:
-            seen[name] += 1
-        else:
-            seen[_OTHER_EVENT] += 1
+        # A chunk's events take a handful of names: a long run is counted per name, not per event.
+        for name, n in (Counter(map(_EVENT_NAME, events)).items() if len(events) > 16 else
+                        [(name, 1) for name, _ in events]):
+            if name not in seen:  # every key is its own cap_label: the common case skips the call
+                name = cap_label(name)  # a key kept for the process's life, and a label value later
+                if name not in seen and len(seen) >= _MAX_EVENT_NAMES:
+                    name = _OTHER_EVENT
+            seen[name] += n

@@ -37,7 +37,6 @@ from .records import Exchange, RequestBody, Snapshot, Source
 from .redact import redact_secrets
 from .response_agents import agent_reference
 from .response_versions import response_api_version
-from .sse import SSEEvent
 
 RESPONSE_OBJECT: Final = "response"
 STATE_EVENTS: Final = frozenset({
@@ -240,22 +239,21 @@ class ResponseDecoding:
         rid = rr.response_id(ex.path) if ex.operation == rr.RESPONSES_RETRIEVE else None
         return ResponseStream(rid, ex.operation == rr.RESPONSES_CREATE)
 
-    def events(self, events: list[SSEEvent], stream: ResponseStream, ex: Exchange, received_at: float,
-               count: Callable[[str], None], loads: Callable[[str], Any]) -> list[Snapshot]:
+    def events(self, events: list[tuple[str, str]], stream: ResponseStream, ex: Exchange, received_at: float,
+               loads: Callable[[str], Any]) -> list[Snapshot]:
+        """(name, data) events, counted by the caller: only the ones that carry state are JSON-decoded."""
         out: list[Snapshot] = []
-        for event in events:
-            name = event.event
-            count(name)
-            if stream.first_event_at is None:
-                stream.first_event_at = received_at
+        if stream.first_event_at is None and events:
+            stream.first_event_at = received_at
+        for name, data in events:
             if name in STATE_EVENTS:
-                data = loads(event.data)
-                if data is not None:
-                    self._state_event(data, stream, ex, received_at, out)
+                value = loads(data)
+                if value is not None:
+                    self._state_event(value, stream, ex, received_at, out)
             elif name == ITEM_DONE:
-                data = loads(event.data)
-                if data is not None:
-                    self._item_done(data, stream, ex, received_at, out)
+                value = loads(data)
+                if value is not None:
+                    self._item_done(value, stream, ex, received_at, out)
             elif stream.first_output_at is None and name in OUTPUT_DELTAS:
                 stream.first_output_at = received_at
         return out

@@ -18,7 +18,7 @@ from ...analytics.ingest.merge import Effect
 from ..tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow
 from .capture_health import CaptureHealthCollector
 from .response_metrics import ResponseMetrics
-from .run_metrics import LabelValues, RunMetrics
+from .run_metrics import EFFECT_ERROR, LabelValues, RunMetrics
 
 # Latency of one HTTP exchange: proxied JSON calls take milliseconds to seconds (a run create or a
 # poll), streams last as long as the run, minutes for tool-heavy ones; read_timeout defaults to 600 s.
@@ -85,6 +85,7 @@ class Metrics:
         self._events = LabelValues(128)
         self.runs = RunMetrics(r, label_assistant=label_assistant, on_skip=self.capture_skipped)
         self.responses = ResponseMetrics(r, runs=self.runs)
+        self._effect_handlers = {**self.runs.handlers(), **self.responses.handlers()}
         # Children per (operation, code, stream): labels() costs a lock and a tuple per call, and this
         # runs once per proxied request. Operations and codes are bounded, so this dict is too.
         self._request_children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
@@ -132,8 +133,16 @@ class Metrics:
     # --- capture writer thread ---------------------------------------------------------------------
 
     def on_effects(self, effects: list[Effect]) -> None:
-        self.runs.on_effects(effects)
-        self.responses.on_effects(effects)
+        """Runs' and responses' effects in one pass, one handler call each; an effect that raises is
+        counted (metrics_effect_error) and costs no other effect its metrics."""
+        handlers = self._effect_handlers
+        for e in effects:
+            handle = handlers.get(type(e))
+            if handle is not None:
+                try:
+                    handle(e)
+                except Exception:
+                    self.capture_skipped(EFFECT_ERROR)
 
     def on_capture_lag(self, lags: Sequence[float]) -> None:
         observe = self.capture_lag.observe

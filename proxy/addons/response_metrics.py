@@ -8,6 +8,7 @@ The OTel GenAI histograms are the run metrics' own (one registration), with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -86,24 +87,33 @@ class ResponseMetrics:
         self._models = LabelValues(200)
         self._statuses = LabelValues(32)
         self._codes = LabelValues(64)
+        self._handlers = self.handlers()
 
     def on_effects(self, effects: list[Effect]) -> None:
         apply_each(effects, self._effect, lambda _: self._skip_run_metric(EFFECT_ERROR))
 
+    def handlers(self) -> dict[type, Callable[[Any], None]]:
+        """The handler of each response effect type, for a consumer that dispatches once per effect."""
+        return {ResponseTransition: self._transition, ResponseFinished: lambda e: self._finished(e.row),
+                ResponseUsageKnown: self._usage_known, ResponseToolTurnaround: self._turnaround}
+
     def _effect(self, e: Any) -> None:
-        t = type(e)
-        if t is ResponseTransition:
-            self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None else NONE,
-                        self._statuses(e.to_status), self._models(e.model)).inc()
-        elif t is ResponseFinished:
-            self._finished(e.row)
-        elif t is ResponseUsageKnown:
-            self._tokens(self._models(e.model), {
-                "input_tokens": e.input_tokens, "cached_input_tokens": e.cached_input_tokens,
-                "output_tokens": e.output_tokens, "reasoning_tokens": e.reasoning_tokens,
-                "max_output_tokens": e.max_output_tokens})
-        elif t is ResponseToolTurnaround:
-            self._child(self.turnaround, self._models(e.model)).observe(max(e.seconds, 0.0))
+        handle = self._handlers.get(type(e))
+        if handle is not None:
+            handle(e)
+
+    def _transition(self, e: ResponseTransition) -> None:
+        self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None else NONE,
+                    self._statuses(e.to_status), self._models(e.model)).inc()
+
+    def _usage_known(self, e: ResponseUsageKnown) -> None:
+        self._tokens(self._models(e.model), {
+            "input_tokens": e.input_tokens, "cached_input_tokens": e.cached_input_tokens,
+            "output_tokens": e.output_tokens, "reasoning_tokens": e.reasoning_tokens,
+            "max_output_tokens": e.max_output_tokens})
+
+    def _turnaround(self, e: ResponseToolTurnaround) -> None:
+        self._child(self.turnaround, self._models(e.model)).observe(max(e.seconds, 0.0))
 
     def _finished(self, row: dict[str, Any]) -> None:
         model = self._models(row.get("model"))

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ...analytics.ingest.bounds import cap_label, positive_cap, token_count
+from ...analytics.ingest.bounds import MAX_LABEL_CHARS, cap_label, positive_cap, token_count
 from ...analytics.ingest.merge import Effect, RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
 from .effects import apply_each
 
@@ -98,11 +98,17 @@ def _step_tool(row: dict[str, Any]) -> str:
     return "+".join(sorted(str(t) for t in types))
 
 
+def _short(value: Any) -> bool:
+    return type(value) is str and len(value) <= MAX_LABEL_CHARS
+
+
 OnSkip = Callable[[str, int], None]
 # Skip reasons (runtap_capture_skipped_total{reason}): a usage or cap value that is not a plausible
 # count, and an effect that raised while it was being counted (the others are still counted).
 TOKENS_OUT_OF_RANGE: Final = "tokens_out_of_range"
 EFFECT_ERROR: Final = "metrics_effect_error"
+# Raw label values memoised per metric: bounded, since upstream values are unbounded before LabelValues.
+_MAX_MEMO: Final = 4096
 
 
 class RunMetrics:
@@ -162,6 +168,8 @@ class RunMetrics:
         self._codes = LabelValues(64)
         self._kinds = LabelValues(64)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._transition_children: dict[tuple[Any, Any, Any], Any] = {}
+        self._handlers = self.handlers()
 
     def _child(self, metric: Any, *values: str) -> Any:
         """metric.labels(*values), memoised: labels() takes a lock and validates on every call, and this
@@ -175,22 +183,38 @@ class RunMetrics:
     def on_effects(self, effects: list[Effect]) -> None:
         apply_each(effects, self._effect, lambda _: self._skip(EFFECT_ERROR))
 
+    def handlers(self) -> dict[type, Callable[[Any], None]]:
+        """The handler of each run effect type, for a consumer that dispatches once per effect."""
+        return {Transition: self._transition, RunFinished: lambda e: self._finished(e.row),
+                UsageKnown: self._usage_known, StepFinished: lambda e: self._step(e.row),
+                ToolTurnaround: self._turnaround}
+
     def _skip(self, reason: str) -> None:
         if self._on_skip is not None:
             self._on_skip(reason, 1)
 
     def _effect(self, e: Any) -> None:
-        if type(e) is Transition:
-            self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None else NONE,
-                                    self._statuses(e.to_status), self._models(e.model)).inc()
-        elif type(e) is RunFinished:
-            self._finished(e.row)
-        elif type(e) is UsageKnown:
-            self._usage_known(e)
-        elif type(e) is StepFinished:
-            self._step(e.row)
-        elif type(e) is ToolTurnaround:
-            self._child(self.turnaround, self._models(e.model)).observe(max(e.seconds, 0.0))
+        handle = self._handlers.get(type(e))
+        if handle is not None:
+            handle(e)
+
+    def _transition(self, e: Transition) -> None:
+        # Several per run: the child is memoised by the raw values, whose labels never change once
+        # given (LabelValues keeps a value, or `other` once full, for good).
+        was, now, model = key = (e.from_status, e.to_status, e.model)
+        # Only short text (or None) is a key: 1, 1.0 and true are one key but three labels, a dict none,
+        # and an upstream's megabyte-long model name must not be kept thousands of times over.
+        memo = (was is None or _short(was)) and _short(now) and (model is None or _short(model))
+        child = self._transition_children.get(key) if memo else None
+        if child is None:
+            child = self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None
+                                else NONE, self._statuses(e.to_status), self._models(e.model))
+            if memo and len(self._transition_children) < _MAX_MEMO:
+                self._transition_children[key] = child
+        child.inc()
+
+    def _turnaround(self, e: ToolTurnaround) -> None:
+        self._child(self.turnaround, self._models(e.model)).observe(max(e.seconds, 0.0))
 
     def _assistant(self, value: Any) -> list[str]:
         return [self._assistants(value)] if self._with_assistant else []
