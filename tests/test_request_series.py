@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-
 from runtap.proxy.addons.metrics import OVERHEAD_BUCKETS, Metrics
 from runtap.proxy.addons.request_series import CounterSeries, HistogramSeries, SeriesCollector
 
