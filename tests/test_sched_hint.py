@@ -4,6 +4,7 @@ default back. Read from /proc, on kernels that support custom slices (6.12+); sk
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,18 @@ from runtap.proxy import sched_hint
 from tests.fault_helpers import start_runtap, terminate
 from tests.test_relay_footprint import _children
 from tests.test_workers import _ready
+
+
+def _custom_slices() -> bool:
+    """Linux 6.12+ honours a fair task's slice request; older kernels accept and ignore it."""
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        return os.uname().sysname == "Linux" and (int(release[0]), int(release[1])) >= (6, 12)
+    except (IndexError, ValueError):
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _custom_slices(), reason="per-task slices need Linux 6.12+")
 
 
 def _slice_of(tid: int) -> int | None:
