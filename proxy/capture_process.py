@@ -31,6 +31,7 @@ from ..analytics.ingest.writer import CaptureWriter
 from ..analytics.lake import export_periodically
 from ..analytics.prices import load_price_book
 from ..settings.config import ConfigError, Settings, resolve
+from . import sched_hint
 from .addons.metrics import Metrics
 from .addons.tracing import Tracing, provider_from_env
 from .admin_reports import add_report_routes
@@ -297,6 +298,7 @@ def main(argv: list[str]) -> int:
         print(f"runtap capture: error: {exc}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(settings.log_level)
+    sched_hint.request_slice(0)  # the default slice, not the one of the relay that may have started it
     with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
         try:
             runner.run(serve(settings, directory, ready_fd))

@@ -106,6 +106,8 @@ def check_target(method: str, raw_path: str, headers: CIMultiDictProxy[str]) -> 
     decoded = unquote(unquote(path))
     if "\\" in decoded or "\x00" in decoded:
         return error_response(400, "request path contains forbidden characters", "bad_request_target")
+    if "/." not in decoded:  # the path starts with "/", so every dot segment follows one
+        return None
     for segment in decoded.split("/"):
         if segment in (".", ".."):
             return error_response(400, "dot segments are not allowed in request paths",

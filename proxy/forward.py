@@ -72,23 +72,24 @@ def _connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     return frozenset(h.strip().lower() for v in headers.getall("Connection", ()) for h in v.split(","))
 
 
-def _end_to_end(headers: CIMultiDictProxy[str], also_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
-    named = _connection_named(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        low = name.lower()
-        if low in HOP_BY_HOP or low in named or low in also_drop:
-            continue
-        out.add(name, value)
+def _end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    # A copy (in C) minus the few names to drop: cheaper than rebuilding the dict header by header, and
+    # the remaining fields keep their order and case.
+    out: CIMultiDict[str] = CIMultiDict(headers)
+    if "Connection" in out:
+        drop = drop | _connection_named(headers)
+    for name in drop:
+        if name in out:
+            del out[name]
     return out
 
 
 def upstream_headers(headers: CIMultiDictProxy[str]) -> tuple[CIMultiDict[str], list[str]]:
     skip = [h for h in AUTO_HEADERS if h not in headers]
-    return _end_to_end(headers), skip
+    return _end_to_end(headers, HOP_BY_HOP), skip
 
 
-_CLIENT_DROP: Final = frozenset({"content-length"})
+_CLIENT_DROP: Final = HOP_BY_HOP | {"content-length"}
 
 
 def client_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -218,11 +219,15 @@ class Forwarder:
         if length is not None and length <= self._read_whole:
             # A small body of known length (every SDK call): read it at once rather than through an
             # async generator, which aiohttp's client drives chunk by chunk.
-            try:
-                async with asyncio.timeout(self._settings.client_timeout):
-                    data = await request.read()
-            except TimeoutError:
-                raise _BodyTimeout() from None
+            if request.content.is_eof():
+                # All of it arrived (usually in the headers' packet): read() cannot wait, so no timer.
+                data = await request.read()
+            else:
+                try:
+                    async with asyncio.timeout(self._settings.client_timeout):
+                        data = await request.read()
+                except TimeoutError:
+                    raise _BodyTimeout() from None
             body_state.size = len(data)
             if keep:
                 self._tap.request_body(flow, data, False)

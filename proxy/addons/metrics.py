@@ -9,7 +9,7 @@ come from the upstream goes through a LabelValues cap (see run_metrics.py).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -17,6 +17,7 @@ from ...analytics.ingest.health import CaptureHealth, Kind
 from ...analytics.ingest.merge import Effect
 from ..tap import CLIENT_DISCONNECTED, CLIENT_TIMEOUT, Flow
 from .capture_health import CaptureHealthCollector
+from .request_series import Buckets, Count, CounterSeries, HistogramSeries, SeriesCollector
 from .response_metrics import ResponseMetrics
 from .run_metrics import EFFECT_ERROR, LabelValues, RunMetrics
 
@@ -47,17 +48,19 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, label_assistant: bool = False) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("runtap_requests", "Proxied requests (operation `other` for non-Runs calls).",
-                                ["operation", "code", "stream"], registry=r)
-        self.request_duration = Histogram(
+        # The per-request families: plain counters written by the event loop (request_series.py).
+        self.requests = CounterSeries("runtap_requests", "Proxied requests (operation `other` for non-Runs calls).",
+                                      ["operation", "code", "stream"])
+        self.request_duration = HistogramSeries(
             "runtap_request_duration_seconds", "First byte in to last byte out, as the client sees it.",
-            ["operation", "stream"], buckets=REQUEST_BUCKETS, registry=r)
-        self.upstream_ttfb = Histogram(
+            ["operation", "stream"], REQUEST_BUCKETS)
+        self.upstream_ttfb = HistogramSeries(
             "runtap_upstream_ttfb_seconds", "Request sent upstream to first response byte.",
-            ["operation", "stream"], buckets=REQUEST_BUCKETS, registry=r)
-        self.proxy_overhead = Histogram(
+            ["operation", "stream"], REQUEST_BUCKETS)
+        self.proxy_overhead = HistogramSeries(
             "runtap_proxy_overhead_seconds", "Time spent in runtap itself (total minus upstream wait).",
-            ["operation"], buckets=OVERHEAD_BUCKETS, registry=r)
+            ["operation"], OVERHEAD_BUCKETS)
+        SeriesCollector([self.requests, self.request_duration, self.upstream_ttfb, self.proxy_overhead], r)
         self.upstream_errors = Counter("runtap_upstream_errors", "Upstream failures by reason.", ["reason"],
                                        registry=r)
         self.client_timeouts = Counter(
@@ -86,9 +89,9 @@ class Metrics:
         self.runs = RunMetrics(r, label_assistant=label_assistant, on_skip=self.capture_skipped)
         self.responses = ResponseMetrics(r, runs=self.runs)
         self._effect_handlers = {**self.runs.handlers(), **self.responses.handlers()}
-        # Children per (operation, code, stream): labels() costs a lock and a tuple per call, and this
-        # runs once per proxied request. Operations and codes are bounded, so this dict is too.
-        self._request_children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
+        # Children per (operation, code, stream), found with one lookup per proxied request. Operations
+        # and codes are bounded, so this dict is too.
+        self._request_children: dict[tuple[str, str, bool], tuple[Count, Buckets, Buckets, Buckets]] = {}
 
     # --- request path (event loop): the tap's hooks --------------------------------------------------
 
@@ -115,7 +118,7 @@ class Metrics:
                         self.proxy_overhead.labels(operation))
             self._request_children[key] = children
         requests, request_duration, upstream_ttfb, proxy_overhead = children
-        requests.inc()
+        requests.value += 1
         request_duration.observe(duration)
         if ttfb is not None:
             upstream_ttfb.observe(ttfb)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ...analytics.prices import PriceBook
 from ...settings.config import PROCESS, ConfigError, Settings, add_arguments, resolve
-from .. import workers
+from .. import sched_hint, workers
 from ..admin import configured_prices
 from ..app import build_runtime
 from ..serve import Running, serve_forever
@@ -80,6 +80,7 @@ def tune_runtime(_: Running | None = None) -> None:
     # 25-50 ms under bench load; 1 ms kept it at 5-10 ms with no measurable CPU cost (bench --quick,
     # create and sse12, runs interleaved).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    sched_hint.request_slice(sched_hint.SLICE_NS)  # the loop thread: relay an event as soon as it arrives
 
 
 def check_prices(settings: Settings) -> PriceBook | None:

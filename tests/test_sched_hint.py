@@ -1,0 +1,91 @@
+"""The relay's loop thread asks Linux for a short slice (sched_hint.py); the capture process asks for the
+default back. Read from /proc, on kernels that support custom slices (6.12+); skipped elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from runtap.proxy import sched_hint
+
+from tests.fault_helpers import start_runtap, terminate
+from tests.test_relay_footprint import _children
+from tests.test_workers import _ready
+
+
+def _custom_slices() -> bool:
+    """Linux 6.12+ honours a fair task's slice request; older kernels accept and ignore it."""
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        return os.uname().sysname == "Linux" and (int(release[0]), int(release[1])) >= (6, 12)
+    except (IndexError, ValueError):
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _custom_slices(), reason="per-task slices need Linux 6.12+")
+
+
+def _slice_of(tid: int) -> int | None:
+    path = Path(f"/proc/self/task/{tid}/sched")
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith("se.slice"):
+            return int(line.split(":")[1])
+    return None
+
+
+def test_a_thread_gets_the_short_slice_and_can_give_it_back() -> None:
+    seen: dict[str, object] = {}
+
+    def run() -> None:  # in a thread of its own: the slice is per thread, the test runner's stays as it was
+        tid = threading.get_native_id()
+        seen["before"] = _slice_of(tid)
+        seen["granted"] = sched_hint.request_slice(sched_hint.SLICE_NS)
+        seen["short"] = _slice_of(tid)
+        seen["reset"] = sched_hint.request_slice(0)
+        seen["after"] = _slice_of(tid)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if seen["before"] is None or not seen["granted"]:
+        pytest.skip("no per-task slice on this kernel")
+    assert seen["short"] == sched_hint.SLICE_NS
+    assert seen["reset"] is True
+    assert seen["after"] == seen["before"] != sched_hint.SLICE_NS
+
+
+def _task_slices(pid: int) -> dict[int, int | None]:
+    out: dict[int, int | None] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        lines = [ln for ln in (task / "sched").read_text().splitlines() if ln.startswith("se.slice")]
+        out[int(task.name)] = int(lines[0].split(":")[1]) if lines else None
+    return out
+
+
+@pytest.mark.timeout(90)
+async def test_the_running_relay_loop_has_the_short_slice_and_the_capture_process_does_not(
+        tmp_path: Path, sim_upstream: str) -> None:
+    probe = _slice_of(threading.get_native_id())
+    if probe is None or not sched_hint.request_slice(0):
+        pytest.skip("no per-task slice on this kernel")
+    proc = await start_runtap(sim_upstream, tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
+                              "--capture-mode", "process")
+    try:
+        await _ready(proc.admin_url + "/readyz")
+        relay = proc.popen.pid
+        [capture] = _children(relay)
+        # The main thread runs the event loop; it asks once serving (tune_runtime), which may come just
+        # after the admin thread first answers.
+        deadline = time.monotonic() + 30
+        while _task_slices(relay)[relay] != sched_hint.SLICE_NS and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert _task_slices(relay)[relay] == sched_hint.SLICE_NS
+        assert sched_hint.SLICE_NS not in _task_slices(capture).values()
+    finally:
+        await terminate(proc)
