@@ -79,6 +79,13 @@ def _response_ids(snaps: list[Snapshot]) -> set[str]:
     return ids
 
 
+def _id_literals(ids: Sequence[str]) -> str | None:
+    """``ids`` as a list of SQL string literals, or None if one of them may not be spliced into SQL."""
+    if all(map(_SAFE_ID.fullmatch, ids)):
+        return ", ".join(f"'{obj_id}'" for obj_id in ids)
+    return None
+
+
 def out_of_memory(exc: BaseException) -> bool:
     """True for DuckDB's buffer pool running out (--db-memory-limit), whatever exception type carries it."""
     return isinstance(exc, duckdb.OutOfMemoryException) or (
@@ -146,6 +153,7 @@ class Store:
         self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
         self._ids = TableIds(self._read_ids, self._row_counts.__getitem__)  # which ids are certainly new
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._memory_limit: int | None = None  # bytes: only __init__ sets it, so memory() reads it once
         # Why this store may not be used any more (out of memory, fatal error); see _poison_if_broken.
         self.poisoned: str | None = None
         self.out_of_memory = False  # ... because DuckDB ran out of memory
@@ -224,8 +232,10 @@ class Store:
         """What DuckDB's buffer pool holds, by tag, and its limit (on the writing thread: no lock needed)."""
         con = self.connection
         tags = con.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
-        got = con.execute("SELECT current_setting('memory_limit')").fetchone()
-        return DbMemory(by_tag={str(t).lower(): int(n) for t, n in tags}, limit=parse_size(str(got[0]) if got else ""))
+        if self._memory_limit is None:
+            got = con.execute("SELECT current_setting('memory_limit')").fetchone()
+            self._memory_limit = parse_size(str(got[0]) if got else "")
+        return DbMemory(by_tag={str(t).lower(): int(n) for t, n in tags}, limit=self._memory_limit)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -323,12 +333,13 @@ class Store:
         switch a months-old capture file would make every batch slower.
         """
         con = self.connection
-        if len(ids) * _SCAN_ROWS_PER_ID < self._row_counts[table.name] and all(map(_SAFE_ID.fullmatch, ids)):
-            rows: list[tuple[Any, ...]] = []
-            for i in range(0, len(ids), _LOOKUP_CHUNK):
-                literals = ", ".join(f"'{obj_id}'" for obj_id in ids[i : i + _LOOKUP_CHUNK])
-                rows += con.execute(f"{table.select_sql}({literals})").fetchall()
-            return rows
+        if len(ids) * _SCAN_ROWS_PER_ID < self._row_counts[table.name]:
+            chunks = [_id_literals(ids[i : i + _LOOKUP_CHUNK]) for i in range(0, len(ids), _LOOKUP_CHUNK)]
+            if None not in chunks:
+                rows: list[tuple[Any, ...]] = []
+                for literals in chunks:
+                    rows += con.execute(f"{table.select_sql}({literals})").fetchall()
+                return rows
         return con.execute(table.select_sql + _IDS.format(sql_string(orjson.dumps(ids).decode()))).fetchall()
 
     def _stage(self, name: str, items: Sequence[Any]) -> None:
@@ -361,9 +372,8 @@ class Store:
             return
         self._stage(table.changed_staging_name, rows)
         sql = table.update_of(columns)
-        ids = [row["id"] for row in rows]
-        if len(ids) <= _LOOKUP_CHUNK and all(map(_SAFE_ID.fullmatch, ids)):
-            literals = ", ".join(f"'{obj_id}'" for obj_id in ids)
+        literals = _id_literals([row["id"] for row in rows]) if len(rows) <= _LOOKUP_CHUNK else None
+        if literals is not None:
             sql += f" AND {table.name}.id IN ({literals})"
         got = self._execute(sql).fetchone()
         if got is None or got[0] != len(rows):
