@@ -214,6 +214,7 @@ class Store:
         """
         if not (out_of_memory(exc) or isinstance(exc, duckdb.FatalException)):
             return False
+        self._ids.stop()
         self.out_of_memory = out_of_memory(exc)
         self.broken_by = exc
         self.poisoned = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -294,9 +295,20 @@ class Store:
         return {t: table_sql(t, c, staging.path(t), staging.path(changed_name(t))) for t, c in cols.items()}
 
     def _read_ids(self, name: str) -> Iterator[list[str]]:
-        result = self.connection.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog
-        while rows := result.fetchmany(65_536):
-            yield [r[0] for r in rows]
+        """A table's ids in chunks, from a reader of its own: the query runs now, on the writer's thread
+        between batches (the filter must hold every id committed so far); the chunks may be read on
+        another thread (known_ids.py builds filters off the writer's thread)."""
+        reader = self.connection.cursor()
+        result = reader.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog
+
+        def chunks() -> Iterator[list[str]]:
+            try:
+                while rows := result.fetchmany(65_536):
+                    yield [r[0] for r in rows]
+            finally:
+                reader.close()
+
+        return chunks()
 
     def _load(self, table: Table, ids: Iterable[str], *, filtered: bool) -> dict[str, Row]:
         """Current rows for ``ids``: LRU hits, then ONE query for the misses that may be stored
@@ -521,6 +533,7 @@ class Store:
 
     def _abort(self) -> None:
         """Release what a failed __init__ opened, without letting a second error hide the first."""
+        self._ids.stop()
         con, self._con = self._con, None
         if con is not None:
             try:
@@ -533,6 +546,7 @@ class Store:
     def close(self) -> None:
         """CHECKPOINT (so the next open replays no WAL) and close. Idempotent. Closing the write connection
         closes the readers made from it too, which lets the DuckDB instance go (see _check_fresh)."""
+        self._ids.stop()
         con, self._con = self._con, None
         try:
             if con is not None:
