@@ -46,7 +46,10 @@ def test_most_ids_never_added_are_called_unknown() -> None:
     assert len(unknown) > 9_000  # <= ~1% false positives at 12 bits an id; a broken filter says "maybe" to all
 
 
-def test_a_filter_is_read_off_the_writers_thread_and_keeps_the_ids_committed_meanwhile() -> None:
+def test_a_filter_is_read_off_the_writers_thread_and_keeps_the_ids_committed_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(known_ids, "SYNC_LOAD", 0)  # the ids of any table are read on a thread
     stored = [f"run_{i}" for i in range(1_000)]
     release = threading.Event()
     opened: list[str] = []
@@ -76,7 +79,8 @@ def test_a_filter_is_read_off_the_writers_thread_and_keeps_the_ids_committed_mea
     ids.stop()
 
 
-def test_a_closing_store_abandons_a_filter_still_being_read() -> None:
+def test_a_closing_store_abandons_a_filter_still_being_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(known_ids, "SYNC_LOAD", 0)  # the ids of any table are read on a thread
     started, release = threading.Event(), threading.Event()
     closed: list[bool] = []
 

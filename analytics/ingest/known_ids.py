@@ -8,11 +8,12 @@ DuckDB; "maybe" (a stored id, or a false positive: ~1% when full) still goes to 
 exactly what it saw before.
 
 Exactness rests on two things: the filter starts from every id in the table (read on first use),
-and every id the store inserts is added once its batch has committed. The read runs on a thread of its
-own, on a reader connection (~1.5 s CPU a million ids, which used to stall the first batch after a
-start): until it is done the table has no filter and every miss is read back, as without one; ids
-committed while it reads are kept aside and added when it is installed (the read's snapshot may or
-may not hold them: adding twice is harmless, missing one is not possible). Rows deleted by ``runtap
+and every id the store inserts is added once its batch has committed. The read of a table past
+SYNC_LOAD rows runs on a thread of its own, on a reader connection (~1.5 s CPU a million ids, which used
+to stall the first batch after a start): until it is done the table has no filter and every miss is
+read back, as without one; ids committed while it reads are kept aside and added when it is installed
+(the read's snapshot may or may not hold them: adding twice is harmless, missing one is not possible).
+Rows deleted by ``runtap
 purge`` stay in the filter, which only costs them a read-back. A row inserted behind the store's back
 (another tool on its connection) makes the batch's INSERT fail on the key: the store then forgets the
 filters and merges the batch again reading back every id, so even then the result is exact.
@@ -36,6 +37,9 @@ MIN_CAPACITY = 1 << 15
 # Building reads every id (~1.5 s CPU a million, on its own thread but under the GIL beside the writer): a
 # table past this goes without a filter (read back as before) rather than hold capture back for longer.
 MAX_LOAD = 2_000_000
+# A table this small is read on the writer's thread (<~0.1 s): a thread would only make the batch that
+# starts it read back every id it misses, which for a new store's first batch costs more than the read.
+SYNC_LOAD = 50_000
 
 
 class KnownIds:
@@ -167,7 +171,7 @@ class TableIds:
                     close()  # the reader's cursor, on the thread that used it
                 build.done.set()
 
-        if self._background:
+        if self._background and rows > SYNC_LOAD:
             threading.Thread(target=run, name=f"runtap-known-ids-{table}", daemon=True).start()
         else:
             run()
