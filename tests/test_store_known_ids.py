@@ -231,3 +231,15 @@ def test_rows_updated_batch_by_batch_end_as_one_batch_writes_them(
         finally:
             store.close()
     assert tables[1] == tables[0]
+
+
+def test_a_small_tables_filter_answers_the_batch_that_asks_for_it_first() -> None:
+    reads: list[str] = []
+
+    def read_ids(table: str) -> Iterator[list[str]]:
+        reads.append(table)
+        return iter([["run_0", "run_1"]])
+
+    ids = TableIds(read_ids, lambda table: 2)
+    assert ids.unknown("runs", ["run_0", "run_1", "run_2"]) == {"run_2"}  # no read-back of a new store's new ids
+    assert reads == ["runs"]

@@ -120,11 +120,11 @@ class TableIds:
     def unknown(self, table: str, ids: Iterable[str]) -> set[str]:
         """Ids certainly not in ``table`` (call it between batches: the filter is built from the table)."""
         self._install(table)
+        if table not in self._filters and table not in self._builds:
+            self._start(table)
+            self._install(table)  # a small table's is read inline: in place already
         if table not in self._filters:
-            if table not in self._builds:
-                self._start(table)
-                self._install(table)
-            return set()  # not built yet: every id may be stored
+            return set()  # still being read: every id may be stored
         known = self._filters[table]
         return set() if known is None else known.unknown(ids)
 
