@@ -99,3 +99,20 @@ def test_any_cut_of_interleaved_lifecycles_into_batches_ends_as_one_batch(
     assert outcomes[1] == outcomes[0]
     tables, _ = outcomes[0]
     assert [len(t) for t in tables] == [runs, runs, 3 * runs]  # NULL -> queued -> in_progress -> completed
+
+
+def test_new_rows_keep_a_value_only_one_row_of_the_batch_has(tmp_path: Path) -> None:
+    """A small batch's INSERT names only the columns some new row has a value in: every one must count."""
+    plain = run_obj("queued", id="run_a", metadata=None, max_prompt_tokens=None)
+    rich = run_obj("failed", id="run_b", metadata={"k": "v"}, max_prompt_tokens=77, failed_at=T0 + 5,
+                   last_error={"code": "server_error", "message": "boom"})
+    store = Store(str(tmp_path / "c.duckdb"))
+    try:
+        store.apply([snap(plain, T0), snap(rich, T0 + 1)], [])
+        got = store.connection.execute(
+            "SELECT id, status, metadata->>'k', max_prompt_tokens, epoch(failed_at), last_error_code, "
+            "last_error_message, finished_counted FROM runs ORDER BY id").fetchall()
+    finally:
+        store.close()
+    assert got == [("run_a", "queued", None, None, None, None, None, False),
+                   ("run_b", "failed", "v", 77, T0 + 5, "server_error", "boom", True)]
