@@ -64,7 +64,8 @@ def _run(run_id: str, status: str, **extra: Any) -> dict[str, Any]:
 
 def _step(run_id: str, status: str) -> dict[str, Any]:
     return {
-        "id": "step_bench00000000000000000", "object": "thread.run.step", "created_at": _TS + 1,
+        # one step per run, as a real upstream: a shared id made every batch UPDATE one hot step row
+        "id": f"step_{run_id}", "object": "thread.run.step", "created_at": _TS + 1,
         "run_id": run_id, "assistant_id": "asst_bench0000000000000000",
         "thread_id": "thread_bench000000000000000", "type": "message_creation", "status": status,
         "cancelled_at": None, "completed_at": _TS + 3 if status == "completed" else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from runtap.analytics.ingest import known_ids
-from runtap.analytics.ingest.known_ids import KnownIds
+from runtap.analytics.ingest.known_ids import KnownIds, TableIds
 from runtap.analytics.ingest.merge import RunFinished, Transition, quantize
 from runtap.analytics.ingest.staging import StagingFile
 from runtap.analytics.ingest.store import Store
@@ -45,8 +46,70 @@ def test_most_ids_never_added_are_called_unknown() -> None:
     assert len(unknown) > 9_000  # <= ~1% false positives at 12 bits an id; a broken filter says "maybe" to all
 
 
+def test_a_filter_is_read_off_the_writers_thread_and_keeps_the_ids_committed_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(known_ids, "SYNC_LOAD", 0)  # the ids of any table are read on a thread
+    stored = [f"run_{i}" for i in range(1_000)]
+    release = threading.Event()
+    opened: list[str] = []
+
+    def read_ids(table: str) -> Iterator[list[str]]:
+        opened.append(threading.current_thread().name)  # the query starts on the writer's thread
+
+        def chunks() -> Iterator[list[str]]:
+            release.wait(timeout=30)
+            yield stored[:500]
+            yield stored[500:]
+
+        return chunks()
+
+    ids = TableIds(read_ids, lambda table: len(stored))
+    new = [f"new_{i}" for i in range(1_000)]
+    # while the read is held up the writer goes on: nothing is called new, so every id is read back
+    assert ids.unknown("runs", stored[:10] + new) == set()
+    assert opened == [threading.current_thread().name]
+    ids.added("runs", new[:100])  # committed while the filter was being read
+    assert ids.unknown("runs", new) == set()
+    release.set()
+    ids.wait()
+    unknown = ids.unknown("runs", stored + new)
+    assert not unknown & set(stored + new[:100])
+    assert len(unknown) > 850  # the other 900 new ids: <= ~1% false positives
+    ids.stop()
+
+
+def test_a_closing_store_abandons_a_filter_still_being_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(known_ids, "SYNC_LOAD", 0)  # the ids of any table are read on a thread
+    started, release = threading.Event(), threading.Event()
+    closed: list[bool] = []
+
+    def read_ids(table: str) -> Iterator[list[str]]:
+        def chunks() -> Iterator[list[str]]:
+            try:
+                for _ in range(100_000):  # bounded: a read nobody stops ends by itself
+                    started.set()
+                    release.wait(timeout=30)
+                    yield ["run_x"]
+            finally:
+                closed.append(True)
+
+        return chunks()
+
+    ids = TableIds(read_ids, lambda table: 10)
+    assert ids.unknown("runs", ["run_y"]) == set()
+    started.wait(timeout=30)
+    release.set()
+    ids.stop()  # returns once the read let go of its cursor
+    assert closed == [True]
+    assert ids.unknown("runs", ["run_y"]) == set()  # a later use starts a new read
+    ids.stop()
+    assert closed == [True, True]
+
+
 def test_rows_inserted_behind_the_stores_back_after_its_filter_was_built_are_merged(store: Store) -> None:
     store.apply([snap(run_obj("queued", id="run_0"), T0)], [])  # the runs filter is built from the table now
+    store._ids.wait()  # noqa: SLF001 - the filter must be in place before the row goes in behind its back
     store.connection.execute("INSERT INTO runs (id, status, model) VALUES ('run_1', 'in_progress', 'gpt-4o')")
     effects = store.apply(
         [snap(run_obj("in_progress"), T0 + 1), snap(run_obj("completed", usage=USAGE), T0 + 9)], [request("req_1")]
@@ -168,3 +231,15 @@ def test_rows_updated_batch_by_batch_end_as_one_batch_writes_them(
         finally:
             store.close()
     assert tables[1] == tables[0]
+
+
+def test_a_small_tables_filter_answers_the_batch_that_asks_for_it_first() -> None:
+    reads: list[str] = []
+
+    def read_ids(table: str) -> Iterator[list[str]]:
+        reads.append(table)
+        return iter([["run_0", "run_1"]])
+
+    ids = TableIds(read_ids, lambda table: 2)
+    assert ids.unknown("runs", ["run_0", "run_1", "run_2"]) == {"run_2"}  # no read-back of a new store's new ids
+    assert reads == ["runs"]

@@ -79,6 +79,13 @@ def _response_ids(snaps: list[Snapshot]) -> set[str]:
     return ids
 
 
+def _id_literals(ids: Sequence[str]) -> str | None:
+    """``ids`` as a list of SQL string literals, or None if one of them may not be spliced into SQL."""
+    if all(map(_SAFE_ID.fullmatch, ids)):
+        return ", ".join(f"'{obj_id}'" for obj_id in ids)
+    return None
+
+
 def out_of_memory(exc: BaseException) -> bool:
     """True for DuckDB's buffer pool running out (--db-memory-limit), whatever exception type carries it."""
     return isinstance(exc, duckdb.OutOfMemoryException) or (
@@ -146,6 +153,7 @@ class Store:
         self._row_counts = {"runs": 0, "run_steps": 0, "responses": 0}
         self._ids = TableIds(self._read_ids, self._row_counts.__getitem__)  # which ids are certainly new
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._memory_limit: int | None = None  # bytes: only __init__ sets it, so memory() reads it once
         # Why this store may not be used any more (out of memory, fatal error); see _poison_if_broken.
         self.poisoned: str | None = None
         self.out_of_memory = False  # ... because DuckDB ran out of memory
@@ -206,6 +214,7 @@ class Store:
         """
         if not (out_of_memory(exc) or isinstance(exc, duckdb.FatalException)):
             return False
+        self._ids.stop()
         self.out_of_memory = out_of_memory(exc)
         self.broken_by = exc
         self.poisoned = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -224,8 +233,10 @@ class Store:
         """What DuckDB's buffer pool holds, by tag, and its limit (on the writing thread: no lock needed)."""
         con = self.connection
         tags = con.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
-        got = con.execute("SELECT current_setting('memory_limit')").fetchone()
-        return DbMemory(by_tag={str(t).lower(): int(n) for t, n in tags}, limit=parse_size(str(got[0]) if got else ""))
+        if self._memory_limit is None:
+            got = con.execute("SELECT current_setting('memory_limit')").fetchone()
+            self._memory_limit = parse_size(str(got[0]) if got else "")
+        return DbMemory(by_tag={str(t).lower(): int(n) for t, n in tags}, limit=self._memory_limit)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -284,9 +295,20 @@ class Store:
         return {t: table_sql(t, c, staging.path(t), staging.path(changed_name(t))) for t, c in cols.items()}
 
     def _read_ids(self, name: str) -> Iterator[list[str]]:
-        result = self.connection.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog
-        while rows := result.fetchmany(65_536):
-            yield [r[0] for r in rows]
+        """A table's ids in chunks, from a reader of its own: the query runs now, on the writer's thread
+        between batches (the filter must hold every id committed so far); the chunks may be read on
+        another thread (known_ids.py builds filters off the writer's thread)."""
+        reader = self.connection.cursor()
+        result = reader.execute(f"SELECT id FROM {name}")  # noqa: S608 - names come from runtap's schema catalog
+
+        def chunks() -> Iterator[list[str]]:
+            try:
+                while rows := result.fetchmany(65_536):
+                    yield [r[0] for r in rows]
+            finally:
+                reader.close()
+
+        return chunks()
 
     def _load(self, table: Table, ids: Iterable[str], *, filtered: bool) -> dict[str, Row]:
         """Current rows for ``ids``: LRU hits, then ONE query for the misses that may be stored
@@ -323,12 +345,13 @@ class Store:
         switch a months-old capture file would make every batch slower.
         """
         con = self.connection
-        if len(ids) * _SCAN_ROWS_PER_ID < self._row_counts[table.name] and all(map(_SAFE_ID.fullmatch, ids)):
-            rows: list[tuple[Any, ...]] = []
-            for i in range(0, len(ids), _LOOKUP_CHUNK):
-                literals = ", ".join(f"'{obj_id}'" for obj_id in ids[i : i + _LOOKUP_CHUNK])
-                rows += con.execute(f"{table.select_sql}({literals})").fetchall()
-            return rows
+        if len(ids) * _SCAN_ROWS_PER_ID < self._row_counts[table.name]:
+            chunks = [_id_literals(ids[i : i + _LOOKUP_CHUNK]) for i in range(0, len(ids), _LOOKUP_CHUNK)]
+            if None not in chunks:
+                rows: list[tuple[Any, ...]] = []
+                for literals in chunks:
+                    rows += con.execute(f"{table.select_sql}({literals})").fetchall()
+                return rows
         return con.execute(table.select_sql + _IDS.format(sql_string(orjson.dumps(ids).decode()))).fetchall()
 
     def _stage(self, name: str, items: Sequence[Any]) -> None:
@@ -361,9 +384,8 @@ class Store:
             return
         self._stage(table.changed_staging_name, rows)
         sql = table.update_of(columns)
-        ids = [row["id"] for row in rows]
-        if len(ids) <= _LOOKUP_CHUNK and all(map(_SAFE_ID.fullmatch, ids)):
-            literals = ", ".join(f"'{obj_id}'" for obj_id in ids)
+        literals = _id_literals([row["id"] for row in rows]) if len(rows) <= _LOOKUP_CHUNK else None
+        if literals is not None:
             sql += f" AND {table.name}.id IN ({literals})"
         got = self._execute(sql).fetchone()
         if got is None or got[0] != len(rows):
@@ -511,6 +533,7 @@ class Store:
 
     def _abort(self) -> None:
         """Release what a failed __init__ opened, without letting a second error hide the first."""
+        self._ids.stop()
         con, self._con = self._con, None
         if con is not None:
             try:
@@ -523,6 +546,7 @@ class Store:
     def close(self) -> None:
         """CHECKPOINT (so the next open replays no WAL) and close. Idempotent. Closing the write connection
         closes the readers made from it too, which lets the DuckDB instance go (see _check_fresh)."""
+        self._ids.stop()
         con, self._con = self._con, None
         try:
             if con is not None:

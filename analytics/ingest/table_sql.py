@@ -34,18 +34,32 @@ class Table:
     replay_sql: str  # write_sql for spool replays: INSERT OR IGNORE where the table's mode says so
     upsert_sql: str  # the same, ON CONFLICT updating in place (keeps stored JSON where the row has KEPT)
     update_sets: dict[str, str]  # the SET item of each column but id, for an UPDATE of some columns only
-    update_from: str  # an UPDATE's FROM ... WHERE: the changed rows, matched by id
+    reads: dict[str, str]  # read_json's columns entry of each column ('name': 'TYPE')
+    projections: dict[str, str]  # each column as the staged SELECT produces it (times from float seconds)
+    changed_staging: str  # the file of Staging's changed_staging_name
 
     def update_of(self, columns: set[str]) -> str:
         """UPDATE of stored rows from the changed rows, as the upsert would set them, setting only
         ``columns``: DuckDB's cost of an UPDATE grows with every column it sets, the JSON ones most
-        (100 rows of a 300k-row table: 124 ms all columns, 12 ms two scalars)."""
-        sets = ", ".join(self.update_sets[c] for c in self.columns if c in columns and c in self.update_sets)
-        return f"UPDATE {self.name} SET {sets}{self.update_from}"  # noqa: S608 - names come from runtap's schema catalog
+        (100 rows of a 300k-row table: 124 ms all columns, 12 ms two scalars). The staged file is
+        read for the id and those columns only (read_json skips the other keys): binding a read of
+        all 43 columns of ``runs`` was most of the fixed cost of a small batch's UPDATE."""
+        cols = [c for c in self.columns if c in columns and c in self.update_sets]
+        sets = ", ".join(self.update_sets[c] for c in cols)
+        read = ["id", *cols]
+        spec = ", ".join(self.reads[c] for c in read)
+        named = ", ".join(f"{self.projections[c]} AS {_quote(c)}" for c in read)
+        source = f"read_json('{_path_literal(self.changed_staging)}', format = 'array', columns = {{{spec}}})"
+        return (f"UPDATE {self.name} SET {sets} FROM (SELECT {named} FROM {source}) AS staged "  # noqa: S608 - names come from runtap's schema catalog
+                f"WHERE {self.name}.id = staged.id")
 
 
 def _quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
+
+
+def _path_literal(path: str) -> str:
+    return path.replace("'", "''")
 
 
 def changed_name(table: str) -> str:
@@ -88,15 +102,12 @@ def table_sql(name: str, cols: list[tuple[str, str]], staging: str, changed_stag
     spec = ", ".join(reads)
 
     def source(path: str) -> str:
-        quoted = path.replace("'", "''")
-        return f"read_json('{quoted}', format = 'array', columns = {{{spec}}})"
+        return f"read_json('{_path_literal(path)}', format = 'array', columns = {{{spec}}})"
 
-    named = ", ".join(f"{p} AS {_quote(c)}" for p, (c, _) in zip(projections, cols, strict=True))
     columns = ", ".join(_quote(c) for c, _ in cols)
     # names come from runtap's schema catalog; values are staged, never spliced in
     into = f"INTO {name} ({columns}) SELECT {', '.join(projections)} FROM {source(staging)}"  # noqa: S608
     write = f"INSERT {into}"
-    update_from = f" FROM (SELECT {named} FROM {source(changed_staging)}) AS staged WHERE {name}.id = staged.id"  # noqa: S608 - as above
     return Table(
         name=name,
         columns=tuple(c for c, _ in cols),
@@ -108,5 +119,7 @@ def table_sql(name: str, cols: list[tuple[str, str]], staging: str, changed_stag
         upsert_sql=(f"INSERT INTO {name} ({columns}) SELECT {', '.join(projections)} "  # noqa: S608 - as above
                     f"FROM {source(changed_staging)} ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}"),
         update_sets=sets,
-        update_from=update_from,
+        reads={c: r for (c, _), r in zip(cols, reads, strict=True)},
+        projections={c: p for (c, _), p in zip(cols, projections, strict=True)},
+        changed_staging=changed_staging,
     )
