@@ -105,15 +105,13 @@ class _Build:
 class TableIds:
     """The filters of a store's tables, each built from its table on first use (so a store opened only
     to read, purge or export never reads the ids), and rebuilt from it when full. Builds run on a thread
-    of their own (``background``); only the writer's thread calls the methods."""
+    of their own; only the writer's thread calls the methods."""
 
-    def __init__(self, read_ids: Callable[[str], Iterator[list[str]]], rows: Callable[[str], int], *,
-                 background: bool = True) -> None:
+    def __init__(self, read_ids: Callable[[str], Iterator[list[str]]], rows: Callable[[str], int]) -> None:
         """``read_ids(table)`` is called on the writer's thread and iterated on the build's: it must open
         its own cursor when called (a generator would open it on the build's thread, too late)."""
         self._read_ids = read_ids
         self._rows = rows
-        self._background = background
         self._filters: dict[str, KnownIds | None] = {}  # None: the table goes without (a rebuild failed)
         self._builds: dict[str, _Build] = {}
 
@@ -171,7 +169,7 @@ class TableIds:
                     close()  # the reader's cursor, on the thread that used it
                 build.done.set()
 
-        if self._background and rows > SYNC_LOAD:
+        if rows > SYNC_LOAD:
             threading.Thread(target=run, name=f"runtap-known-ids-{table}", daemon=True).start()
         else:
             run()

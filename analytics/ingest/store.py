@@ -533,7 +533,6 @@ class Store:
 
     def _abort(self) -> None:
         """Release what a failed __init__ opened, without letting a second error hide the first."""
-        self._ids.stop()
         con, self._con = self._con, None
         if con is not None:
             try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .sql_literal import sql_string
+
 WRITE_MODES: dict[str, Literal["insert", "ignore"]] = {
     "runs": "insert",
     "run_steps": "insert",
@@ -49,17 +51,13 @@ class Table:
         read = ["id", *cols]
         spec = ", ".join(self.reads[c] for c in read)
         named = ", ".join(f"{self.projections[c]} AS {_quote(c)}" for c in read)
-        source = f"read_json('{_path_literal(self.changed_staging)}', format = 'array', columns = {{{spec}}})"
+        source = f"read_json({sql_string(self.changed_staging)}, format = 'array', columns = {{{spec}}})"
         return (f"UPDATE {self.name} SET {sets} FROM (SELECT {named} FROM {source}) AS staged "  # noqa: S608 - names come from runtap's schema catalog
                 f"WHERE {self.name}.id = staged.id")
 
 
 def _quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
-
-
-def _path_literal(path: str) -> str:
-    return path.replace("'", "''")
 
 
 def changed_name(table: str) -> str:
@@ -102,7 +100,7 @@ def table_sql(name: str, cols: list[tuple[str, str]], staging: str, changed_stag
     spec = ", ".join(reads)
 
     def source(path: str) -> str:
-        return f"read_json('{_path_literal(path)}', format = 'array', columns = {{{spec}}})"
+        return f"read_json({sql_string(path)}, format = 'array', columns = {{{spec}}})"
 
     columns = ", ".join(_quote(c) for c, _ in cols)
     # names come from runtap's schema catalog; values are staged, never spliced in
