@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -127,7 +129,8 @@ def start(work: Path, upstream_port: int, v: Variant) -> targets.Proc:
     cmd = [v.python, "-m", "runtap.proxy", "serve", "--upstream", f"http://{targets.HOST}:{upstream_port}",
            "--listen", f"{targets.HOST}:{port}", "--admin", f"{targets.HOST}:{admin}", "--db", str(db),
            "--grace-period", "5", "--log-level", "warning", "--capture-mode", v.mode]
-    env = {**v.env, "PYTHONPATH": ":".join(filter(None, (v.env.get("PYTHONPATH"), str(PROBE_SITE))))}
+    env = {**v.env, "PYTHONPATH": ":".join(filter(None, (v.env.get("PYTHONPATH"), str(PROBE_SITE)))),
+           "RUNTAP_PROBE_OUT": str(work / "probe.jsonl")}
     proc = targets._spawn("runtap", cmd, work, port, env=env)
     proc.admin_port, proc.db = admin, db
     targets.wait_ready(proc, admin, "/readyz", seconds=30)
@@ -149,7 +152,10 @@ def one(work: Path, upstream_port: int, v: Variant, a: argparse.Namespace) -> di
         for wl in ("create", "sse12"):
             t0 = time.monotonic()
             cpu0 = _cpu(pids)
+            probe = threading.Timer(a.seconds * 0.75, _probe, (pids,))  # a breakdown under load
+            probe.start()
             r = load.run_load(targets.HOST, proc.port, load.WORKLOADS[wl], connections=50, seconds=a.seconds)
+            probe.join()
             res[f"rps_{wl}"] = r.rps
             res[f"us_{wl}"] = (_cpu(pids) - cpu0) * 1e6 / max(r.requests, 1)
             sustained += [s for t, s in sampler.samples if t >= t0 + a.seconds / 2]
@@ -158,14 +164,63 @@ def one(work: Path, upstream_port: int, v: Variant, a: argparse.Namespace) -> di
         res["load"] = {k: int(statistics.mean(s[k] for s in sustained)) for k in sustained[0]} if sustained else {}
         res["peak"] = {k: max(s[k] for _, s in sampler.samples) for k in sampler.samples[0][1]}
         res["after"] = _rss(pids)
-        m = targets.scrape(proc.admin_port)
+        try:
+            m = targets.scrape(proc.admin_port)
+        except OSError:  # a capture process slowed by tracemalloc may answer too late
+            m = {}
         res["duckdb"] = m.get("runtap_capture_db_memory_bytes", 0.0)
         res["dropped"] = m.get("runtap_capture_dropped_total", 0.0)
         time.sleep(a.idle)
         res["settled"] = _rss(pids)
+        _probe(pids)
+        time.sleep(1)
+        res["probes"] = _probes(work / "probe.jsonl")
     finally:
         res["exit"] = proc.stop()
     return res
+
+
+def _probe(pids: dict[str, int]) -> None:
+    """Ask every process for its breakdown (bench/probe_site/probe_memory.py, written on SIGUSR2)."""
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except OSError:
+            pass
+
+
+def _probes(path: Path) -> list[dict[str, Any]]:
+    """The breakdowns in order (create, sse12, settled), each process's (with tracemalloc's top lines when
+    RUNTAP_PROBE_TRACEMALLOC=1)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def breakdown(results: list[dict[str, Any]]) -> str:
+    """MiB per process: anonymous = glibc arenas + glibc mmap + pymalloc arenas + the rest (DuckDB's
+    jemalloc, thread stacks)."""
+    lines = ["| variant | probe | role | rss | anon | glibc arenas (free) | glibc mmap | pymalloc (used) | "
+             "rest | py blocks | probe trims (ms CPU each) |", "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    phases = ("create", "sse12", "settled")
+    for r in results:
+        probes = r.get("probes", [])
+        by_role: dict[str, list[dict[str, Any]]] = {}
+        for p in probes:
+            by_role.setdefault(p.get("role", "?"), []).append(p)
+        for role, ps in by_role.items():
+            for phase, p in zip(phases, ps, strict=False):
+                known = p.get("glibc_arena", 0) + p.get("glibc_mmap", 0) + p.get("pymalloc_mapped", 0)
+                lines.append(
+                    f"| {r['variant']} | {phase} | {role} | {p['rss'] / MB:.0f} | {p['anon'] / MB:.0f} | "
+                    f"{p.get('glibc_arena', 0) / MB:.0f} ({p.get('glibc_free', 0) / MB:.0f}) | "
+                    f"{p.get('glibc_mmap', 0) / MB:.0f} | {p.get('pymalloc_mapped', 0) / MB:.0f} "
+                    f"({p.get('pymalloc_used', 0) / MB:.0f}) | {(p['anon'] - known) / MB:.0f} | "
+                    f"{p.get('py_blocks', 0) / 1e6:.2f}M | {p.get('trims', 0)} "
+                    f"({p.get('trim_cpu_s', 0) * 1e3 / max(p.get('trims', 0), 1):.2f}) |")
+    return "\n".join(lines)
 
 
 def _cell(r: dict[str, Any], phase: str) -> str:
@@ -210,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             up.stop()
     print("MiB: tree RSS/anonymous (relay + capture process RSS)")
     print(table(results))
+    print("\nWhere the anonymous memory is (MiB; probes at 3/4 of each workload and after idle)")
+    print(breakdown(results))
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     return 0
