@@ -5,6 +5,7 @@ store itself (so a relay that never loads DuckDB still does not).
 
     RUNTAP_PROBE_CACHE_ROWS=N      the store's merge-cache bound (Store cache_rows)
     RUNTAP_PROBE_DUCKDB_SQL="S1; S2"  statements run on the writer's connection once it is open
+    RUNTAP_PROBE_BATCH_MAX=N       the capture writer's largest batch (WriterConfig batch_max, 5,000)
     RUNTAP_PROBE_IDLE_CHECKPOINT=1 the capture process's idle trim first runs CHECKPOINT on a reader
                                    cursor (to measure what an idle checkpoint would return)
     RUNTAP_PROBE_OUT=FILE          on SIGUSR2 each runtap process appends one JSON line to FILE: where its
@@ -73,6 +74,18 @@ def _patch(store: ModuleType) -> None:
                         self.connection.execute(statement)
 
         store.Store.__init__ = init
+
+
+def _patch_writer(writer: ModuleType) -> None:
+    import dataclasses
+
+    batch_max = int(os.environ["RUNTAP_PROBE_BATCH_MAX"])
+    made = writer.CaptureWriter.__init__
+
+    def init(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, dataclasses.replace(config, batch_max=batch_max), *args, **kwargs)
+
+    writer.CaptureWriter.__init__ = init
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -160,6 +173,8 @@ if os.environ.get("RUNTAP_PROBE_OUT") and "runtap" in _command_line():
 _PATCHES: dict[str, Any] = {}
 if any(k in os.environ for k in ("RUNTAP_PROBE_CACHE_ROWS", "RUNTAP_PROBE_DUCKDB_SQL")):
     _PATCHES[_STORE] = _patch
+if os.environ.get("RUNTAP_PROBE_BATCH_MAX"):
+    _PATCHES["runtap.analytics.ingest.writer"] = _patch_writer
 if os.environ.get("RUNTAP_PROBE_IDLE_CHECKPOINT") == "1":
     _PATCHES[_CAPTURE] = _patch_capture
 if _PATCHES:
