@@ -3,11 +3,12 @@
     .venv/bin/python -m bench.rss_breakdown --seconds 20 --rounds 2 --variants default,arena2
 
 One fake upstream; for each round, each variant in turn (interleaved, so drift on a shared machine hits
-all alike): start `runtap serve` (in-process capture, default settings) under bench.rss_probe with the
-variant's environment, probe idle, run `create` then `sse12` (c=50, --seconds each), probe right after
-the load, idle --idle seconds, probe again, then malloc_trim(0) once and probe. Each probe: RSS (anon vs
-file-backed), threads, DuckDB's buffer pool (runtap_capture_db_memory_bytes from /metrics). Loopback
-only; bounded by --seconds and --rounds.
+all alike): start `runtap serve` (in-process capture, default settings) with bench/probe_site on its
+PYTHONPATH (its SIGUSR2 probe, bench/probe_site/probe_memory.py) and the variant's environment, probe
+idle, run `create` then `sse12` (c=50, --seconds each), probe right after the load, idle --idle seconds,
+probe again, then malloc_trim(0) once and probe. Each probe: RSS (anon vs file-backed), threads,
+DuckDB's buffer pool (runtap_capture_db_memory_bytes from /metrics). Loopback only; bounded by
+--seconds and --rounds.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ def probe(proc: targets.Proc, out: Path, *, trim: bool = False) -> dict[str, Any
 def start(work: Path, upstream_port: int, env: dict[str, str], out: Path) -> targets.Proc:
     port, admin = targets.free_port(), targets.free_port()
     db = work / "runtap.duckdb"
-    cmd = [sys.executable, "-m", "bench.rss_probe", "serve", "--upstream", f"http://{targets.HOST}:{upstream_port}",
+    cmd = [sys.executable, "-m", "runtap.proxy", "serve", "--upstream", f"http://{targets.HOST}:{upstream_port}",
            "--listen", f"{targets.HOST}:{port}", "--admin", f"{targets.HOST}:{admin}", "--db", str(db),
            "--grace-period", "5", "--log-level", "warning"]
-    proc = targets._spawn("runtap", cmd, work, port, env={**env, "RUNTAP_PROBE_OUT": str(out)})
+    site = str(Path(__file__).resolve().parent / "probe_site")
+    proc = targets._spawn("runtap", cmd, work, port, env={**env, "RUNTAP_PROBE_OUT": str(out), "PYTHONPATH": site})
     proc.admin_port, proc.db = admin, db
     targets.wait_ready(proc, admin, "/healthz", seconds=30)
     targets.wait_ready(proc, port, "/__bench/stats", seconds=10)

@@ -73,6 +73,7 @@ def build_writer(settings: Settings, metrics: Metrics, tracing: Tracing) -> Capt
     config = WriterConfig(
         db_path=settings.db, spool_path=settings.spool_path, spool_max_bytes=settings.spool_max_bytes,
         spool_memory_bytes=settings.spool_memory_bytes, queue_size=settings.queue_size,
+        queue_max_bytes=settings.queue_max_bytes,
         store_prompts=settings.store_prompts, db_memory_limit=settings.db_memory_limit,
         flush_interval_s=CAPTURE_FLUSH_INTERVAL_S)
     hooks = WriterHooks(on_effects=on_effects, on_sse_events=metrics.on_sse_events,
@@ -97,6 +98,7 @@ def build_runtime(settings: Settings, *, registry: CollectorRegistry | None = No
             metrics.registry.register(supervisor.collector())
             capture_dir = supervisor.directory
         channel = CaptureChannel(ingest_path(capture_dir), max_items=settings.queue_size,
+                                 max_bytes=settings.queue_max_bytes,
                                  on_dropped=lambda reason, n: metrics.capture_health.add(Kind.DROPPED, reason, n))
     elif capture:
         writer = build_writer(settings, metrics, cast("Tracing", tracing))  # a RelayTracing only with process
@@ -204,7 +206,7 @@ def _loop_lag_ctx(runtime: Runtime) -> CleanupCtx:
     return loop_lag_probe
 
 
-def _trim_ctx(runtime: Runtime, trim: memory_trim.Trim) -> CleanupCtx:
+def _trim_ctx(runtime: Runtime) -> CleanupCtx:
     async def idle_trim(_: web.Application) -> AsyncIterator[None]:
         fw, writer = runtime.forwarder, runtime.writer
 
@@ -216,8 +218,9 @@ def _trim_ctx(runtime: Runtime, trim: memory_trim.Trim) -> CleanupCtx:
         def busy() -> bool:
             return fw.inflight > 0 or (writer is not None and writer.depth() > 0)
 
-        trimmer = memory_trim.IdleTrimmer(activity, busy, trim)
-        runtime.extras["trimmer"] = trimmer
+        trimmer = memory_trim.idle_trimmer(runtime.settings.idle_trim, activity, busy)
+        if trimmer is not None:
+            runtime.extras["trimmer"] = trimmer
         async with memory_trim.trimming(trimmer, runtime.settings.idle_trim):
             yield
     return idle_trim
@@ -265,9 +268,7 @@ def cleanup_contexts(runtime: Runtime) -> list[CleanupCtx]:
     if runtime.settings.export_dir and writer is not None:
         contexts.append(_exporter_ctx(runtime, writer))
     contexts.append(_loop_lag_ctx(runtime))
-    trim = memory_trim.libc_trim() if runtime.settings.idle_trim > 0 else None
-    if trim is not None:
-        contexts.append(_trim_ctx(runtime, trim))
+    contexts.append(_trim_ctx(runtime))
     return contexts
 
 

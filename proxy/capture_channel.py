@@ -68,7 +68,7 @@ class _Sink(asyncio.Protocol):
 
 
 class CaptureChannel:
-    def __init__(self, path: str, *, max_items: int = 100_000, max_bytes: int = 256 << 20,
+    def __init__(self, path: str, *, max_items: int = 100_000, max_bytes: int = 64 << 20,
                  on_dropped: OnDropped | None = None) -> None:
         self._path = path
         self._max_items = max_items

@@ -39,7 +39,8 @@ from .app import CAPTURE_FLUSH_INTERVAL_S, build_writer
 from .capture_supervisor import control_path, ingest_path
 from .commands.serve import loop_factory
 from .exposition import RENDERER
-from .memory_trim import IdleTrimmer, libc_trim, trimming
+from .memory_trim import IdleTrimmer, trimming
+from .memory_trim import idle_trimmer as make_trimmer
 from .scrape_split import RELAY_FAMILIES, Families, decode_share
 
 log = logging.getLogger("runtap.capture")
@@ -176,15 +177,12 @@ def idle_trimmer(settings: Settings, ingest: Ingest) -> IdleTrimmer | None:
     """The capture process's own idle trim (the relays trim theirs): once the writer has taken items,
     written all of them (a confirm flush returned) and then counted nothing for a whole --idle-trim
     period. It frees the most of the tree: decoded snapshots, batches and staging buffers live here."""
-    trim = libc_trim() if settings.idle_trim > 0 else None
-    if trim is None:
-        return None
     writer = ingest.writer
 
     def busy() -> bool:
         return writer.depth() > 0 or ingest.flushed < writer.submitted
 
-    return IdleTrimmer(lambda: sum(writer.stats.values()), busy, trim)
+    return make_trimmer(settings.idle_trim, lambda: sum(writer.stats.values()), busy)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -251,7 +249,7 @@ async def serve(settings: Settings, directory: str, ready_fd: int) -> None:
     background = contextlib.AsyncExitStack()
     if trimmer is not None:
         control[_TRIMMER] = trimmer
-        await background.enter_async_context(trimming(trimmer, settings.idle_trim))
+    await background.enter_async_context(trimming(trimmer, settings.idle_trim))
     runner = web.AppRunner(control, access_log=None)
     await runner.setup()
     await web.UnixSite(runner, control_path(directory)).start()

@@ -58,6 +58,13 @@ class IdleTrimmer:
         return True
 
 
+def idle_trimmer(period_s: float, activity: Callable[[], int], busy: Callable[[], bool]) -> IdleTrimmer | None:
+    """The idle trimmer of one process (the relay's, the capture process's), or None: --idle-trim 0, or a
+    C library without malloc_trim."""
+    trim = libc_trim() if period_s > 0 else None
+    return IdleTrimmer(activity, busy, trim) if trim is not None else None
+
+
 async def _run(trimmer: IdleTrimmer, period_s: float) -> None:
     while True:
         await asyncio.sleep(period_s)
@@ -71,5 +78,8 @@ async def _run(trimmer: IdleTrimmer, period_s: float) -> None:
             return
 
 
-def trimming(trimmer: IdleTrimmer, period_s: float) -> contextlib.AbstractAsyncContextManager[None]:
+def trimming(trimmer: IdleTrimmer | None, period_s: float) -> contextlib.AbstractAsyncContextManager[None]:
+    """Runs the trimmer while entered; nothing for None (trimming off)."""
+    if trimmer is None:
+        return contextlib.nullcontext()
     return background.running(_run(trimmer, period_s), "runtap-malloc-trim")

@@ -223,6 +223,11 @@ SETTINGS: tuple[Setting, ...] = (
             "0 = never.", parse_seconds_or_off),
     Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
             parse_positive_int),
+    Setting("queue_max_bytes", "64M", "Bound on the memory the capture queue holds (stream chunks and bodies "
+            "waiting for the writer, ~200 bytes an item besides its payload; with --capture-mode process the "
+            "capture process's queue and each proxy process's channel to it): beyond it chunks and bodies are "
+            "dropped and counted, so capture that falls behind a sustained overload costs bounded memory.",
+            parse_size),
     Setting("store_prompts", "false", "Also store run instructions and additional_messages (prompt "
             "content). Off by default.", parse_bool, flag_only_bool=True),
     Setting("metrics_label_assistant", "false", "Add assistant_id as a metric label (raises series "
@@ -275,6 +280,7 @@ class Settings:
     db_memory_limit: str = "512MB"
     idle_trim: float = 5.0
     queue_size: int = 100_000
+    queue_max_bytes: int = 64 << 20
     store_prompts: bool = False
     metrics_label_assistant: bool = False
     admin_reports: bool = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from runtap.analytics.ingest.batching import QUEUE_BYTES_FULL, QUEUE_FULL, BatchQueue, batch_bytes
+from runtap.analytics.ingest.batching import ITEM_OVERHEAD, QUEUE_BYTES_FULL, QUEUE_FULL, BatchQueue, batch_bytes
 from runtap.analytics.ingest.records import Exchange, StreamChunk
 
 EXCHANGE = Exchange(id="x", method="POST", path="/v1/threads/runs", operation="runs.create", api_version=None,
@@ -16,7 +16,7 @@ def chunk(n: int) -> StreamChunk:
 
 
 def test_items_and_bytes_are_bounded_and_the_bytes_come_back_when_a_batch_is_done() -> None:
-    q = BatchQueue(maxsize=3, max_bytes=100, batch_max=10, interval_s=0.0)
+    q = BatchQueue(maxsize=3, max_bytes=100 + ITEM_OVERHEAD, batch_max=10, interval_s=0.0)
     assert q.put(chunk(60)) is None
     assert q.put(chunk(60)) == QUEUE_BYTES_FULL
     items: list[StreamChunk] = []
@@ -26,6 +26,18 @@ def test_items_and_bytes_are_bounded_and_the_bytes_come_back_when_a_batch_is_don
     assert q.put(chunk(60)) is None
     assert q.put(chunk(0)) is None and q.put(chunk(0)) is None
     assert q.put(chunk(0)) == QUEUE_FULL
+
+
+def test_the_byte_bound_counts_what_each_item_holds_beyond_its_payload() -> None:
+    # 10 chunks of 10 bytes are 100 bytes of payload but ~10 x ITEM_OVERHEAD of memory: a bound of
+    # 5 items' worth refuses the sixth, however small the payloads.
+    q = BatchQueue(maxsize=100, max_bytes=5 * (10 + ITEM_OVERHEAD), batch_max=100, interval_s=0.0)
+    assert [q.put(chunk(10)) for _ in range(6)] == [None] * 5 + [QUEUE_BYTES_FULL]
+    items: list[StreamChunk] = []
+    q.collect(items, [], idle_timeout=0)  # type: ignore[arg-type]
+    assert batch_bytes(items) == 5 * (10 + ITEM_OVERHEAD)  # type: ignore[arg-type]
+    q.done(batch_bytes(items))  # type: ignore[arg-type]
+    assert q.put(chunk(10)) is None
 
 
 def test_a_flush_marker_closes_the_batch_and_stop_drains_everything() -> None:

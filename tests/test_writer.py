@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from runtap.analytics.ingest.batching import ITEM_OVERHEAD
 from runtap.analytics.ingest.health import CaptureHealth
 from runtap.analytics.ingest.merge import Transition
 from runtap.analytics.ingest.records import (
@@ -173,7 +174,7 @@ def test_full_queue_refuses_counts_and_logs(db: Path, caplog: pytest.LogCaptureF
 
 def test_queue_is_bounded_in_bytes_too(db: Path) -> None:
     health = CaptureHealth()
-    writer = CaptureWriter(WriterConfig(db_path=str(db), queue_max_bytes=1000), health=health)
+    writer = CaptureWriter(WriterConfig(db_path=str(db), queue_max_bytes=1000 + ITEM_OVERHEAD), health=health)
     ex = exchange("big")
     assert writer.submit(StreamChunk(ex, b"x" * 900, 1.0))
     assert not writer.submit(StreamChunk(ex, b"x" * 200, 1.0))

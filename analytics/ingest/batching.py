@@ -54,8 +54,15 @@ def record_size(record: RequestRecord) -> int:
     return n
 
 
+# What a queued item holds beyond its payload: the record object, its bytes object, the floats and
+# strings it carries (tracemalloc over decoded frames: a stream chunk ~140 B, an end or a body ~300 B
+# with its exchange, a request record ~350 B). Counted so that the byte bound bounds memory, and the
+# items without a payload (records, ends) use up their share of it too.
+ITEM_OVERHEAD: Final = 200
+
+
 def batch_bytes(items: list[CaptureItem]) -> int:
-    return sum(item_size(item) for item in items)
+    return sum(item_size(item) for item in items) + ITEM_OVERHEAD * len(items)
 
 
 class BatchQueue:
@@ -87,9 +94,12 @@ class BatchQueue:
     # --- submitting side (event loop) ----------------------------------------------------------------
 
     def put(self, item: CaptureItem) -> str | None:
-        """Enqueue without blocking: None, or why the item was refused."""
-        size = item_size(item)
-        if size and self._bytes_in - self._bytes_out + size > self._max_bytes:
+        """Enqueue without blocking: None, or why the item was refused. An item without a payload (a
+        stream's end) is never refused for bytes, only for the count: it is small. A request record's
+        payload is the strings its client sized (record_size), so a full byte bound refuses it too."""
+        payload = item_size(item)
+        size = payload + ITEM_OVERHEAD
+        if payload and self._bytes_in - self._bytes_out + size > self._max_bytes:
             return QUEUE_BYTES_FULL
         if len(self._items) >= self._maxsize:
             return QUEUE_FULL

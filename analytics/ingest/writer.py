@@ -45,7 +45,7 @@ class WriterConfig:
     spool_max_bytes: int = 256 << 20
     spool_memory_bytes: int = 64 << 20  # held in memory when the spool file cannot be written (hold.py)
     queue_size: int = 100_000
-    queue_max_bytes: int = 512 << 20
+    queue_max_bytes: int = 64 << 20  # settings.queue_max_bytes
     batch_max: int = 5_000
     flush_interval_s: float = 0.2
     reopen_interval_s: float = 5.0

@@ -1,14 +1,21 @@
-"""Bench-only knobs for `bench.rss_tree`, in every process of the tree (the relay and the capture process
-it starts): PYTHONPATH=bench/probe_site makes Python import this at start-up. Nothing happens unless a
-RUNTAP_PROBE_* variable is set, and nothing is imported until runtap imports the store itself (so a
-relay that never loads DuckDB still does not).
+"""Bench-only knobs for `bench.rss_tree` and `bench.rss_breakdown`, in every process of the tree (the relay
+and the capture process it starts): PYTHONPATH=bench/probe_site makes Python import this at start-up.
+Nothing happens unless a RUNTAP_PROBE_* variable is set, and nothing is imported until runtap imports the
+store itself (so a relay that never loads DuckDB still does not).
 
     RUNTAP_PROBE_CACHE_ROWS=N      the store's merge-cache bound (Store cache_rows)
     RUNTAP_PROBE_DUCKDB_SQL="S1; S2"  statements run on the writer's connection once it is open
+    RUNTAP_PROBE_BATCH_MAX=N       the capture writer's largest batch (WriterConfig batch_max, 5,000)
     RUNTAP_PROBE_IDLE_CHECKPOINT=1 the capture process's idle trim first runs CHECKPOINT on a reader
                                    cursor (to measure what an idle checkpoint would return)
-    RUNTAP_PROBE_TRACEMALLOC=FILE  trace the capture process's Python allocations (slows it several
-                                   times); SIGUSR2 appends the top 25 lines by size to FILE
+    RUNTAP_PROBE_OUT=FILE          on SIGUSR2 each runtap process appends one JSON line to FILE: where its
+                                   RSS goes (probe_memory.snapshot: smaps_rollup, glibc's mallinfo2,
+                                   Python's blocks, threads) and, while FILE.trim exists, the RSS after one
+                                   malloc_trim(0)
+    RUNTAP_PROBE_TRIM_EVERY=S      a thread calls malloc_trim(0) every S seconds, load or not (to measure
+                                   what trimming under load returns and costs)
+    RUNTAP_PROBE_TRACEMALLOC=1     also trace Python's allocations (slows runtap several times): the
+                                   top lines by size go into each SIGUSR2 line
 """
 
 from __future__ import annotations
@@ -69,6 +76,18 @@ def _patch(store: ModuleType) -> None:
         store.Store.__init__ = init
 
 
+def _patch_writer(writer: ModuleType) -> None:
+    import dataclasses
+
+    batch_max = int(os.environ["RUNTAP_PROBE_BATCH_MAX"])
+    made = writer.CaptureWriter.__init__
+
+    def init(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, dataclasses.replace(config, batch_max=batch_max), *args, **kwargs)
+
+    writer.CaptureWriter.__init__ = init
+
+
 class _Finder(importlib.abc.MetaPathFinder):
     def __init__(self, patches: dict[str, Any]) -> None:
         self.patches = patches
@@ -96,17 +115,22 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-def _trace(out: str) -> None:
+def _probe(out: str) -> None:
+    import json
     import signal
-    import tracemalloc
 
-    tracemalloc.start(1)
+    from probe_memory import snapshot
+
+    if os.environ.get("RUNTAP_PROBE_TRACEMALLOC") == "1":
+        import tracemalloc
+
+        tracemalloc.start(1)
+    role = "capture" if _CAPTURE in _command_line() else "relay"
 
     def dump(_sig: int, _frame: Any) -> None:
-        top = tracemalloc.take_snapshot().statistics("lineno")[:25]
         with open(out, "a") as f:
-            f.write(f"--- traced {tracemalloc.get_traced_memory()[0] >> 20} MiB\n")
-            f.writelines(f"{s.size >> 10:>8} KiB {s.count:>8} {s.traceback}\n" for s in top)
+            f.write(json.dumps({"role": role, "trims": _TRIMS[1], "trim_cpu_s": _TRIMS[0],
+                                **snapshot(os.path.exists(out + ".trim"))}) + "\n")
 
     signal.signal(signal.SIGUSR2, dump)
 
@@ -119,12 +143,38 @@ def _command_line() -> str:
         return ""
 
 
-if os.environ.get("RUNTAP_PROBE_TRACEMALLOC") and "runtap.proxy.capture_process" in _command_line():
-    _trace(os.environ["RUNTAP_PROBE_TRACEMALLOC"])
+_TRIMS = [0.0, 0]  # CPU seconds spent in RUNTAP_PROBE_TRIM_EVERY's trims, and how many
+
+
+def _trim_every(seconds: float) -> None:
+    import ctypes
+    import threading
+    import time
+
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    spent = _TRIMS
+
+    def run() -> None:
+        while True:
+            time.sleep(seconds)
+            t0 = time.thread_time()
+            trim(0)
+            spent[0] += time.thread_time() - t0
+            spent[1] += 1
+
+    threading.Thread(target=run, daemon=True, name="probe-trim").start()
+
+
+if os.environ.get("RUNTAP_PROBE_TRIM_EVERY") and "runtap" in _command_line():
+    _trim_every(float(os.environ["RUNTAP_PROBE_TRIM_EVERY"]))
+if os.environ.get("RUNTAP_PROBE_OUT") and "runtap" in _command_line():
+    _probe(os.environ["RUNTAP_PROBE_OUT"])
 
 _PATCHES: dict[str, Any] = {}
 if any(k in os.environ for k in ("RUNTAP_PROBE_CACHE_ROWS", "RUNTAP_PROBE_DUCKDB_SQL")):
     _PATCHES[_STORE] = _patch
+if os.environ.get("RUNTAP_PROBE_BATCH_MAX"):
+    _PATCHES["runtap.analytics.ingest.writer"] = _patch_writer
 if os.environ.get("RUNTAP_PROBE_IDLE_CHECKPOINT") == "1":
     _PATCHES[_CAPTURE] = _patch_capture
 if _PATCHES:
