@@ -28,14 +28,20 @@ _ATTR: Final = struct.Struct("=IIQiIQQQII")
 
 def request_slice(slice_ns: int) -> bool:
     """Ask for a slice of `slice_ns` for the calling thread and the threads and processes it starts
-    afterwards (SCHED_OTHER, nice kept); 0 asks for the kernel's default."""
-    nr = _SCHED_SETATTR.get(platform.machine())
+    afterwards (policy and nice kept); 0 asks for the kernel's default. Only a fair policy (SCHED_OTHER,
+    SCHED_BATCH) is touched: sched_setattr sets the policy too, and one an operator chose (chrt,
+    systemd's CPUSchedulingPolicy=idle) must stay."""
+    # platform.machine() names the kernel's architecture: a 32-bit userland on it has other numbers.
+    nr = _SCHED_SETATTR.get(platform.machine()) if struct.calcsize("P") == 8 else None
     if nr is None or not hasattr(os, "sched_getscheduler"):
         return False
     try:
+        policy = os.sched_getscheduler(0)
+        if policy not in (os.SCHED_OTHER, os.SCHED_BATCH):
+            return False
         libc = ctypes.CDLL(None, use_errno=True)
-        attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, 0, 0, os.getpriority(os.PRIO_PROCESS, 0), 0,
-                                                      slice_ns, 0, 0, 0, 0))
+        attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, policy, 0, os.getpriority(os.PRIO_PROCESS, 0),
+                                                      0, slice_ns, 0, 0, 0, 0))
         if libc.syscall(nr, 0, attr, 0) != 0:
             log.debug("short slice refused: %s", os.strerror(ctypes.get_errno()))
             return False

@@ -14,7 +14,8 @@ from runtap.proxy.addons.request_series import CounterSeries, HistogramSeries, S
 
 _CREATED = re.compile(rb"^(\S+_created\{[^}]*\}) \S+$", re.M)
 
-values = st.floats(min_value=0.0, max_value=2.0, allow_nan=False) | st.sampled_from(OVERHEAD_BUCKETS)
+values = (st.floats(min_value=0.0, max_value=2.0, allow_nan=False) | st.sampled_from(OVERHEAD_BUCKETS)
+          | st.sampled_from([float("nan"), float("inf")]))  # NaN: in no bucket, as prometheus-client
 observations = st.lists(st.tuples(st.sampled_from(["runs.create", "other"]), st.sampled_from(["200", "503"]),
                                   values), max_size=60)
 

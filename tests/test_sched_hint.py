@@ -60,6 +60,24 @@ def test_a_thread_gets_the_short_slice_and_can_give_it_back() -> None:
     assert seen["after"] == seen["before"] != sched_hint.SLICE_NS
 
 
+@pytest.mark.parametrize("policy", ["SCHED_BATCH", "SCHED_IDLE"])
+def test_an_operators_policy_is_kept(policy: str) -> None:
+    """sched_setattr sets the policy with the slice: a sidecar started under chrt / systemd's
+    CPUSchedulingPolicy must keep it (BATCH with the short slice, IDLE untouched)."""
+    seen: dict[str, object] = {}
+
+    def run() -> None:
+        os.sched_setscheduler(0, getattr(os, policy), os.sched_param(0))  # lowering needs no privilege
+        seen["granted"] = sched_hint.request_slice(sched_hint.SLICE_NS)
+        seen["policy"] = os.sched_getscheduler(0)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen["policy"] == getattr(os, policy)
+    assert seen["granted"] is (policy == "SCHED_BATCH")
+
+
 def _task_slices(pid: int) -> dict[int, int | None]:
     out: dict[int, int | None] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -18,7 +18,7 @@ from runtap.analytics.ingest.merge import Effect, RunFinished, StepFinished, Tra
 from runtap.analytics.ingest.records import RequestRecord, Snapshot
 from runtap.analytics.ingest.spool import Spool
 from runtap.analytics.ingest.store import SCHEMA_VERSION, Store, StoreError
-from runtap.proxy.addons.run_metrics import RunMetrics
+from runtap.proxy.addons.metrics import Metrics
 
 from tests.test_merge import FINAL, T0, USAGE, lifecycle, run_obj, snap, step_obj, tokens_counted
 
@@ -200,7 +200,7 @@ def test_usage_after_restart_is_counted_once_with_the_runs_caps(tmp_path: Path, 
     assert later == [UsageKnown("run_1", "gpt-4o", "asst_1", 812, 97, 909, 1_000, 100)]
     # A fresh process's metrics (nothing in memory about the run) still see its budget use.
     registry = CollectorRegistry()
-    RunMetrics(registry).on_effects(later)
+    Metrics(registry).on_effects(later)
     for kind, ratio in (("prompt", 0.812), ("completion", 0.97)):
         labels = {"model": "gpt-4o", "type": kind}
         assert registry.get_sample_value("runtap_token_budget_ratio_count", labels) == 1

@@ -7,7 +7,7 @@ import argparse
 import socket
 import sys
 
-from ...settings.config import HostPort, default_of, resolve_one, spool_path_for
+from ...settings.config import HostPort, resolve_one, spool_path_for
 
 
 def err(message: str) -> None:
@@ -16,7 +16,7 @@ def err(message: str) -> None:
 
 def db_path(args: argparse.Namespace) -> str:
     """--db, else RUNTAP_DB, else the default: the same file `runtap serve` captures into."""
-    db: str = resolve_one("db", getattr(args, "db", None)) or default_of("db")  # RUNTAP_DB="" too
+    db: str = resolve_one("db", getattr(args, "db", None))  # parse_db: "" is the default file
     return db
 
 

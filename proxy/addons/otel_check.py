@@ -20,13 +20,12 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from ...settings.config import ConfigError
+from ...settings.config import MAX_INT, ConfigError
 from . import otel_env
 
 # The SDK's int() reads; a bound keeps a huge value from overflowing a timer or meaning "never".
 _BSP_INTS: Final = ("OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_SCHEDULE_DELAY",
                     "OTEL_BSP_EXPORT_TIMEOUT")
-_INT_MAX: Final = (1 << 31) - 1
 # SpanLimits: a non-negative integer or "unset" (the SDK raises ValueError for anything else).
 _LIMITS: Final = ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
                   "OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT",
@@ -36,8 +35,6 @@ _LIMITS: Final = ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALU
 MAX_EXPORT_TIMEOUT_S: Final = 600.0
 _COMPRESSIONS: Final = ("none", "gzip", "deflate")
 _FILES: Final = ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
-_SAMPLERS: Final = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
-                    "parentbased_traceidratio")
 # opentelemetry.util.re's liberal header entry (W3C baggage key, then any printable value).
 _HEADER: Final = re.compile(r"[ \t]*[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+[ \t]*="
                             r"[ \t]*[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*")
@@ -66,8 +63,8 @@ def _int(var: str, raw: str, *, low: int) -> int:
         n = int(raw.strip())
     except ValueError:
         n = low - 1
-    if not low <= n <= _INT_MAX:
-        raise ConfigError(f"invalid {var}={raw!r}: an integer from {low} to {_INT_MAX}")
+    if not low <= n <= MAX_INT:
+        raise ConfigError(f"invalid {var}={raw!r}: an integer from {low} to {MAX_INT}")
     return n
 
 
@@ -86,8 +83,8 @@ def _check_sampler(env: Mapping[str, str]) -> None:
     name = env.get("OTEL_TRACES_SAMPLER")
     if name is None:
         return
-    if name.lower() not in _SAMPLERS:  # as the SDK reads it: " traceidratio" would be its default sampler
-        raise ConfigError(f"invalid OTEL_TRACES_SAMPLER={name!r}: one of {', '.join(_SAMPLERS)}")
+    if name.lower() not in otel_env.KNOWN_SAMPLERS:  # as the SDK reads it: " traceidratio" would be its default sampler
+        raise ConfigError(f"invalid OTEL_TRACES_SAMPLER={name!r}: one of {', '.join(otel_env.KNOWN_SAMPLERS)}")
     if name.lower().endswith("traceidratio") and env.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
         raw = env["OTEL_TRACES_SAMPLER_ARG"]
         try:

@@ -21,7 +21,7 @@ from ...settings.config import ConfigError
 log = logging.getLogger("runtap.tracing")
 
 _DEFAULT: Final = "parentbased_always_on"
-_KNOWN: Final = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+KNOWN_SAMPLERS: Final = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
                  "parentbased_traceidratio")
 # sampling.TraceIdRatioBased.TRACE_ID_LIMIT: the low 64 bits of a trace id are compared with the bound.
 TRACE_ID_LIMIT: Final = (1 << 64) - 1
@@ -83,7 +83,7 @@ def sampler_from_env(env: Mapping[str, str] | None = None, *, warn: bool = True)
     """warn=False: beside the SDK's own reading of the same variables, which warns itself."""
     env = os.environ if env is None else env
     name = env.get("OTEL_TRACES_SAMPLER", _DEFAULT).lower()
-    if name not in _KNOWN:
+    if name not in KNOWN_SAMPLERS:
         if warn:
             log.warning("Couldn't recognize sampler %s.", name)  # the SDK's own warning, and its fallback
         name = _DEFAULT

@@ -41,6 +41,9 @@ class Buckets:
         self.created = time.time()
 
     def observe(self, value: float) -> None:
+        if value != value:  # NaN: in no bucket and not counted, as prometheus-client does
+            self.total += value
+            return
         self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
         self.total += value
 

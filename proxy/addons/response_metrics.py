@@ -14,17 +14,14 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ...analytics.ingest.bounds import positive_cap, token_count
-from ...analytics.ingest.merge import Effect
 from ...analytics.ingest.response_merge import (
     ResponseFinished,
     ResponseToolTurnaround,
     ResponseTransition,
     ResponseUsageKnown,
 )
-from .effects import apply_each
 from .run_metrics import (
     BUDGET_BUCKETS,
-    EFFECT_ERROR,
     NONE,
     PROVIDER,
     RUN_BUCKETS,
@@ -87,20 +84,11 @@ class ResponseMetrics:
         self._models = LabelValues(200)
         self._statuses = LabelValues(32)
         self._codes = LabelValues(64)
-        self._handlers = self.handlers()
-
-    def on_effects(self, effects: list[Effect]) -> None:
-        apply_each(effects, self._effect, lambda _: self._skip_run_metric(EFFECT_ERROR))
 
     def handlers(self) -> dict[type, Callable[[Any], None]]:
         """The handler of each response effect type, for a consumer that dispatches once per effect."""
         return {ResponseTransition: self._transition, ResponseFinished: lambda e: self._finished(e.row),
                 ResponseUsageKnown: self._usage_known, ResponseToolTurnaround: self._turnaround}
-
-    def _effect(self, e: Any) -> None:
-        handle = self._handlers.get(type(e))
-        if handle is not None:
-            handle(e)
 
     def _transition(self, e: ResponseTransition) -> None:
         self._child(self.transitions, self._statuses(e.from_status) if e.from_status is not None else NONE,

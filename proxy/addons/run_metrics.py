@@ -16,8 +16,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ...analytics.ingest.bounds import MAX_LABEL_CHARS, cap_label, positive_cap, token_count
-from ...analytics.ingest.merge import Effect, RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
-from .effects import apply_each
+from ...analytics.ingest.merge import RunFinished, StepFinished, ToolTurnaround, Transition, UsageKnown
 
 # Run timestamps (created_at, started_at, completed_at...) are whole seconds in the API, so nothing
 # below 1 s can be told apart; runs queue for seconds and last from seconds to many minutes (a run
@@ -169,7 +168,6 @@ class RunMetrics:
         self._kinds = LabelValues(64)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._transition_children: dict[tuple[Any, Any, Any], Any] = {}
-        self._handlers = self.handlers()
 
     def _child(self, metric: Any, *values: str) -> Any:
         """metric.labels(*values), memoised: labels() takes a lock and validates on every call, and this
@@ -180,9 +178,6 @@ class RunMetrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
-    def on_effects(self, effects: list[Effect]) -> None:
-        apply_each(effects, self._effect, lambda _: self._skip(EFFECT_ERROR))
-
     def handlers(self) -> dict[type, Callable[[Any], None]]:
         """The handler of each run effect type, for a consumer that dispatches once per effect."""
         return {Transition: self._transition, RunFinished: lambda e: self._finished(e.row),
@@ -192,11 +187,6 @@ class RunMetrics:
     def _skip(self, reason: str) -> None:
         if self._on_skip is not None:
             self._on_skip(reason, 1)
-
-    def _effect(self, e: Any) -> None:
-        handle = self._handlers.get(type(e))
-        if handle is not None:
-            handle(e)
 
     def _transition(self, e: Transition) -> None:
         # Several per run: the child is memoised by the raw values, whose labels never change once

@@ -79,9 +79,6 @@ def provider_from_env(*, worker: int = 0) -> TracerProvider | None:
             exporters.append(ConsoleSpanExporter())
     if not exporters:
         return None
-    # The SDK alone samples at 1.0 for a ratio outside [0, 1]; the relay of --capture-mode process reads
-    # these variables with otel_env and refuses that at start-up: the same answer in both modes.
-    otel_env.sampler_from_env(env, warn=False)
     configured = otel_check.resource_attributes(env)
     named = env.get("OTEL_SERVICE_NAME") or configured.get("service.name")
     attrs: dict[str, str] = {} if named else {"service.name": "runtap"}
