@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ..analytics.ingest import wire
-from ..analytics.ingest.batching import item_size
+from ..analytics.ingest.batching import item_size, refusable
 from ..analytics.ingest.records import CaptureItem, Exchange
 from ..analytics.ingest.wire import ChunkRun, Entry, entry_items
 
@@ -104,7 +104,7 @@ class CaptureChannel:
                 return False
             items = self._items
             size = item_size(item)
-            if self._count >= self._max_items or (size and self._bytes + size > self._max_bytes):
+            if self._count >= self._max_items or (refusable(item, size) and self._bytes + size > self._max_bytes):
                 self._dropped(CHANNEL_FULL, 1)
                 return False
             items.append(item)

@@ -54,6 +54,16 @@ def record_size(record: RequestRecord) -> int:
     return n
 
 
+# A request record makes its request's row and is small, unless its client sized its strings (a long
+# path, tracestate, user agent): a full byte bound refuses it only then, a chunk or body always.
+RECORD_ALLOWANCE: Final = 512
+
+
+def refusable(item: CaptureItem, size: int) -> bool:
+    """Whether a full byte bound refuses ``item`` of ``item_size`` ``size``."""
+    return size > RECORD_ALLOWANCE if isinstance(item, RequestRecord) else size > 0
+
+
 # What a queued item holds beyond its payload: the record object, its bytes object, the floats and
 # strings it carries (tracemalloc over decoded frames: a stream chunk ~140 B, an end or a body ~300 B
 # with its exchange, a request record ~350 B). Counted so that the byte bound bounds memory, and the
@@ -94,12 +104,11 @@ class BatchQueue:
     # --- submitting side (event loop) ----------------------------------------------------------------
 
     def put(self, item: CaptureItem) -> str | None:
-        """Enqueue without blocking: None, or why the item was refused. An item without a payload (a
-        stream's end) is never refused for bytes, only for the count: it is small. A request record's
-        payload is the strings its client sized (record_size), so a full byte bound refuses it too."""
+        """Enqueue without blocking: None, or why the item was refused. A stream's end, and a request
+        record of ordinary size, are never refused for bytes, only for the count (see refusable)."""
         payload = item_size(item)
         size = payload + ITEM_OVERHEAD
-        if payload and self._bytes_in - self._bytes_out + size > self._max_bytes:
+        if refusable(item, payload) and self._bytes_in - self._bytes_out + size > self._max_bytes:
             return QUEUE_BYTES_FULL
         if len(self._items) >= self._maxsize:
             return QUEUE_FULL
