@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import importlib
 import logging
@@ -67,7 +68,7 @@ GC_GEN0_THRESHOLD = 20_000
 SWITCH_INTERVAL_S = 0.001
 
 
-def tune_runtime(_: Running | None = None) -> None:
+def tune_runtime(_: Running | None = None, *, short_slice: bool = False) -> None:
     """Measured under `bench.soak`-like load: the cyclic GC took ~16% of wall time and paused the
     event loop up to ~150 ms. Objects alive once serving (modules, the app, DuckDB and OTel setup)
     live for the whole process: freezing them keeps full collections off them."""
@@ -80,7 +81,12 @@ def tune_runtime(_: Running | None = None) -> None:
     # 25-50 ms under bench load; 1 ms kept it at 5-10 ms with no measurable CPU cost (bench --quick,
     # create and sse12, runs interleaved).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    sched_hint.request_slice(sched_hint.SLICE_NS)  # the loop thread: relay an event as soon as it arrives
+    if short_slice:
+        # Process mode only: the loop thread relays an event as soon as it wakes instead of waiting out
+        # the capture process's slice on a shared core (c=1 p99 4.6 -> 4.2 ms, bench, 2 pairs). In
+        # process the writer is a thread of this interpreter: preempting it while it holds the GIL only
+        # makes the loop wait for the GIL later (sse12 c=1 p99 8-13 -> 23-24 ms, 2 pairs).
+        sched_hint.request_slice(sched_hint.SLICE_NS)
 
 
 def check_prices(settings: Settings) -> PriceBook | None:
@@ -112,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     rc = 0
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve_forever(settings, on_ready=tune_runtime, runtime=runtime,
+            tune = functools.partial(tune_runtime, short_slice=settings.capture_mode == PROCESS)
+            runner.run(serve_forever(settings, on_ready=tune, runtime=runtime,
                                      on_stop=lambda: workers.signal_workers(children, signalled)))
     except OSError as exc:
         logging.getLogger("runtap").error("cannot listen on --listen %s / --admin %s: %s", settings.listen,
