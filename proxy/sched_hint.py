@@ -1,11 +1,12 @@
-"""A scheduling hint for the relay's event-loop thread: a short CFS/EEVDF slice request.
+"""A scheduling hint for the event-loop thread of a `--capture-mode process` relay: a short EEVDF slice.
 
 A relay thread that wakes for an SSE event must run now, not when whatever holds its core (the capture
 process decoding a frame, on a core the two share) finishes its slice. Since Linux 6.12 a fair task may
 ask for a shorter slice (sched_attr.sched_runtime, 0.1-100 ms, no privilege needed); a waking task with
 a shorter slice preempts the running one at once instead of waiting for it to reach its slice's end.
 The CPU share is unchanged (that is the weight, i.e. nice). Linux only; elsewhere, or on an older
-kernel that refuses it, nothing changes.
+kernel that refuses it, nothing changes. Not in-process: there the capture writer is a thread of the
+same interpreter, and preempting it while it holds the GIL only makes the loop wait for the GIL later.
 """
 
 from __future__ import annotations
