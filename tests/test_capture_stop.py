@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.fault_helpers import eventually, start_runtap, terminate
-from tests.test_capture_process import _assistant, _json, _run_ids, _thread_and_run
+from tests.test_capture_process import _assistant, _json, _run_ids, _thread_and_run, _until
 
 LOST = re.compile(r"capture process exited with (-?\d+) while draining .*: up to (\d+) item")
 
@@ -32,6 +32,11 @@ async def test_a_capture_process_killed_while_draining_is_reported_and_fails_the
     try:
         async with aiohttp.ClientSession() as client:
             assistant = await _assistant(client, proc.url)
+
+            async def store_open() -> bool:  # the schema exists: the runs the test looks for have a table
+                return (await _json(client, proc.admin_url + "/readyz")).get("store") == "open"
+
+            await _until("the capture process's store open", store_open)
             pid = (await _json(client, proc.admin_url + "/readyz"))["capture_process"]["pid"]
             # Frozen, it reads nothing more: what the relay hands over waits in the socket.
             os.kill(pid, signal.SIGSTOP)
