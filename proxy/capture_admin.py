@@ -10,7 +10,8 @@ this; --workers' other relays expose their own registry.
 
 A capture process that does not answer within SCRAPE_TIMEOUT_S (frozen, swapped out, restarting)
 costs a scrape that long, well inside Prometheus' default 10 s scrape timeout: the relay then answers
-with its own registry and `runtap_capture_metrics_up 0`, so the scrape is never lost to it.
+with its own registry and `runtap_capture_metrics_up 0` (a Metrics gauge, 1 otherwise, exported by the
+relay only), so the scrape is never lost to it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ log = logging.getLogger("runtap.admin")
 CONTROL_TIMEOUT_S: Final = 5.0
 SCRAPE_TIMEOUT_S: Final = 2.0
 REPORT_TIMEOUT_S: Final = 120.0
-_UP: Final = ("# HELP runtap_capture_metrics_up 1 when this scrape holds the capture process's own families; 0 when "
-              "it did not answer in time and the relay's registry stands in for them.\n"
-              "# TYPE runtap_capture_metrics_up gauge\nruntap_capture_metrics_up {}\n")
 
 
 def _session(directory_socket: str, timeout: float) -> aiohttp.ClientSession:
@@ -67,9 +65,11 @@ async def scrape(metrics: Metrics, queue_depth: int, control_socket: str,
     runtap_capture_metrics_up 0 does)."""
     share = encode_share(metrics.capture_health, queue_depth)
     remote = await _call(control_socket, "/metrics", data=share, timeout=timeout)
+    # Set and rendered with no await between, so each of two concurrent scrapes shows its own answer.
+    metrics.capture_metrics_up.set(0 if remote is None else 1)
     if remote is None:
-        return RENDERER.render(metrics.registry) + _UP.format(0).encode()
-    return RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + _UP.format(1).encode() + remote
+        return RENDERER.render(metrics.registry)
+    return RENDERER.render(Families(metrics.registry, RELAY_FAMILIES, keep=True)) + remote
 
 
 async def proxy_report(request: web.Request, control_socket: str) -> web.Response:

@@ -2,7 +2,8 @@
 the relay's exposition followed by the capture process's, joined as bytes, never parsed by the relay.
 
 Each family is exported by exactly one process. The relay: what it measures itself (requests, latency,
-upstream errors, client timeouts, its event loop's lag) and what its supervisor knows (restarts, up).
+upstream errors, client timeouts, its event loop's lag), what its supervisor knows (restarts, up) and
+whether the capture process answered this scrape (runtap_capture_metrics_up).
 The capture process: everything else (capture health, capture lag, run, response and SSE-event
 metrics). Both build the same Metrics, so the union is the same set of families as in-process mode.
 
@@ -31,6 +32,7 @@ RELAY_FAMILIES: Final = frozenset({
     "runtap_requests", "runtap_request_duration_seconds", "runtap_upstream_ttfb_seconds",
     "runtap_proxy_overhead_seconds", "runtap_upstream_errors", "runtap_client_timeouts",
     "runtap_event_loop_lag_seconds", "runtap_capture_restarts", "runtap_capture_process_up",
+    "runtap_capture_metrics_up",
 })
 
 

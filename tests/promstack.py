@@ -75,6 +75,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("runtap_capture_lag_seconds", "histogram", ""),
         ("runtap_capture_db_memory_bytes", "gauge", "tag"),
         ("runtap_capture_db_memory_limit_bytes", "gauge", ""),
+        ("runtap_capture_metrics_up", "gauge", ""),
     )
 }
 # Recording rules that dashboards/alerts.yml defines (the cost estimate's price table, and what a

@@ -58,7 +58,7 @@ RESPONSE_TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
 # Alerts that must be quiet while runtap, the upstream and capture are healthy. The two run-outcome
 # alerts are not in this set: the simulated workload fails and token-caps one run in eleven on purpose.
 QUIET_WHEN_HEALTHY = {"RuntapUpstreamErrorRatioHigh", "RuntapProxyOverheadHigh", "RuntapCaptureDropping",
-                      "RuntapCaptureErrors", "RuntapCaptureQueueGrowing"}
+                      "RuntapCaptureErrors", "RuntapCaptureQueueGrowing", "RuntapCaptureMetricsMissing"}
 # Series a healthy run legitimately never creates (nothing dropped, no capture or connection errors).
 ABSENT_WHEN_HEALTHY = {"runtap_capture_dropped_total", "runtap_capture_errors_total",
                        "runtap_upstream_errors_total"}

@@ -95,14 +95,15 @@ async def test_a_process_mode_scrape_shows_the_same_families_and_totals_as_in_pr
     single = await _scrape_after("inprocess", tmp_path, sim_upstream)
     families = _families(split.text)
     assert len(families) == len(set(families)), "a family appears twice in one scrape"
-    # process mode's own three
-    supervisor = {"runtap_capture_restarts_total", "runtap_capture_process_up", "runtap_capture_metrics_up"}
+    # process mode's own two (runtap_capture_metrics_up is in both: 1 when every family is in the scrape)
+    supervisor = {"runtap_capture_restarts_total", "runtap_capture_process_up"}
     assert sorted(set(families) - supervisor) == sorted(_families(single.text))
     # The relay's skip (the 404) and the capture process's counts share one family.
     assert split.get("runtap_capture_skipped_total", reason="upstream_error_status") == 1
     assert split.get("runtap_requests_total") == REQUESTS
     assert split.get("runtap_runs_finished_total", status="completed") == STREAMED_RUNS
     assert split.get("runtap_capture_process_up") == split.get("runtap_capture_metrics_up") == 1
+    assert single.get("runtap_capture_metrics_up") == 1
     assert {k: v for k, v in _counts(split).items() if k[0] not in supervisor} == _counts(single)
     # Counters carry _created in both modes, each from the process that counts them.
     assert {n for n, _ in split.samples if n.endswith("_created")} == \
@@ -171,3 +172,51 @@ async def test_while_the_capture_process_does_not_answer_the_relay_serves_its_ow
     assert "runtap_run_transitions_total" in families and "runtap_capture_skipped_total" in families
     assert m.get("runtap_requests_total") == 1
     assert m.get("runtap_capture_store_open") == 0  # the relay holds no store: the capture process did not say
+
+
+async def test_the_relay_says_per_scrape_whether_the_capture_part_came_back() -> None:
+    # capture_admin.scrape against a real control socket: a stand-in capture process that renders what
+    # capture_process.py renders, then one that answers too late, then none at all. The relay's gauge
+    # follows every scrape, and the family is in each scrape exactly once.
+    import tempfile
+
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+    from runtap.proxy.addons.metrics import Metrics
+    from runtap.proxy.capture_admin import scrape as relay_scrape
+    from runtap.proxy.exposition import RENDERER
+    from runtap.proxy.scrape_split import Families
+
+    relay, capture = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    assert Scrape(RENDERER.render(relay.registry).decode()).get("runtap_capture_metrics_up") == 1  # in-process
+    capture.runs.finished.labels("completed", "gpt-4o").inc()
+    frozen, released = {"on": False}, asyncio.Event()
+
+    async def metrics(request: web.Request) -> web.Response:
+        if frozen["on"]:
+            await released.wait()
+        return web.Response(body=RENDERER.render(Families(capture.registry, RELAY_FAMILIES, keep=False)))
+
+    app = web.Application()
+    app.router.add_post("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with tempfile.TemporaryDirectory(prefix="rt-") as directory:
+        sock = os.path.join(directory, "control.sock")
+        await web.UnixSite(runner, sock).start()
+        try:
+            answered = (await relay_scrape(relay, 0, sock, timeout=5)).decode()
+            frozen["on"] = True
+            late = (await relay_scrape(relay, 0, sock, timeout=0.2)).decode()
+            released.set()
+        finally:
+            await runner.cleanup()
+        gone = (await relay_scrape(relay, 0, sock, timeout=5)).decode()
+    for text, up in ((answered, 1), (late, 0), (gone, 0)):
+        families = _families(text)
+        assert len(families) == len(set(families)) and families.count("runtap_capture_metrics_up") == 1
+        assert Scrape(text).get("runtap_capture_metrics_up") == up
+    assert Scrape(answered).get("runtap_runs_finished_total", status="completed") == 1  # the capture part
+    assert Scrape(late).get("runtap_runs_finished_total") == 0  # the relay's stand-in
+    assert Scrape((await relay_scrape(relay, 0, "/nonexistent/control.sock")).decode()).get(
+        "runtap_capture_metrics_up") == 0

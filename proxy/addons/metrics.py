@@ -81,6 +81,13 @@ class Metrics:
             "runtap_capture_lag_seconds", "From a proxied request's last byte to the commit that made its rows "
             "(its requests row, and the runs and steps it showed) visible in DuckDB; spooled ones are not observed.",
             buckets=CAPTURE_LAG_BUCKETS, registry=r)
+        # Whether this scrape holds every family this target exports: always in-process; in
+        # --capture-mode process the relay sets it per scrape (capture_admin.py), and only it exports it.
+        self.capture_metrics_up = Gauge(
+            "runtap_capture_metrics_up", "1 when this scrape holds the capture writer's own families; 0 when "
+            "the capture process (--capture-mode process) did not answer in time and the relay's registry "
+            "stands in for them.", registry=r)
+        self.capture_metrics_up.set(1)
         self.loop_lag = Histogram(
             "runtap_event_loop_lag_seconds", "How late a 100 ms timer on the proxy's event loop fires: the "
             "delay any proxied byte would have had at that moment.", buckets=LAG_BUCKETS, registry=r)
