@@ -3,7 +3,8 @@ traceback and never a silent start with a surprising meaning (the brief's Non-ne
 
 Table-driven: each row is a real `runtap serve` process, given the value as its flag's RUNTAP_*
 variable or as an OTEL_* variable, in the capture mode(s) where the value is read differently
-(`--capture-mode process`: the relay imports no OpenTelemetry SDK, the capture process does).
+(`--capture-mode process`: the relay imports no OpenTelemetry SDK, the capture process does); except
+the rows `resolve` refuses (RESOLVED), checked in-process against it beside two real ones of that kind.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from runtap.proxy.__main__ import build_parser
 from runtap.proxy.addons.otel_check import check_env
-from runtap.settings.config import ConfigError
+from runtap.settings.config import ConfigError, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTH = ("inprocess", "process")
@@ -84,13 +87,23 @@ CASES: list[tuple[str, dict[str, str], str, tuple[str, ...]]] = [
     ("capture-mode", {"RUNTAP_CAPTURE_MODE": "thread"}, "RUNTAP_CAPTURE_MODE", ("inprocess",)),
     ("idle-trim-nan", {"RUNTAP_IDLE_TRIM": "nan"}, "RUNTAP_IDLE_TRIM", ("inprocess",)),
 ]
-ROWS = [pytest.param(env, needle, mode, id=f"{name}-{mode}") for name, env, needle, modes in CASES for mode in modes]
+# Rows whose value `resolve` refuses, the first thing `runtap serve` does with its flags and variables, on
+# the way every one of them takes to its one line and exit 2: two of them run as real processes (one per
+# capture mode), the rest are checked against `resolve` in-process (test_resolve_refuses_...).
+RESOLVED = ("listen-empty", "admin-port-neg", "upstream-port", "timeout-huge", "timeout-neg", "timeout-empty",
+            "queue-0", "workers-huge", "connections-nan", "body-size-neg", "db-memory-0", "db-memory-huge",
+            "capture-mode", "idle-trim-nan")
+ROWS = [pytest.param(env, needle, mode, id=f"{name}-{mode}") for name, env, needle, modes in CASES for mode in modes
+        if name not in RESOLVED]
+ROW_TEST = "test_a_hostile_value_is_one_line_and_exit_2"
+# Rows run this many `runtap serve` processes at a time: on a machine with idle cores the table takes a
+# fraction of the time; on a busy one (every process is CPU-bound: imports) it takes as long as in sequence.
+CONCURRENT = 4
 
 
-@pytest.mark.slow  # a runtap process per row
-@pytest.mark.parametrize(("variables", "needle", "mode"), ROWS)
-def test_a_hostile_value_is_one_line_and_exit_2(tmp_path: Path, variables: dict[str, str], needle: str,
-                                                 mode: str) -> None:
+def _command(tmp_path: Path, variables: dict[str, str], mode: str) -> tuple[list[str], dict[str, str]]:
+    """`runtap serve`'s arguments and environment for a row: its variables, and a flag for every setting
+    the row leaves alone."""
     (tmp_path / "f.txt").write_text("not a directory")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RUNTAP_"))}
     env.update({k: v.format(tmp=tmp_path) for k, v in variables.items()})
@@ -98,14 +111,52 @@ def test_a_hostile_value_is_one_line_and_exit_2(tmp_path: Path, variables: dict[
              "--db": str(tmp_path / "r.duckdb")}
     argv = [a for flag, value in flags.items() if "RUNTAP_" + flag[2:].upper().replace("-", "_") not in env
             for a in (flag, value)]
-    done = subprocess.run([sys.executable, "-m", "runtap.proxy", "serve", *argv],
+    return ["serve", *argv], env
+
+
+def _serve(tmp_path: Path, variables: dict[str, str], mode: str) -> subprocess.CompletedProcess[str]:
+    argv, env = _command(tmp_path, variables, mode)
+    return subprocess.run([sys.executable, "-m", "runtap.proxy", *argv],
                           env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+
+
+@pytest.fixture(scope="module")
+def serve_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               ) -> dict[str, Future[subprocess.CompletedProcess[str]]]:
+    """The `runtap serve` process of every selected row, run CONCURRENT at a time, by row id; each row's
+    test then checks its own (a row whose process failed to run raises in that row's test only)."""
+    selected = {item.callspec.id for item in request.session.items
+                if getattr(item, "originalname", None) == ROW_TEST and hasattr(item, "callspec")}
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        return {str(row.id): pool.submit(_serve, tmp_path_factory.mktemp(str(row.id)), row.values[0], row.values[2])
+                for row in ROWS if row.id in selected}
+
+
+@pytest.mark.slow  # a runtap process per row
+@pytest.mark.timeout(300)  # the first row's test waits for the table's processes (each still has 60 s)
+@pytest.mark.parametrize(("variables", "needle", "mode"), ROWS)
+def test_a_hostile_value_is_one_line_and_exit_2(serve_runs: dict[str, Future[subprocess.CompletedProcess[str]]],
+                                                 request: pytest.FixtureRequest, variables: dict[str, str],
+                                                 needle: str, mode: str) -> None:
+    done = serve_runs[request.node.callspec.id].result()
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("runtap: error: invalid "), lines[0]
     assert needle in lines[0], lines[0]
     assert SECRET not in done.stderr
+
+
+@pytest.mark.parametrize(("variables", "needle", "mode"), [
+    pytest.param(env, needle, mode, id=f"{name}-{mode}") for name, env, needle, modes in CASES for mode in modes
+    if name in RESOLVED])
+def test_resolve_refuses_the_value_serve_would_exit_on(tmp_path: Path, variables: dict[str, str], needle: str,
+                                                      mode: str) -> None:
+    argv, env = _command(tmp_path, variables, mode)
+    with pytest.raises(ConfigError) as raised:
+        resolve(vars(build_parser("serve").parse_args(argv)), environ=env)
+    assert str(raised.value).startswith("invalid ") and needle in str(raised.value), raised.value
+    assert "\n" not in str(raised.value)
 
 
 def test_a_listener_that_cannot_bind_names_both_addresses(tmp_path: Path) -> None:

@@ -94,6 +94,32 @@ def test_label_values_are_bounded_in_length_and_distinct_long_values_stay_apart(
     assert len({cap_label(v) for v in long}) == len(long)
 
 
+def _label_reference(seen: set[str], limit: int, value: Any) -> str:
+    """LabelValues without its fast path: the rule it must keep."""
+    if value is None or value == "":
+        return "unknown"
+    text = cap_label(value if type(value) is str else str(value))
+    if text in seen:
+        return text
+    if len(seen) >= limit:
+        return "other"
+    seen.add(text)
+    return text
+
+
+_label_inputs = st.one_of(st.none(), st.just(""), st.text(max_size=3), st.text(min_size=120, max_size=140),
+                          st.integers(-2, 2), st.floats(allow_nan=False), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_label_inputs, min_size=1, max_size=40), st.integers(1, 6), st.data())
+def test_label_values_give_a_repeated_value_the_answer_it_got_first(values: list[Any], limit: int,
+                                                                      data: st.DataObject) -> None:
+    values += data.draw(st.lists(st.sampled_from(values), max_size=40))  # repeats, including long ones and ""
+    labels, seen = LabelValues(limit), set[str]()
+    assert [labels(v) for v in values] == [_label_reference(seen, limit, v) for v in values]
+
+
 def test_a_one_megabyte_model_name_keeps_metrics_small() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)

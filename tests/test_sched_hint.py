@@ -30,14 +30,17 @@ def _custom_slices() -> bool:
 pytestmark = pytest.mark.skipif(not _custom_slices(), reason="per-task slices need Linux 6.12+")
 
 
-def _slice_of(tid: int) -> int | None:
-    path = Path(f"/proc/self/task/{tid}/sched")
-    if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
+def _sched_slice(sched: Path) -> int | None:
+    """The `se.slice` of a task's sched file; None on a kernel that has no per-task slice."""
+    for line in sched.read_text().splitlines():
         if line.startswith("se.slice"):
             return int(line.split(":")[1])
     return None
+
+
+def _slice_of(tid: int) -> int | None:
+    path = Path(f"/proc/self/task/{tid}/sched")
+    return _sched_slice(path) if path.exists() else None
 
 
 def test_a_thread_gets_the_short_slice_and_can_give_it_back() -> None:
@@ -82,8 +85,7 @@ def test_an_operators_policy_is_kept(policy: str) -> None:
 def _task_slices(pid: int) -> dict[int, int | None]:
     out: dict[int, int | None] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        lines = [ln for ln in (task / "sched").read_text().splitlines() if ln.startswith("se.slice")]
-        out[int(task.name)] = int(lines[0].split(":")[1]) if lines else None
+        out[int(task.name)] = _sched_slice(task / "sched")
     return out
 
 

@@ -243,3 +243,20 @@ def test_a_small_tables_filter_answers_the_batch_that_asks_for_it_first() -> Non
     ids = TableIds(read_ids, lambda table: 2)
     assert ids.unknown("runs", ["run_0", "run_1", "run_2"]) == {"run_2"}  # no read-back of a new store's new ids
     assert reads == ["runs"]
+
+
+@pytest.mark.parametrize("rows", [2, known_ids.MAX_LOAD + 1])
+def test_a_table_whose_ids_cannot_be_read_goes_without_a_filter_for_good(rows: int) -> None:
+    reads: list[str] = []
+
+    def read_ids(table: str) -> Iterator[list[str]]:
+        reads.append(table)
+        raise RuntimeError("the table cannot be read")
+
+    ids = TableIds(read_ids, lambda table: rows)
+    assert ids.unknown("runs", ["run_0", "run_1"]) == set()  # every id may be stored: all read back
+    ids.added("runs", ["run_0"])
+    assert ids.unknown("runs", ["run_0", "run_2"]) == set()
+    ids.wait()
+    assert ids.unknown("runs", ["run_2"]) == set()
+    assert reads == ([] if rows > known_ids.MAX_LOAD else ["runs"])  # tried once, never read again

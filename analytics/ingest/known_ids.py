@@ -112,7 +112,7 @@ class TableIds:
         its own cursor when called (a generator would open it on the build's thread, too late)."""
         self._read_ids = read_ids
         self._rows = rows
-        self._filters: dict[str, KnownIds | None] = {}  # None: the table goes without (a rebuild failed)
+        self._filters: dict[str, KnownIds | None] = {}  # None: the table goes without (too large, or a read failed)
         self._builds: dict[str, _Build] = {}
 
     def unknown(self, table: str, ids: Iterable[str]) -> set[str]:
@@ -142,16 +142,16 @@ class TableIds:
 
     def _start(self, table: str) -> None:
         rows = self._rows(table)
-        build = self._builds[table] = _Build()
         if rows > MAX_LOAD:
-            build.done.set()  # result None: the table goes without
+            self._filters[table] = None  # the table goes without
             return
         try:
             chunks = self._read_ids(table)
         except Exception:  # noqa: BLE001 - a filter is an optimisation; go without
             log.warning("cannot read the ids of %s; its batches read back every new id", table, exc_info=True)
-            build.done.set()
+            self._filters[table] = None
             return
+        build = self._builds[table] = _Build()
 
         def run() -> None:
             try:

@@ -107,24 +107,26 @@ class SSEParser:
         end = chunk.rfind(b"\n\n") + 2  # just after the chunk's last blank line
         pending = self._pending
         if end < 2 or b"\r" in chunk or (pending and pending[-1] == _CR):
-            return [(e.event, e.data) for e in self._feed(chunk)]
+            return self._feed_pairs(chunk)
         start = 0
-        head: list[SSEEvent] = []
+        pairs: list[tuple[str, str]] = []
         # not between events (_clean, inline: this runs for every chunk of every captured stream)
         if pending or self._data or self._event or self._size or self._discarding or self._bad:
             start = chunk.find(b"\n\n") + 2  # the unfinished event ends here, whatever it holds
-            head = self._feed(chunk[:start])
+            pairs = self._feed_pairs(chunk[:start])
             if not self._clean():  # a blank line ends any event, even one being skipped: defensive only
-                return [(e.event, e.data) for e in head + self._feed(chunk[start:])]
-        pairs = [(e.event, e.data) for e in head]
+                return pairs + self._feed_pairs(chunk[start:])
         if start < end:
             found = self._whole_events(chunk, start, end)
             if found is None:
-                return pairs + [(e.event, e.data) for e in self._feed(chunk[start:])]
+                return pairs + self._feed_pairs(chunk[start:])
             pairs += found
         if end < len(chunk):
-            pairs += [(e.event, e.data) for e in self._feed(chunk[end:])]
+            pairs += self._feed_pairs(chunk[end:])
         return pairs
+
+    def _feed_pairs(self, chunk: bytes) -> list[tuple[str, str]]:
+        return [(e.event, e.data) for e in self._feed(chunk)]
 
     def _whole_events(self, chunk: bytes, start: int, end: int) -> list[tuple[str, str]] | None:
         """The events of chunk[start:end], which starts between events and ends with a blank line, if
@@ -149,8 +151,6 @@ class SSEParser:
         if b"\n" not in chunk and b"\r" not in chunk and not (pending and pending[-1] == _CR):
             self._extend(chunk)
             return []
-        if not pending and b"\n\n" in chunk and b"\r" not in chunk and self._clean():
-            return self._blocks(chunk)
         return self._lines(chunk)
 
     def _lines(self, chunk: bytes) -> list[SSEEvent]:
@@ -175,32 +175,6 @@ class SSEParser:
     def _clean(self) -> bool:
         """Between two events: nothing of an unfinished one is held."""
         return not self._data and not self._event and not self._size and not self._discarding and not self._bad
-
-    def _blocks(self, chunk: bytes) -> list[SSEEvent]:
-        """The shape every OpenAI stream sends, `event: NAME\ndata: JSON\n\n` (or `data:` alone), taken a
-        whole event at a time instead of a line at a time. Any other block goes through _parse, which
-        sees the same lines it would have seen without this path; so does the unfinished tail."""
-        blocks = chunk.split(b"\n\n")
-        tail = blocks.pop()
-        events: list[SSEEvent] = []
-        limit = self.max_event_bytes - 2
-        for block in blocks:
-            nl = block.find(b"\n")
-            if block.startswith(b"event: ") and nl > 0 and block.startswith(b"data: ", nl + 1) \
-                    and block.find(b"\n", nl + 1) < 0 and len(block) <= limit:
-                name, data = block[7:nl], block[nl + 7:]
-            elif block.startswith(b"data: ") and nl < 0 and len(block) <= limit:
-                name, data = b"", block[6:]
-            else:
-                events.extend(self._parse((block + b"\n\n").splitlines(keepends=True)))
-                continue
-            try:
-                events.append(SSEEvent(name.decode() or "message", data.decode(), self._last_id, len(block) + 2))
-            except UnicodeDecodeError:
-                self.invalid_utf8 += 1
-        if tail:
-            events.extend(self._lines(tail))
-        return events
 
     def close(self) -> list[SSEEvent]:
         """End of stream: an unterminated event is discarded (WHATWG); the parser is ready for a new one."""
