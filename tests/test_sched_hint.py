@@ -3,11 +3,12 @@ default back. Read from /proc, on kernels that support custom slices (6.12+); sk
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import threading
-import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -89,43 +90,36 @@ def _task_slices(pid: int) -> dict[int, int | None]:
     return out
 
 
-@pytest.mark.timeout(90)
-async def test_the_running_relay_loop_has_the_short_slice_and_the_capture_process_does_not(
-        tmp_path: Path, sim_upstream: str) -> None:
+@contextlib.asynccontextmanager
+async def _serving(tmp_path: Path, upstream: str, mode: str) -> AsyncIterator[Any]:
+    """A real `runtap serve --capture-mode MODE` that has relayed one request: tune_runtime runs on the
+    loop before it serves its first request, so after one the loop thread's slice is what it will be."""
     probe = _slice_of(threading.get_native_id())
     if probe is None or not sched_hint.request_slice(0):
         pytest.skip("no per-task slice on this kernel")
-    proc = await start_runtap(sim_upstream, tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
-                              "--capture-mode", "process")
+    proc = await start_runtap(upstream, tmp_path / "runtap.duckdb", tmp_path / "runtap.log", "--capture-mode", mode)
     try:
         await _ready(proc.admin_url + "/readyz")
-        relay = proc.popen.pid
-        [capture] = _children(relay)
-        # The main thread runs the event loop; it asks once serving (tune_runtime), which may come just
-        # after the admin thread first answers.
-        deadline = time.monotonic() + 30
-        while _task_slices(relay)[relay] != sched_hint.SLICE_NS and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert _task_slices(relay)[relay] == sched_hint.SLICE_NS
-        assert sched_hint.SLICE_NS not in _task_slices(capture).values()
+        async with aiohttp.ClientSession() as session, session.get(proc.url + "/v1/models") as resp:
+            await resp.read()
+        yield proc
     finally:
         await terminate(proc)
+
+
+@pytest.mark.timeout(90)
+async def test_the_running_relay_loop_has_the_short_slice_and_the_capture_process_does_not(
+        tmp_path: Path, sim_upstream: str) -> None:
+    async with _serving(tmp_path, sim_upstream, "process") as proc:
+        relay = proc.popen.pid
+        [capture] = _children(relay)
+        assert _task_slices(relay)[relay] == sched_hint.SLICE_NS
+        assert sched_hint.SLICE_NS not in _task_slices(capture).values()
 
 
 @pytest.mark.timeout(90)
 async def test_an_in_process_relay_keeps_the_default_slice(tmp_path: Path, sim_upstream: str) -> None:
     """In-process the writer is a thread of the relay's interpreter: a loop thread that preempts it while
     it holds the GIL waits for the GIL instead (c=1 p99 tails 2-3x longer in the bench), so no hint."""
-    probe = _slice_of(threading.get_native_id())
-    if probe is None or not sched_hint.request_slice(0):
-        pytest.skip("no per-task slice on this kernel")
-    proc = await start_runtap(sim_upstream, tmp_path / "runtap.duckdb", tmp_path / "runtap.log",
-                              "--capture-mode", "inprocess")
-    try:
-        await _ready(proc.admin_url + "/readyz")
-        # tune_runtime runs on the loop before it serves its first request: after one, it has run.
-        async with aiohttp.ClientSession() as session, session.get(proc.url + "/v1/models") as resp:
-            await resp.read()
+    async with _serving(tmp_path, sim_upstream, "inprocess") as proc:
         assert _task_slices(proc.popen.pid)[proc.popen.pid] not in (None, sched_hint.SLICE_NS)
-    finally:
-        await terminate(proc)
