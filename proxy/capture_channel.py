@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ..analytics.ingest import wire
-from ..analytics.ingest.batching import item_size, refusable
+from ..analytics.ingest.batching import ITEM_OVERHEAD, item_size, refusable
 from ..analytics.ingest.records import CaptureItem, Exchange
 from ..analytics.ingest.wire import ChunkRun, Entry, entry_items
 
@@ -39,11 +39,18 @@ FRAME_MAX_ITEMS: Final = 2_000
 RECONNECT_S: Final = 0.1
 _DROP_LOG_S: Final = 10.0
 
+# What a chunk adds to its stream's run besides its payload: its bytes object's header, its arrival
+# time and the two list slots. The run itself, like any other item, counts ITEM_OVERHEAD: with both,
+# the byte bound bounds memory even when a stream sends one-byte chunks.
+CHUNK_OVERHEAD: Final = 80
+
 OnDropped = Callable[[str, int], None]
 
 
 def _entry_size(entry: Entry) -> int:
-    return entry.size if isinstance(entry, ChunkRun) else item_size(entry)
+    if isinstance(entry, ChunkRun):
+        return entry.size + ITEM_OVERHEAD + CHUNK_OVERHEAD * (len(entry.parts) - 1)
+    return item_size(entry) + ITEM_OVERHEAD
 
 
 class _Sink(asyncio.Protocol):
@@ -103,8 +110,9 @@ class CaptureChannel:
                 self._dropped(STOPPED, 1)
                 return False
             items = self._items
-            size = item_size(item)
-            if self._count >= self._max_items or (refusable(item, size) and self._bytes + size > self._max_bytes):
+            payload = item_size(item)
+            size = payload + ITEM_OVERHEAD
+            if self._count >= self._max_items or (refusable(item, payload) and self._bytes + size > self._max_bytes):
                 self._dropped(CHANNEL_FULL, 1)
                 return False
             items.append(item)
@@ -123,13 +131,14 @@ class CaptureChannel:
         entry: per chunk two list appends here, and one tuple per stream when the frame is encoded."""
         try:
             run = self._runs.get(exchange.id)
-            size = len(data)
+            payload = len(data)
+            size = payload + CHUNK_OVERHEAD
             if run is not None and len(run.parts) < FRAME_MAX_ITEMS and self._count < self._max_items \
                     and self._bytes + size <= self._max_bytes:
                 # The common case, inline: every chunk of a stream after its first in this frame.
                 run.parts.append(data)
                 run.times.append(at)
-                run.size += size
+                run.size += payload
                 self._count += 1
                 self._bytes += size
                 self.stats["submitted"] += 1
@@ -140,7 +149,7 @@ class CaptureChannel:
             if self._closing or self._loop is None:
                 self._dropped(STOPPED, 1)
                 return False
-            if not self._admit(size):
+            if not self._admit(payload + ITEM_OVERHEAD):
                 return False
             self._runs[exchange.id] = run = ChunkRun(exchange, data, at)
             self._items.append(run)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from runtap.analytics.ingest.batching import ITEM_OVERHEAD
 from runtap.analytics.ingest.records import Exchange, StreamChunk
 from runtap.proxy.app import build_runtime, close_unstarted
+from runtap.proxy.capture_channel import CHUNK_OVERHEAD, CaptureChannel
 from runtap.settings.config import resolve
 
 EXCHANGE = Exchange(id="x", method="POST", path="/v1/threads/runs", operation="runs.create", api_version=None,
@@ -42,9 +43,11 @@ def test_the_in_process_writer_queue_refuses_chunks_beyond_the_bound(tmp_path: P
 
 
 async def test_the_relays_channel_refuses_chunks_beyond_the_bound(tmp_path: Path) -> None:
-    # No capture process listens: the channel keeps what it was handed, up to the bound.
+    # No capture process listens: the channel keeps what it was handed, up to the bound. One stream's
+    # chunks share one entry (an item's overhead) and each adds its own smaller one.
+    bound = 10 * CHUNK + ITEM_OVERHEAD + 9 * CHUNK_OVERHEAD
     settings = resolve({"db": str(tmp_path / "r.duckdb"), "capture_mode": "process",
-                        "queue_max_bytes": str(10 * CHUNK)}, {})
+                        "queue_max_bytes": str(bound)}, {})
     registry = CollectorRegistry()
     runtime = build_runtime(settings, registry=registry, capture_dir=str(tmp_path))
     channel = runtime.channel
@@ -57,3 +60,19 @@ async def test_the_relays_channel_refuses_chunks_beyond_the_bound(tmp_path: Path
     finally:
         await channel.close()
         close_unstarted(runtime)
+
+
+async def test_one_byte_chunks_count_what_they_hold_not_just_their_byte(tmp_path: Path) -> None:
+    """A stream of one-byte chunks while the capture process is away: each chunk holds ~80 bytes of
+    Python objects, so a bound counted in payload alone would let the channel hold ~80x the bound."""
+    bound = 64 << 10
+    dropped_n: list[int] = []
+    channel = CaptureChannel(str(tmp_path / "none.sock"), max_items=1_000_000, max_bytes=bound,
+                             on_dropped=lambda reason, n: dropped_n.append(n))
+    await channel.start()
+    try:
+        kept = sum(channel.submit_chunk(EXCHANGE, b"x", float(i)) for i in range(bound))
+    finally:
+        await channel.close(timeout=0.1)
+    assert 0 < kept <= bound // (1 + CHUNK_OVERHEAD) + 1
+    assert sum(dropped_n) >= bound - kept
