@@ -348,16 +348,17 @@ class Bench:
         cap.exit_code = proc.stop(timeout=90)  # SIGTERM: drain in-flight, flush the queue, close DuckDB
         cap.shutdown_s = time.monotonic() - t0
         got = targets.count_captured(proc.db, stats["run_prefix"])
-        cap.captured, cap.request_rows = len(got.run_ids), got.requests
+        cap.captured, cap.request_rows = len(got.run_ids) + len(got.response_ids), got.requests
         cap.check_missing = len(ids - got.run_ids)
         cap.request_errors = got.request_errors or {}
-        cap.abandoned_creates = sum(v for k, v in cap.request_errors.items() if k.startswith("runs.create:"))
+        cap.abandoned_creates = sum(v for k, v in cap.request_errors.items()
+                                    if k.startswith(("runs.create:", "responses.create:")))
         cap.note += got.note
         if self.sink is not None:
             cap.spans_exported_posts = targets.upstream_stats(self.sink.port)["requests"]
         self.capture = cap
         self.say(f"runtap capture: check {len(ids) - cap.check_missing} of {len(ids)} received runs in "
-                 f"DuckDB; overall {cap.captured} of {cap.created} created runs, {cap.abandoned_creates} "
+                 f"DuckDB; overall {cap.captured} of {cap.created} created runs and responses, {cap.abandoned_creates} "
                  f"creates abandoned by the client; {report._f(cap.request_rows)} request rows; shutdown "
                  f"{cap.shutdown_s:.1f}s exit {cap.exit_code}" + (f"; {cap.note}" if cap.note else ""))
 

@@ -325,7 +325,7 @@ def _capture_lines(cap: dict[str, Any], cells: list[Cell]) -> list[str]:
         f"- check: {_f(cap['check_sent'])} run creates sent after the load and read to the end; the client "
         f"received **{_f(cap['check_received'])}** run ids, **{_f(cap['check_missing'])}** of them missing "
         "from DuckDB after SIGTERM",
-        f"- whole run: the upstream created {_f(cap['created'])} runs through runtap, DuckDB holds "
+        f"- whole run: the upstream created {_f(cap['created'])} runs and responses through runtap, DuckDB holds "
         f"{_f(cap['captured'])}; {_f(cap['abandoned_creates'])} creates were abandoned by their client "
         "mid-response (wrk drops in-flight requests when a cell's time is up)",
         f"- `requests` rows {_f(cap['request_rows'])} for {_f(cap['requests_sent'])} requests the generators "

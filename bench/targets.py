@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +265,8 @@ def lag_summary(before: dict[str, float], after: dict[str, float],
 class Captured:
     run_ids: set[str]
     requests: int | None = None
+    # The fake upstream numbers runs and Responses streams from one counter (resp_ ids): both are created.
+    response_ids: set[str] = field(default_factory=set)
     request_errors: dict[str, int] | None = None  # requests.error -> rows, e.g. client_disconnected
     note: str = ""
 
@@ -286,6 +288,12 @@ def count_captured(db: Path, run_prefix: str) -> Captured:
             out.run_ids = {r[0] for r in rows}
         except duckdb.Error as exc:
             notes.append(f"runs: {exc}")
+        try:
+            rows = con.execute("SELECT DISTINCT id FROM responses WHERE id LIKE ?",
+                               ["resp_" + run_prefix.removeprefix("run_") + "%"]).fetchall()
+            out.response_ids = {r[0] for r in rows}
+        except duckdb.Error as exc:
+            notes.append(f"responses: {exc}")
         try:
             row = con.execute("SELECT count(*) FROM requests").fetchone()
             out.requests = int(row[0]) if row else 0
