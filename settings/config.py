@@ -224,7 +224,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("queue_size", "100000", "Capture queue bound; snapshots beyond it are dropped and counted.",
             parse_positive_int),
     Setting("queue_max_bytes", "64M", "Bound on the memory the capture queue holds (stream chunks and bodies "
-            "waiting for the writer, ~200 bytes an item besides its payload; with --capture-mode process the "
+            "waiting for the writer, ~200 bytes an item besides its payload, ~80 a further chunk of a stream in a "
+            "proxy process's channel; with --capture-mode process the "
             "capture process's queue and each proxy process's channel to it): beyond it chunks and bodies are "
             "dropped and counted, so capture that falls behind a sustained overload costs bounded memory.",
             parse_size),
