@@ -2,9 +2,9 @@
 
 One run measures every target against the same fake upstream, so the ratios are comparable:
 direct (no proxy), nginx, the bare aiohttp forwarder and runtap (capture into DuckDB on disk, metrics,
-OTLP tracing to a local sink). All targets start first and are warmed up; SSE relay delay is probed on
-each while all are quiet; then every cell (workload x concurrency 1 and 50) runs through each target in
-turn; finally runtap gets a check phase, SIGTERM, and its DuckDB file is counted.
+OTLP tracing to a local sink unless --tracing off). All targets start first and are warmed up; SSE
+relay delay is probed on each while all are quiet; then every cell (workload x concurrency 1 and 50)
+runs through each target in turn; finally runtap gets a check phase, SIGTERM, and its DuckDB file is counted.
 Writes bench-<time>-<mode>.json/.md (and latest.*) under --out and prints the markdown.
 """
 
@@ -128,8 +128,9 @@ def _scrape_or_none(admin: int | None) -> dict[str, float] | None:
 class Bench:
     def __init__(self, plan: Plan, workloads: list[load.Workload], names: list[str], workdir: Path,
                  place: targets.Placement, *, install: bool, bare_loop: str = "asyncio",
-                 capture_mode: str = "inprocess") -> None:
+                 capture_mode: str = "inprocess", tracing: bool = True) -> None:
         self.plan, self.workloads, self.names = plan, workloads, names
+        self.tracing = tracing
         self.workdir, self.place, self.install = workdir, place, install
         self.bare_loop = bare_loop
         self.capture_mode = capture_mode
@@ -149,7 +150,7 @@ class Bench:
     def run(self) -> None:
         self.upstream = targets.start_upstream(self.workdir, self.place.upstream)
         self.say(f"fake upstream on {HOST}:{self.upstream.port}: {shlex.join(self.upstream.cmd)}")
-        if "runtap" in self.names:
+        if "runtap" in self.names and self.tracing:
             self.sink = targets.start_upstream(self.workdir, self.place.load, sink=True)
             self.say(f"OTLP/HTTP sink on {HOST}:{self.sink.port}")
         running: list[Target] = []
@@ -387,6 +388,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="never apt-get install nginx or wrk")
     p.add_argument("--capture-mode", choices=("inprocess", "process"), default="inprocess",
                    help="runtap's --capture-mode (process: its capture process is a child, pinned like it)")
+    p.add_argument("--tracing", choices=("on", "off"), default="on",
+                   help="on [default]: runtap exports OTLP spans to a local sink; off: no OTEL endpoint, "
+                        "runtap's default (what tracing costs is the difference between two runs)")
     p.add_argument("--bare-loop", choices=("asyncio", "uvloop"), default="asyncio",
                    help="event loop of the bare forwarder [asyncio]; runtap runs on uvloop when the fast extra "
                         "is installed, so uvloop compares like with like")
@@ -417,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
           f"targets {names}\nbench: generator {generator}\nbench: placement {place.describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="runtap-bench-") as tmp:
         bench = Bench(plan, workloads, names, Path(tmp), place, install=not args.no_install,
-                      bare_loop=args.bare_loop, capture_mode=args.capture_mode)
+                      bare_loop=args.bare_loop, capture_mode=args.capture_mode,
+                      tracing=args.tracing == "on")
         try:
             bench.run()
         except StartError as exc:
@@ -429,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "generator": generator, "seconds": plan.seconds,
         "placement": place.describe(), "bare_loop": args.bare_loop,
-        "capture_mode": args.capture_mode, "python": platform.python_version(),
+        "capture_mode": args.capture_mode, "tracing": args.tracing, "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "polls_per_create": load.POLLS_PER_CREATE, "loadavg_end": os.getloadavg(),
         "workloads": {w.name: w.about for w in workloads},

@@ -231,13 +231,20 @@ def _x(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _tracing(meta: dict[str, Any]) -> str:
+    if meta.get("tracing", "on") == "on":
+        return "on (OTLP/HTTP to a local sink)"
+    return "off (no OTEL endpoint: runtap's default)"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     cells = [Cell(**c) for c in doc["results"]]
     out = [f"### runtap benchmark, {meta['mode']} ({meta['started']})", "",
            f"`{meta['command']}` · {meta['cpus']} CPUs ({meta['cpu_model']}) · generator "
            f"{meta['generator']} · {meta['seconds']:g} s per cell · bare forwarder on "
-           f"{meta.get('bare_loop', 'asyncio')} · placement: {meta['placement']}", ""]
+           f"{meta.get('bare_loop', 'asyncio')} · runtap tracing: {_tracing(meta)} · "
+           f"placement: {meta['placement']}", ""]
     for name, t in doc["targets"].items():
         if t["status"] != "ok":
             out.append(f"- **{name}: {t['status']}** — {_headline(t['note'])}")
