@@ -1,12 +1,15 @@
 """Soak (issue 5): 100k mixed requests and 10k SSE streams through runtap, in 10 interleaved rounds.
 
+Half the streams are Assistants runs (12 events), half Responses (12 events: created, in_progress,
+output items and text deltas, completed), so the count after SIGTERM covers both kinds of object.
+
     python -m bench.soak [--quick] [--requests 100000] [--streams 10000] [--max-seconds 900]
 
 Reports RSS and open fds at start (after start-up, before load), middle (after half the rounds) and end;
 memory is "flat" when end is within 10% of middle (start is before the allocator and caches warm up).
 Meanwhile /healthz is probed every 100 ms (a new connection each time, as a kubelet probe does) and the
-worst latency is reported. After the rounds: queue drain, SIGTERM, and every created run counted in
-DuckDB. Bounded by count and by --max-seconds.
+worst latency is reported. After the rounds: queue drain, SIGTERM, and every created run and response
+counted in DuckDB. Bounded by count and by --max-seconds.
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ class SoakResult:
     healthz_failures: int = 0
     healthz_worst_ms: float | None = None
     healthz_p99_ms: float | None = None
-    created: int | None = None
-    captured: int | None = None
-    abandoned_creates: int | None = None  # the client went away mid-response (wrk stopping at its quota)
+    created: int | None = None  # runs and responses the upstream created through the proxy
+    captured: int | None = None  # of those, ids in DuckDB (runs + responses)
+    captured_responses: int | None = None
+    abandoned_creates: int | None = None  # run and response creates the client left mid-response (wrk's quota)
     check_received: int | None = None  # creates read to the end after the rounds
     check_missing: int | None = None  # of those, run ids not in DuckDB
     note: str = ""
@@ -138,6 +142,8 @@ def soak(target: str, requests: int, streams: int, *, rounds: int, max_seconds: 
             first = procstats.sample(proc.pid)
             res.rss_mb["start"], res.fds["start"] = _mb(first), first.fds
             mixed, sse = load.WORKLOADS["mixed"], load.WORKLOADS["sse12"]
+            resp = load.Workload("resp12", "POST responses.create stream=true, 12 SSE events",
+                                 (load.Request("POST", "/v1/responses", load.responses_sse_body(12)),), 12)
             with HealthProbe(health_port, health_path) as probe:
                 for r in range(rounds):
                     if time.monotonic() >= deadline or not proc.alive():
@@ -147,11 +153,13 @@ def soak(target: str, requests: int, streams: int, *, rounds: int, max_seconds: 
                     n_str = streams // rounds + (1 if r < streams % rounds else 0)
                     d1, e1 = run_count(proc.port, mixed, n_req, connections=connections, cpus=place.load,
                                        deadline=deadline)
-                    d2, e2 = run_count(proc.port, sse, n_str, connections=connections, cpus=place.load,
+                    d2, e2 = run_count(proc.port, sse, n_str - n_str // 2, connections=connections,
+                                       cpus=place.load, deadline=deadline)
+                    d3, e3 = run_count(proc.port, resp, n_str // 2, connections=connections, cpus=place.load,
                                        deadline=deadline)
                     res.requests_done += d1
-                    res.streams_done += d2
-                    res.errors += e1 + e2
+                    res.streams_done += d2 + d3
+                    res.errors += e1 + e2 + e3
                     res.rounds = r + 1
                     s = procstats.sample(proc.pid)
                     if r + 1 == (rounds + 1) // 2:
@@ -174,10 +182,11 @@ def soak(target: str, requests: int, streams: int, *, rounds: int, max_seconds: 
             if target == "runtap" and proc.db is not None:
                 code = proc.stop(timeout=120)
                 got = targets.count_captured(proc.db, stats["run_prefix"])
-                res.captured = len(got.run_ids)
+                res.captured = len(got.run_ids) + len(got.response_ids)
+                res.captured_responses = len(got.response_ids)
                 res.check_received, res.check_missing = len(ids), len(ids - got.run_ids)
                 res.abandoned_creates = sum(v for k, v in (got.request_errors or {}).items()
-                                            if k.startswith("runs.create:"))
+                                            if k.startswith(("runs.create:", "responses.create:")))
                 res.note += f"runtap exit {code}. {got.note}"
         except StartError as exc:
             res.note += f"{target} failed to start: {exc}"
@@ -195,7 +204,8 @@ def markdown(r: SoakResult) -> str:
 
     flat = r.rss_growth_middle_to_end
     rows = [
-        f"### Soak: {r.target}, {r.requests_done:,} mixed requests + {r.streams_done:,} SSE streams "
+        f"### Soak: {r.target}, {r.requests_done:,} mixed requests + {r.streams_done:,} SSE streams (runs and "
+        f"responses) "
         f"({r.rounds} rounds, {r.elapsed_s:g} s)", "",
         "| measure | start | middle | end |", "|---|--:|--:|--:|",
         f"| RSS MB | {f(r.rss_mb.get('start'))} | {f(r.rss_mb.get('middle'))} | {f(r.rss_mb.get('end'))} |",
@@ -212,8 +222,9 @@ def markdown(r: SoakResult) -> str:
                     "created (and read in full) after the rounds are in DuckDB: "
                     + ("PASS" if r.check_missing == 0 else f"MISS ({r.check_missing} missing)"))
     if r.created is not None and r.captured is not None:
-        rows.append(f"- overall: {r.created:,} runs created upstream through the proxy, {r.captured:,} in "
-                    f"DuckDB, {r.abandoned_creates} creates abandoned by wrk mid-response")
+        rows.append(f"- overall: {r.created:,} runs and responses created upstream through the proxy, "
+                    f"{r.captured:,} in DuckDB ({f(r.captured_responses, 0)} responses), {r.abandoned_creates} "
+                    "creates abandoned by wrk mid-response")
     if r.note:
         rows.append(f"- note: {r.note.strip()}")
     return "\n".join(rows) + "\n"
