@@ -15,11 +15,15 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from runtap.proxy.addons.otlp_encode import encode_request
 
 _text = st.text(max_size=12)
-_scalar = st.one_of(_text, st.booleans(), st.integers(-(1 << 63), (1 << 63) - 1),
+# values past 127 bytes take a two-byte length (the inline encoding's other branch)
+_long_text = st.text(min_size=60, max_size=200)
+_scalar = st.one_of(_text, _long_text, st.booleans(), st.integers(-(1 << 63), (1 << 63) - 1),
                     st.floats(allow_nan=False))
 _value = st.one_of(_scalar, st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=3),
                    st.lists(_text, max_size=3).map(tuple))
-_attrs = st.dictionaries(st.text(min_size=1, max_size=8), _value, max_size=6)
+# runtap's per-request keys (ids, paths, URLs) are encoded without the cache
+_keys = st.one_of(st.text(min_size=1, max_size=8), st.sampled_from(["url.path", "url.full", "openai.run.id"]))
+_attrs = st.dictionaries(_keys, _value, max_size=6)
 _ids = st.integers(1, (1 << 64) - 1)
 _trace_ids = st.integers(1, (1 << 128) - 1)
 

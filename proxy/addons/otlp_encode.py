@@ -67,11 +67,36 @@ def _any_value(value: Any) -> bytes:
     return bytes(encode_value(value).SerializeToString())
 
 
+# Values that differ on every request (ids, paths, URLs): caching them only evicts the values that
+# repeat, so they are encoded each time and never stored.
+_UNIQUE_KEYS: Final = frozenset({"url.path", "url.full", "openai.run.id", "openai.run.step.id",
+                                 "gen_ai.response.id"})
+_SMALL: Final = tuple(bytes((n,)) for n in range(0x80))  # the varint of a length below 128
+_key_fields: dict[str, bytes] = {}  # key -> its KeyValue.key field (keys are runtap's and the SDK's: few)
+
+
+def _string_pair(tag: int, key: str, value: str) -> bytes:
+    """A KeyValue with a string value under `tag`, written out inline: the miss path of _attributes."""
+    key_field = _key_fields.get(key)
+    if key_field is None:
+        key_field = _field(0x0A, key.encode())
+        if len(_key_fields) < _MAX_CACHE:
+            _key_fields[key] = key_field
+    raw = value.encode()
+    n = len(raw)
+    any_value = (b"\x0a" + _SMALL[n] + raw) if n < 0x80 else _field(0x0A, raw)  # AnyValue.string_value
+    n = len(any_value)
+    pair = key_field + ((b"\x12" + _SMALL[n] + any_value) if n < 0x80 else _field(0x12, any_value))
+    n = len(pair)
+    return bytes((tag,)) + (_SMALL[n] if n < 0x80 else _varint(n)) + pair
+
+
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated KeyValue under `tag`; each field cached by (tag, key, type, value).
 
     String values (nearly all of runtap's) take a cache keyed by (key, value) alone: a string never
-    equals a value of another type, so the type is not needed to tell them apart.
+    equals a value of another type, so the type is not needed to tell them apart. Values of
+    _UNIQUE_KEYS are not cached.
     """
     if not attributes:
         return b""
@@ -82,19 +107,19 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     parts = []
     for key, value in attributes.items():
         if type(value) is str:
-            sk = (key, value)
-            hit = strings.get(sk)
-            if hit is None:
-                try:
-                    raw = value.encode()
-                    name = key.encode()
-                except UnicodeEncodeError:  # a lone surrogate (undecodable header bytes): left out, as the SDK does
+            try:
+                if key in _UNIQUE_KEYS:
+                    parts.append(_string_pair(tag, key, value))
                     continue
-                pair = _field(0x0A, name) + _field(0x12, _field(0x0A, raw))  # AnyValue.string_value
-                hit = bytes((tag,)) + _varint(len(pair)) + pair
-                if len(strings) >= _MAX_CACHE:
-                    strings.clear()
-                strings[sk] = hit
+                sk = (key, value)
+                hit = strings.get(sk)
+                if hit is None:
+                    hit = _string_pair(tag, key, value)
+                    if len(strings) >= _MAX_CACHE:
+                        strings.clear()
+                    strings[sk] = hit
+            except UnicodeEncodeError:  # a lone surrogate (undecodable header bytes): left out, as the SDK does
+                continue
             parts.append(hit)
             continue
         try:

@@ -59,6 +59,9 @@ _TOOL_TYPE = {"function": "function", "code_interpreter": "extension", "file_sea
               "retrieval": "datastore"}
 
 
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
 def _digest(kind: bytes, oid: str) -> bytes:
     return hashlib.sha256(b"runtap:" + kind + b":" + oid.encode("utf-8", "surrogatepass")).digest()
 
@@ -77,9 +80,11 @@ def step_span_id(step_id: str) -> int:
 
 
 def run_span_context(run_id: str) -> SpanContext:
-    """The run span's context, computable from the run id alone (for links and parents)."""
-    return SpanContext(run_trace_id(run_id), run_span_id(run_id), is_remote=True,
-                       trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    """The run span's context, computable from the run id alone (for links and parents): run_trace_id
+    and run_span_id from one digest (every request span that names a run links to it)."""
+    digest = _digest(b"run", run_id)
+    return SpanContext(int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:24], "big") or 1,
+                       is_remote=True, trace_flags=_SAMPLED)
 
 
 class _NextIds(IdGenerator):
