@@ -93,8 +93,10 @@ def test_dropped_counts_survive_a_limit_of_zero() -> None:
 def test_an_unencodable_string_leaves_out_that_attribute_only() -> None:
     """Header bytes that are not UTF-8 reach attributes as lone surrogates (aiohttp's parser): like
     the SDK's encoder, the attribute is left out and the rest of the span is kept."""
-    spans = [ReadableSpan("s", SpanContext(1, 2, False), attributes={"user_agent.original": "a\udcffb", "ok": "x"})]
+    # url.path: one of the per-request keys, encoded without the cache
+    attrs = {"user_agent.original": "a\udcffb", "ok": "x", "url.path": "/v1/\udcff", "url.full": "http://u/v1"}
+    spans = [ReadableSpan("s", SpanContext(1, 2, False), attributes=attrs)]
     decoded = ExportTraceServiceRequest.FromString(encode_request(spans))
     (out,) = decoded.resource_spans[0].scope_spans[0].spans
-    assert [a.key for a in out.attributes] == ["ok"]
+    assert [a.key for a in out.attributes] == ["ok", "url.full"]
     assert decoded == encode_spans(spans)
