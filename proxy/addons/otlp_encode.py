@@ -31,13 +31,14 @@ _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_double = struct.Struct("<d").pack
 _MAX_CACHE: Final = 8192
+_SMALL: Final = tuple(bytes((n,)) for n in range(0x80))  # the varint of a number below 128
 _attr_cache: dict[tuple[int, str, type, Any], bytes] = {}
 _str_cache: dict[int, dict[tuple[str, str], bytes]] = {}
 
 
 def _varint(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _SMALL[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -71,24 +72,18 @@ def _any_value(value: Any) -> bytes:
 # repeat, so they are encoded each time and never stored.
 _UNIQUE_KEYS: Final = frozenset({"url.path", "url.full", "openai.run.id", "openai.run.step.id",
                                  "gen_ai.response.id"})
-_SMALL: Final = tuple(bytes((n,)) for n in range(0x80))  # the varint of a length below 128
 _key_fields: dict[str, bytes] = {}  # key -> its KeyValue.key field (keys are runtap's and the SDK's: few)
 
 
 def _string_pair(tag: int, key: str, value: str) -> bytes:
-    """A KeyValue with a string value under `tag`, written out inline: the miss path of _attributes."""
+    """A KeyValue with a string value under `tag` (the key's field cached): the miss path of _attributes."""
     key_field = _key_fields.get(key)
     if key_field is None:
         key_field = _field(0x0A, key.encode())
         if len(_key_fields) < _MAX_CACHE:
             _key_fields[key] = key_field
-    raw = value.encode()
-    n = len(raw)
-    any_value = (b"\x0a" + _SMALL[n] + raw) if n < 0x80 else _field(0x0A, raw)  # AnyValue.string_value
-    n = len(any_value)
-    pair = key_field + ((b"\x12" + _SMALL[n] + any_value) if n < 0x80 else _field(0x12, any_value))
-    n = len(pair)
-    return bytes((tag,)) + (_SMALL[n] if n < 0x80 else _varint(n)) + pair
+    pair = key_field + _field(0x12, _field(0x0A, value.encode()))  # value: AnyValue.string_value
+    return bytes((tag,)) + _varint(len(pair)) + pair
 
 
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
